@@ -32,20 +32,23 @@ ROPE_THETA = 10000.0
 # --------------------------------------------------------------------------- helpers
 
 
-def rope_tables(head_dim: int, positions: Tensor) -> tuple[Tensor, Tensor]:
-    """cos/sin tables [len(positions), head_dim // 2] in float32 for interleaved RoPE."""
+def rope_tables(head_dim: int, positions: Tensor) -> Tensor:
+    """Complex rotations [len(positions), head_dim // 2] (float32 angles) for RoPE."""
     inv_freq = 1.0 / (ROPE_THETA ** (torch.arange(0, head_dim, 2)[: head_dim // 2] / head_dim))
     angles = torch.outer(positions.to("cpu"), inv_freq)
-    return torch.cos(angles).to(positions.device), torch.sin(angles).to(positions.device)
+    return torch.polar(torch.ones_like(angles), angles).to(positions.device)
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate consecutive pairs of the last dim of x [B, S, H, Dh] by angles [S, Dh/2]."""
-    xf = x.float().unflatten(-1, (-1, 2))
-    real, imag = xf[..., 0], xf[..., 1]
-    c, s = cos[:, None, :], sin[:, None, :]
-    out = torch.stack((real * c - imag * s, real * s + imag * c), dim=-1)
-    return out.flatten(-2).type_as(x)
+def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
+    """Rotate consecutive pairs of the last dim of x [B, S, H, Dh].
+
+    ``rotation`` is [S, Dh/2] (every head) or [S, H, Dh/2] (per head; an angle of 0 leaves
+    a head unrotated, which is how the DiT rotates only half of its heads in one op).
+    """
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    if rotation.ndim == 2:
+        rotation = rotation[:, None, :]
+    return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
 
 
 def timestep_embedding(t: Tensor, size: int) -> Tensor:
@@ -104,10 +107,10 @@ class EncoderAttention(nn.Module):
         self.q_norm = RMSNorm((heads, size // heads), eps)
         self.k_norm = RMSNorm((heads, size // heads), eps)
 
-    def forward(self, x: Tensor, key_mask: Tensor | None, rope: tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, key_mask: Tensor | None, rope: Tensor) -> Tensor:
         b, s, _ = x.shape
-        q = apply_rope(self.q_norm(self.wq(x).view(b, s, self.heads, -1)), *rope)
-        k = apply_rope(self.k_norm(self.wk(x).view(b, s, self.heads, -1)), *rope)
+        q = apply_rope(self.q_norm(self.wq(x).view(b, s, self.heads, -1)), rope)
+        k = apply_rope(self.k_norm(self.wk(x).view(b, s, self.heads, -1)), rope)
         v = self.wv(x).view(b, s, self.heads, -1)
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
@@ -125,7 +128,7 @@ class EncoderBlock(nn.Module):
         self.attention_norm = RMSNorm(size, eps)
         self.mlp_norm = RMSNorm(size, eps)
 
-    def forward(self, x: Tensor, key_mask: Tensor | None, rope: tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, key_mask: Tensor | None, rope: Tensor) -> Tensor:
         x = x + self.attention(self.attention_norm(x), key_mask, rope)
         return x + self.mlp(self.mlp_norm(x))
 
@@ -198,6 +201,13 @@ class ContextKV:
     @property
     def rows(self) -> int:
         return self.keys[0].shape[0]
+
+    def head(self, rows: int) -> ContextKV:
+        """A view of the first ``rows`` rows (unguided steps use only the conditional rows)."""
+        if rows == self.rows:
+            return self
+        return ContextKV([k[:rows] for k in self.keys], [v[:rows] for v in self.values],
+                         self.seq_len, self.segments)
 
     def scale_segment(self, name: str, factor: float, max_layers: int | None) -> None:
         """Multiply one segment's keys and values in place, in the first max_layers layers."""
@@ -275,11 +285,7 @@ class JointAttention(nn.Module):
         self.gate = nn.Linear(size, size, bias=False)
         self.wo = nn.Linear(size, size, bias=False)
 
-    def rope_half(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
-        half = self.heads // 2
-        return torch.cat([apply_rope(x[:, :, :half], *rope), x[:, :, half:]], dim=2)
-
-    def context_kv(self, state: Tensor, which: str, rope: tuple[Tensor, Tensor] | None = None
+    def context_kv(self, state: Tensor, which: str, rope: Tensor | None = None
                    ) -> tuple[Tensor, Tensor]:
         """Keys/values [B, H, L, Dh] of an encoder state [B, L, W] ('text'|'speaker'|'latent')."""
         wk, wv = {"text": (self.wk_text, self.wv_text), "speaker": (self.wk_speaker, self.wv_speaker),
@@ -287,15 +293,15 @@ class JointAttention(nn.Module):
         b, length, _ = state.shape
         k = self.k_norm(wk(state).view(b, length, self.heads, -1))
         if rope is not None:
-            k = self.rope_half(k, rope)
+            k = apply_rope(k, rope)
         v = wv(state).view(b, length, self.heads, -1)
         return k.transpose(1, 2), v.transpose(1, 2)
 
     def forward(self, x: Tensor, keys: Tensor, values: Tensor, key_mask: Tensor,
-                rope: tuple[Tensor, Tensor]) -> Tensor:
+                rope: Tensor) -> Tensor:
         b, s, _ = x.shape
-        q = self.rope_half(self.q_norm(self.wq(x).view(b, s, self.heads, -1)), rope)
-        k = self.rope_half(self.k_norm(self.wk(x).view(b, s, self.heads, -1)), rope)
+        q = apply_rope(self.q_norm(self.wq(x).view(b, s, self.heads, -1)), rope)
+        k = apply_rope(self.k_norm(self.wk(x).view(b, s, self.heads, -1)), rope)
         keys[:, :, :s].copy_(k.transpose(1, 2))
         values[:, :, :s].copy_(self.wv(x).view(b, s, self.heads, -1).transpose(1, 2))
         out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=key_mask)
@@ -313,7 +319,7 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: Tensor, attn_mod: tuple[Tensor, Tensor, Tensor],
                 mlp_mod: tuple[Tensor, Tensor, Tensor], keys: Tensor, values: Tensor,
-                key_mask: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+                key_mask: Tensor, rope: Tensor) -> Tensor:
         shift, scale, gate = attn_mod
         h = self.attention_adaln.normalize(x, shift, scale)
         x = x + gate * self.attention(h, keys, values, key_mask, rope)
@@ -355,7 +361,7 @@ class EchoDiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
         self.out_norm = RMSNorm(cfg.model_size, cfg.norm_eps)
         self.out_proj = nn.Linear(cfg.model_size, cfg.latent_size)
-        self._rope_cache: dict[tuple[int, int, str], tuple[Tensor, Tensor]] = {}
+        self._rope_cache: dict[tuple[int, int, str], Tensor] = {}
 
     @property
     def device(self) -> torch.device:
@@ -376,12 +382,20 @@ class EchoDiT(nn.Module):
         for block in self.blocks:
             del block.attention.wk_latent, block.attention.wv_latent
 
-    def rope(self, start: int, length: int, stride: int = 1) -> tuple[Tensor, Tensor]:
-        """Cached RoPE tables for positions start, start+stride, ... (length of them)."""
+    def rope(self, start: int, length: int, stride: int = 1) -> Tensor:
+        """Cached per-head rotations [length, H, Dh/2] for positions start, start+stride, ...
+
+        The first half of the heads is rotated; the second half gets the identity.
+        """
         key = (start, length, f"{stride}:{self.device}")
         if key not in self._rope_cache:
             positions = torch.arange(length, device=self.device) * stride + start
-            self._rope_cache[key] = rope_tables(self.config.head_dim, positions)
+            table = rope_tables(self.config.head_dim, positions)
+            heads = self.config.num_heads
+            rotation = torch.ones(length, heads, table.shape[-1], dtype=table.dtype,
+                                  device=table.device)
+            rotation[:, : heads // 2] = table[:, None]
+            self._rope_cache[key] = rotation
         return self._rope_cache[key]
 
     # ---- conditioning, computed once per sampler call

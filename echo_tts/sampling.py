@@ -1,0 +1,287 @@
+"""The Euler sampler and its classifier-free-guidance modes, as small pure functions.
+
+The schedule is t = linspace(1, 0, steps + 1) * 0.999 in float32. Guidance is active on
+steps whose t lies in [cfg_min_t, cfg_max_t]; there the model is called on several rows
+per prompt (see :data:`GUIDANCE_ROWS`) and :func:`combine_guidance` merges them; other
+steps run the conditional row alone.
+
+Row kinds: ``cond`` (text + speaker), ``no_text`` (text masked out), ``no_speaker``
+(speaker masked out), ``no_both``. A dropped signal keeps its cached keys/values and
+only has its attention mask set to False.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from echo_tts.model import EchoDiT
+
+CfgMode = Literal["independent", "alternating", "joint", "none"]
+CFG_MODES: tuple[str, ...] = ("independent", "alternating", "joint", "none")
+MAX_SEQUENCE_LENGTH = 640
+SCHEDULE_SCALE = 0.999  # keeps t < 1 so the score rescale never divides by zero
+
+RowKind = Literal["cond", "no_text", "no_speaker", "no_both"]
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Sampler settings; defaults are production's (40 steps, independent CFG, 640 latents).
+
+    ``sequence_length`` is in latents (one latent = 2048 samples at 44.1 kHz, 640 ~ 29.7 s).
+    ``truncation_factor`` scales the initial noise; ``rescale_k``/``rescale_sigma`` turn on
+    temporal score rescaling; ``speaker_kv_scale`` multiplies the speaker keys/values of the
+    first ``speaker_kv_max_layers`` layers (all when None) until t drops below
+    ``speaker_kv_min_t`` (never, when None).
+    """
+
+    num_steps: int = 40
+    cfg_mode: CfgMode = "independent"
+    cfg_scale_text: float = 3.0
+    cfg_scale_speaker: float = 8.0
+    cfg_min_t: float = 0.5
+    cfg_max_t: float = 1.0
+    sequence_length: int = MAX_SEQUENCE_LENGTH
+    truncation_factor: float | None = None
+    rescale_k: float | None = None
+    rescale_sigma: float | None = None
+    speaker_kv_scale: float | None = None
+    speaker_kv_max_layers: int | None = None
+    speaker_kv_min_t: float | None = None
+
+    def __post_init__(self) -> None:
+        problems = list(_config_problems(self))
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def schedule(self) -> Tensor:
+        """Timesteps t_0 = 0.999 > ... > t_N = 0 (float32, CPU), length num_steps + 1."""
+        return torch.linspace(1.0, 0.0, self.num_steps + 1) * SCHEDULE_SCALE
+
+    def guided_steps(self) -> list[bool]:
+        """For each step, whether classifier-free guidance runs on it."""
+        t = self.schedule()[:-1]
+        return ((t >= self.cfg_min_t) & (t <= self.cfg_max_t)).tolist()
+
+    def rows_per_step(self) -> list[int]:
+        """Forward rows per prompt on each step."""
+        guided_rows = len(GUIDANCE_ROWS[self.cfg_mode])
+        return [guided_rows if g else 1 for g in self.guided_steps()]
+
+    def nfe(self) -> int:
+        """Forward rows (function evaluations) one prompt costs over the whole schedule."""
+        return sum(self.rows_per_step())
+
+
+def _config_problems(c: SamplerConfig) -> list[str]:
+    out = []
+    if isinstance(c.num_steps, bool) or not isinstance(c.num_steps, int) or c.num_steps < 1:
+        out.append(f"num_steps must be an integer >= 1 (got {c.num_steps!r})")
+    if c.cfg_mode not in CFG_MODES:
+        out.append(f"cfg_mode must be one of {', '.join(CFG_MODES)} (got {c.cfg_mode!r})")
+    if (isinstance(c.sequence_length, bool) or not isinstance(c.sequence_length, int)
+            or not 1 <= c.sequence_length <= MAX_SEQUENCE_LENGTH):
+        out.append(f"sequence_length must be an integer in [1, {MAX_SEQUENCE_LENGTH}] "
+                   f"(got {c.sequence_length!r})")
+    for name in ("cfg_scale_text", "cfg_scale_speaker"):
+        value = getattr(c, name)
+        if not _is_finite(value):
+            out.append(f"{name} must be a finite number (got {value!r})")
+    for name in ("cfg_min_t", "cfg_max_t", "speaker_kv_min_t"):
+        value = getattr(c, name)
+        if value is None and name == "speaker_kv_min_t":
+            continue
+        if not _is_finite(value) or not 0.0 <= value <= 1.0:
+            out.append(f"{name} must be in [0, 1] (got {value!r})")
+    if _is_finite(c.cfg_min_t) and _is_finite(c.cfg_max_t) and c.cfg_min_t > c.cfg_max_t:
+        out.append(f"cfg_min_t {c.cfg_min_t} is above cfg_max_t {c.cfg_max_t}")
+    for name in ("truncation_factor", "rescale_k", "rescale_sigma", "speaker_kv_scale"):
+        value = getattr(c, name)
+        if value is not None and (not _is_finite(value) or value <= 0):
+            out.append(f"{name} must be a positive finite number or unset (got {value!r})")
+    if (c.rescale_k is None) != (c.rescale_sigma is None):
+        out.append("rescale_k and rescale_sigma must be set together")
+    layers = c.speaker_kv_max_layers
+    if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or layers < 1):
+        out.append(f"speaker_kv_max_layers must be an integer >= 1 or unset (got {layers!r})")
+    return out
+
+
+def _is_finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# --------------------------------------------------------------------------- guidance
+
+# Rows per guided step. "alternating" drops text on even guided steps and the speaker on
+# odd ones; its second row is chosen by :func:`guidance_rows`.
+GUIDANCE_ROWS: dict[str, tuple[RowKind, ...]] = {
+    "independent": ("cond", "no_text", "no_speaker"),
+    "joint": ("cond", "no_both"),
+    "alternating": ("cond", "no_text"),
+    "none": ("cond",),
+}
+
+
+def guidance_rows(mode: str, guided_index: int | None) -> tuple[RowKind, ...]:
+    """Row kinds for one step; ``guided_index`` counts guided steps (None: unguided step)."""
+    if guided_index is None:
+        return ("cond",)
+    if mode == "alternating":
+        return ("cond", "no_text") if guided_index % 2 == 0 else ("cond", "no_speaker")
+    return GUIDANCE_ROWS[mode]
+
+
+def combine_guidance(velocities: dict[RowKind, Tensor], config: SamplerConfig) -> Tensor:
+    """Merge the rows' velocity predictions into one guided velocity."""
+    v_c = velocities["cond"]
+    s_text, s_spk = config.cfg_scale_text, config.cfg_scale_speaker
+    if len(velocities) == 1:
+        return v_c
+    if config.cfg_mode == "independent":
+        return v_c + s_text * (v_c - velocities["no_text"]) + s_spk * (v_c - velocities["no_speaker"])
+    if config.cfg_mode == "joint":
+        return v_c + (s_text + s_spk) * (v_c - velocities["no_both"])
+    if "no_text" in velocities:  # alternating, even guided step
+        return v_c + s_text * (v_c - velocities["no_text"])
+    return v_c + s_spk * (v_c - velocities["no_speaker"])
+
+
+def temporal_score_rescale(v: Tensor, x: Tensor, t: Tensor, k: float, sigma: float) -> Tensor:
+    """Rescale the predicted velocity by the SNR-dependent ratio (sigma: data scale)."""
+    snr = (1 - t) ** 2 / t**2
+    ratio = (snr * sigma**2 + 1) / (snr * sigma**2 / k + 1)
+    return (ratio * ((1 - t) * v + x) - x) / (1 - t)
+
+
+def key_mask(kinds: Sequence[RowKind], seq_len: int, segments: dict[str, slice],
+             text_mask: Tensor, speaker_mask: Tensor, prefix_mask: Tensor | None) -> Tensor:
+    """Boolean key mask [rows, 1, 1, S + C] for rows stacked as kinds x batch."""
+    batch = text_mask.shape[0]
+    total = max(s.stop for s in segments.values())
+    mask = torch.zeros(len(kinds) * batch, total, dtype=torch.bool, device=text_mask.device)
+    for i, kind in enumerate(kinds):
+        rows = slice(i * batch, (i + 1) * batch)
+        mask[rows, :seq_len] = True
+        if prefix_mask is not None:
+            mask[rows, segments["latent"]] = prefix_mask
+        if kind in ("cond", "no_speaker"):
+            mask[rows, segments["text"]] = text_mask
+        if kind in ("cond", "no_text"):
+            mask[rows, segments["speaker"]] = speaker_mask
+    return mask[:, None, None, :]
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def initial_noise(batch: int, seq_len: int, latent_size: int, seed: int | Sequence[int],
+                  device: torch.device) -> Tensor:
+    """Float32 Gaussian noise [B, S, latent_size].
+
+    One int seed draws the whole batch from one generator (the reference's behaviour);
+    a sequence of B seeds draws each row from its own generator, so item i of a batched
+    call equals an unbatched call with seed[i].
+    """
+    if isinstance(seed, int):
+        gen = torch.Generator(device=device).manual_seed(seed)
+        return torch.randn((batch, seq_len, latent_size), generator=gen, device=device)
+    if len(seed) != batch:
+        raise ValueError(f"got {len(seed)} seeds for a batch of {batch}")
+    return torch.cat([initial_noise(1, seq_len, latent_size, s, device) for s in seed])
+
+
+@torch.inference_mode()
+def sample_latents(
+    model: EchoDiT,
+    *,
+    text_ids: Tensor,
+    text_mask: Tensor,
+    speaker_latent: Tensor | None = None,
+    speaker_mask: Tensor | None = None,
+    config: SamplerConfig | None = None,
+    seed: int | Sequence[int] = 0,
+) -> Tensor:
+    """Sample latents [B, sequence_length, 80] (float32) by Euler integration from t=0.999 to 0.
+
+    text_ids/text_mask [B, T] come from :func:`echo_tts.encode_text`. speaker_latent
+    [B, L, 80] with speaker_mask [B, L] (L a multiple of the patch size); without a
+    speaker, zero latents with an all-False mask are used, as the reference does.
+    """
+    config = config or SamplerConfig()
+    device, batch = model.device, text_ids.shape[0]
+    text_ids, text_mask = text_ids.to(device), text_mask.to(device)
+    if speaker_latent is None:
+        patch = model.config.speaker_patch_size
+        speaker_latent = torch.zeros(batch, patch, model.config.latent_size, device=device)
+        speaker_mask = torch.zeros(batch, patch, dtype=torch.bool, device=device)
+    elif speaker_mask is None:
+        raise ValueError("speaker_mask is required with speaker_latent")
+    speaker_latent, speaker_mask = speaker_latent.to(device), speaker_mask.to(device)
+
+    text_state = model.encode_text(text_ids, text_mask)
+    speaker_state = model.encode_speaker(speaker_latent)
+    x = initial_noise(batch, config.sequence_length, model.config.latent_size, seed, device)
+    if config.truncation_factor is not None:
+        x = x * config.truncation_factor
+    return euler_loop(model, x, config, text_state, text_mask, speaker_state,
+                      speaker_mask[:, :: model.config.speaker_patch_size])
+
+
+def euler_loop(model: EchoDiT, x: Tensor, config: SamplerConfig, text_state: Tensor,
+               text_mask: Tensor, speaker_state: Tensor, speaker_token_mask: Tensor,
+               prefix_state: Tensor | None = None, prefix_mask: Tensor | None = None,
+               start_pos: int = 0) -> Tensor:
+    """Integrate x [B, S, 80] from t=0.999 to 0; masks are per encoder token.
+
+    ``prefix_state``/``prefix_mask``/``start_pos`` feed a latent prefix for blockwise
+    generation (the block's positions start at ``start_pos``).
+    """
+    batch, seq_len = x.shape[:2]
+    schedule = config.schedule().to(x.device)
+    guided = config.guided_steps()
+    max_rows = max(config.rows_per_step()) * batch
+    context = model.context_kv(max_rows, seq_len, text_state, speaker_state, prefix_state)
+    modulation = model.modulation(schedule[:-1])
+    masks: dict[tuple[RowKind, ...], Tensor] = {}
+
+    kv_scaled = config.speaker_kv_scale is not None
+    if config.speaker_kv_scale is not None:
+        context.scale_segment("speaker", config.speaker_kv_scale, config.speaker_kv_max_layers)
+
+    guided_index = 0
+    for i in range(config.num_steps):
+        t, t_next = schedule[i], schedule[i + 1]
+        kinds = guidance_rows(config.cfg_mode, guided_index if guided[i] else None)
+        guided_index += guided[i]
+        if kinds not in masks:
+            masks[kinds] = key_mask(kinds, seq_len, context.segments, text_mask,
+                                    speaker_token_mask, prefix_mask)
+        rows = len(kinds) * batch
+        out = model(x.repeat(len(kinds), 1, 1), modulation.at(i), context.head(rows),
+                    masks[kinds], start_pos)
+        v = combine_guidance(dict(zip(kinds, out.chunk(len(kinds)), strict=True)), config)
+        if config.rescale_k is not None and config.rescale_sigma is not None:
+            v = temporal_score_rescale(v, x, t, config.rescale_k, config.rescale_sigma)
+        min_t = config.speaker_kv_min_t
+        if kv_scaled and min_t is not None and t >= min_t > t_next:
+            # Past this point the speaker keys/values return to their trained scale.
+            assert config.speaker_kv_scale is not None
+            context.scale_segment("speaker", 1.0 / config.speaker_kv_scale,
+                                  config.speaker_kv_max_layers)
+            kv_scaled = False
+        x = x + v * (t_next - t)
+    return x

@@ -1,0 +1,54 @@
+"""Developer sessions. `nox` alone runs the tests; `nox -s lint typecheck` for the checks."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+
+
+def install(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The test suite (unit, integration, parity against echo-tts==0.1.4)."""
+    install(session)
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff over the whole tree."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", "--diff", "echo_tts")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy over echo_tts and bench."""
+    install(session)
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def smoke(session: nox.Session) -> None:
+    """The README's main job: the embedded smoke sweep on CPU, ending in a report."""
+    install(session)
+    session.run("echo-bench", "sweep", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """pytest-benchmark microbenchmarks; saves results and compares with the previous run."""
+    install(session)
+    session.run(
+        "python", "-m", "pytest", "tests/benchmarks", "-p", "no:cacheprovider",
+        "--benchmark-enable", "--benchmark-autosave", "--benchmark-compare",
+        "--benchmark-compare-fail=median:15%", "-o", "norecursedirs=", *session.posargs,
+    )
