@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -372,6 +373,11 @@ class EchoDiT(nn.Module):
         return self.in_proj.weight.dtype
 
     @property
+    def layers(self) -> list[DiTBlock]:
+        """The DiT blocks, typed (iterating the ModuleList yields plain Modules)."""
+        return [cast(DiTBlock, block) for block in self.blocks]
+
+    @property
     def has_blockwise(self) -> bool:
         """False when the blockwise (latent-prefix) modules were dropped at load time."""
         return hasattr(self, "latent_encoder")
@@ -379,7 +385,7 @@ class EchoDiT(nn.Module):
     def drop_blockwise(self) -> None:
         """Delete the latent-prefix modules (about 0.4B parameters at the official size)."""
         del self.latent_encoder, self.latent_norm
-        for block in self.blocks:
+        for block in self.layers:
             del block.attention.wk_latent, block.attention.wv_latent
 
     def rope(self, start: int, length: int, stride: int = 1) -> Tensor:
@@ -419,8 +425,8 @@ class EchoDiT(nn.Module):
         """AdaLN coefficients of every layer for timesteps t [N] (in the model's dtype)."""
         cond = self.cond_module(timestep_embedding(t.to(self.dtype), self.config.timestep_embed_size))
         return Modulation(
-            attention=[blk.attention_adaln.coefficients(cond) for blk in self.blocks],
-            mlp=[blk.mlp_adaln.coefficients(cond) for blk in self.blocks],
+            attention=[blk.attention_adaln.coefficients(cond) for blk in self.layers],
+            mlp=[blk.mlp_adaln.coefficients(cond) for blk in self.layers],
         )
 
     def context_kv(self, rows: int, seq_len: int, text_state: Tensor, speaker_state: Tensor,
@@ -444,10 +450,11 @@ class EchoDiT(nn.Module):
             prefix_rope = self.rope(0, prefix_len, self.config.speaker_patch_size)
         keys, values = [], []
         h, dh = self.config.num_heads, self.config.head_dim
-        for block in self.blocks:
+        for block in self.layers:
             k_buf = torch.empty(rows, h, start, dh, device=self.device, dtype=self.dtype)
             v_buf = torch.empty_like(k_buf)
-            parts = [("text", text_state, None), ("speaker", speaker_state, None)]
+            parts: list[tuple[str, Tensor, Tensor | None]] = [
+                ("text", text_state, None), ("speaker", speaker_state, None)]
             if prefix_state is not None:
                 parts.insert(0, ("latent", prefix_state, prefix_rope))
             for name, state, rope in parts:
@@ -475,7 +482,7 @@ class EchoDiT(nn.Module):
                              f"for {context.rows} x {context.seq_len}")
         rope = self.rope(start_pos, s)
         h = self.in_proj(x.to(self.dtype))
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.layers):
             h = block(h, modulation.attention[i], modulation.mlp[i], context.keys[i],
                       context.values[i], key_mask, rope)
         return self.out_proj(self.out_norm(h)).float()

@@ -20,7 +20,7 @@ def test_unknown_preset_lists_known() -> None:
 
 
 def test_missing_folder_and_file(tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match="pytorch_model.safetensors"):
+    with pytest.raises(WeightsError, match=r"pytorch_model\.safetensors"):
         load_model(tmp_path)
     with pytest.raises(WeightsError, match="neither a folder"):
         load_model(tmp_path / "nope" / "deeper")
@@ -39,7 +39,7 @@ def test_missing_and_extra_keys(tmp_path: Path) -> None:
     state.pop("out_proj.bias")
     state["surprise.weight"] = torch.zeros(2)
     save_file(state, str(tmp_path / "pytorch_model.safetensors"))
-    with pytest.raises(WeightsError, match="missing keys: out_proj.bias.*unexpected keys: surprise"):
+    with pytest.raises(WeightsError, match=r"missing keys: out_proj\.bias.*unexpected keys: surprise"):
         load_model(tmp_path, config=ModelConfig.preset("tiny"))
 
 
@@ -67,7 +67,7 @@ def test_offline_hub_miss_is_clear(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(WeightsError, match="jordand/echo-tts-base/pytorch_model.safetensors is not in"):
+    with pytest.raises(WeightsError, match=r"jordand/echo-tts-base/pytorch_model\.safetensors is not in"):
         load_model("jordand/echo-tts-base")
 
 
