@@ -289,8 +289,7 @@ class JointAttention(nn.Module):
     def context_kv(self, state: Tensor, which: str, rope: Tensor | None = None
                    ) -> tuple[Tensor, Tensor]:
         """Keys/values [B, H, L, Dh] of an encoder state [B, L, W] ('text'|'speaker'|'latent')."""
-        wk, wv = {"text": (self.wk_text, self.wv_text), "speaker": (self.wk_speaker, self.wv_speaker),
-                  "latent": (self.wk_latent, self.wv_latent)}[which]
+        wk, wv = getattr(self, f"wk_{which}"), getattr(self, f"wv_{which}")
         b, length, _ = state.shape
         k = self.k_norm(wk(state).view(b, length, self.heads, -1))
         if rope is not None:

@@ -204,6 +204,47 @@ def initial_noise(batch: int, seq_len: int, latent_size: int, seed: int | Sequen
     return torch.cat([initial_noise(1, seq_len, latent_size, s, device) for s in seed])
 
 
+@dataclass
+class Conditioning:
+    """Encoded text and speaker for a batch of B prompts (computed once per sampler call).
+
+    text_state [B, T, Wt] with text_mask [B, T]; speaker_state [B, L/patch, Ws] with
+    speaker_token_mask [B, L/patch] (one entry per speaker patch).
+    """
+
+    text_state: Tensor
+    text_mask: Tensor
+    speaker_state: Tensor
+    speaker_token_mask: Tensor
+
+    @property
+    def batch(self) -> int:
+        return self.text_state.shape[0]
+
+
+def encode_text_condition(model: EchoDiT, text_ids: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Text state and mask on the model's device."""
+    text_mask = text_mask.to(model.device)
+    return model.encode_text(text_ids.to(model.device), text_mask), text_mask
+
+
+def encode_speaker_condition(model: EchoDiT, speaker_latent: Tensor | None,
+                             speaker_mask: Tensor | None, batch: int) -> tuple[Tensor, Tensor]:
+    """Speaker state and per-patch mask; no speaker = zero latents with an all-False mask."""
+    device, patch = model.device, model.config.speaker_patch_size
+    if speaker_latent is None:
+        speaker_latent = torch.zeros(batch, patch, model.config.latent_size, device=device)
+        speaker_mask = torch.zeros(batch, patch, dtype=torch.bool, device=device)
+    elif speaker_mask is None:
+        raise ValueError("speaker_mask is required with speaker_latent")
+    if speaker_latent.shape[1] % patch:
+        raise ValueError(f"speaker latents ({speaker_latent.shape[1]}) must be a multiple of the "
+                         f"patch size {patch}")
+    assert speaker_mask is not None
+    state = model.encode_speaker(speaker_latent.to(device))
+    return state, speaker_mask.to(device)[:, ::patch]
+
+
 @torch.inference_mode()
 def sample_latents(
     model: EchoDiT,
@@ -220,32 +261,30 @@ def sample_latents(
     text_ids/text_mask [B, T] come from :func:`echo_tts.encode_text`. speaker_latent
     [B, L, 80] with speaker_mask [B, L] (L a multiple of the patch size); without a
     speaker, zero latents with an all-False mask are used, as the reference does.
+    See :func:`initial_noise` for how ``seed`` draws the noise of a batch.
     """
-    config = config or SamplerConfig()
-    device, batch = model.device, text_ids.shape[0]
-    text_ids, text_mask = text_ids.to(device), text_mask.to(device)
-    if speaker_latent is None:
-        patch = model.config.speaker_patch_size
-        speaker_latent = torch.zeros(batch, patch, model.config.latent_size, device=device)
-        speaker_mask = torch.zeros(batch, patch, dtype=torch.bool, device=device)
-    elif speaker_mask is None:
-        raise ValueError("speaker_mask is required with speaker_latent")
-    speaker_latent, speaker_mask = speaker_latent.to(device), speaker_mask.to(device)
+    text_state, text_mask = encode_text_condition(model, text_ids, text_mask)
+    speaker_state, speaker_tokens = encode_speaker_condition(
+        model, speaker_latent, speaker_mask, text_ids.shape[0])
+    cond = Conditioning(text_state, text_mask, speaker_state, speaker_tokens)
+    return sample_conditioned(model, cond, config or SamplerConfig(), seed)
 
-    text_state = model.encode_text(text_ids, text_mask)
-    speaker_state = model.encode_speaker(speaker_latent)
-    x = initial_noise(batch, config.sequence_length, model.config.latent_size, seed, device)
+
+@torch.inference_mode()
+def sample_conditioned(model: EchoDiT, cond: Conditioning, config: SamplerConfig,
+                       seed: int | Sequence[int]) -> Tensor:
+    """The sampler after conditioning: noise, then the Euler loop."""
+    x = initial_noise(cond.batch, config.sequence_length, model.config.latent_size, seed,
+                      model.device)
     if config.truncation_factor is not None:
         x = x * config.truncation_factor
-    return euler_loop(model, x, config, text_state, text_mask, speaker_state,
-                      speaker_mask[:, :: model.config.speaker_patch_size])
+    return euler_loop(model, x, config, cond)
 
 
-def euler_loop(model: EchoDiT, x: Tensor, config: SamplerConfig, text_state: Tensor,
-               text_mask: Tensor, speaker_state: Tensor, speaker_token_mask: Tensor,
+def euler_loop(model: EchoDiT, x: Tensor, config: SamplerConfig, cond: Conditioning,
                prefix_state: Tensor | None = None, prefix_mask: Tensor | None = None,
                start_pos: int = 0) -> Tensor:
-    """Integrate x [B, S, 80] from t=0.999 to 0; masks are per encoder token.
+    """Integrate x [B, S, 80] from t=0.999 to 0 under the given conditioning.
 
     ``prefix_state``/``prefix_mask``/``start_pos`` feed a latent prefix for blockwise
     generation (the block's positions start at ``start_pos``).
@@ -254,7 +293,8 @@ def euler_loop(model: EchoDiT, x: Tensor, config: SamplerConfig, text_state: Ten
     schedule = config.schedule().to(x.device)
     guided = config.guided_steps()
     max_rows = max(config.rows_per_step()) * batch
-    context = model.context_kv(max_rows, seq_len, text_state, speaker_state, prefix_state)
+    context = model.context_kv(max_rows, seq_len, cond.text_state, cond.speaker_state,
+                               prefix_state)
     modulation = model.modulation(schedule[:-1])
     masks: dict[tuple[RowKind, ...], Tensor] = {}
 
@@ -268,8 +308,8 @@ def euler_loop(model: EchoDiT, x: Tensor, config: SamplerConfig, text_state: Ten
         kinds = guidance_rows(config.cfg_mode, guided_index if guided[i] else None)
         guided_index += guided[i]
         if kinds not in masks:
-            masks[kinds] = key_mask(kinds, seq_len, context.segments, text_mask,
-                                    speaker_token_mask, prefix_mask)
+            masks[kinds] = key_mask(kinds, seq_len, context.segments, cond.text_mask,
+                                    cond.speaker_token_mask, prefix_mask)
         rows = len(kinds) * batch
         out = model(x.repeat(len(kinds), 1, 1), modulation.at(i), context.head(rows),
                     masks[kinds], start_pos)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -75,3 +76,61 @@ def encode_text(
         ids_out[row, :n] = torch.tensor(ids[:n], dtype=torch.int32)
         mask[row, :n] = True
     return ids_out, mask
+
+
+# Read English speech runs at about 2.5 words (14-16 bytes) per second; a chunk of this
+# many bytes per second of audio fills a sequence without running past its end.
+BYTES_PER_AUDIO_SECOND = 16.0
+_SENTENCE_END = re.compile(r"(?<=[.!?\u2026])\s+")
+_CLAUSE_END = re.compile(r"(?<=[,;:\u2014])\s+")
+
+
+def chunk_bytes_for(sequence_length: int, samples_per_latent: int = 2048,
+                    sample_rate: int = 44_100) -> int:
+    """Bytes of text that fit in ``sequence_length`` latents of speech (at most 768 - 6)."""
+    seconds = sequence_length * samples_per_latent / sample_rate
+    return min(int(seconds * BYTES_PER_AUDIO_SECOND), MAX_TEXT_BYTES - len("[S1] ") - 1)
+
+
+def split_text(text: str, max_bytes: int = chunk_bytes_for(640)) -> list[str]:
+    """Split text into chunks of at most ``max_bytes`` UTF-8 bytes each.
+
+    Splits at sentence ends first, then at clause punctuation, then between words (a
+    single word longer than the limit is cut between characters). Neighbouring pieces
+    are packed greedily, so chunks are as long as the limit allows. Whitespace is
+    collapsed; an empty text gives no chunks.
+    """
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be >= 1 (got {max_bytes})")
+    text = " ".join(text.split())
+    pieces = _split_pieces(text, max_bytes, [_SENTENCE_END, _CLAUSE_END, re.compile(r"\s+")])
+    chunks: list[str] = []
+    for piece in pieces:
+        if chunks and _nbytes(chunks[-1] + " " + piece) <= max_bytes:
+            chunks[-1] += " " + piece
+        else:
+            chunks.append(piece)
+    return chunks
+
+
+def _nbytes(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _split_pieces(text: str, max_bytes: int, separators: list[re.Pattern[str]]) -> list[str]:
+    if not text:
+        return []
+    if _nbytes(text) <= max_bytes:
+        return [text]
+    if not separators:
+        out, current = [], ""
+        for char in text:  # no boundary left: cut between characters
+            if current and _nbytes(current + char) > max_bytes:
+                out.append(current)
+                current = ""
+            current += char
+        return [*out, current] if current else out
+    pieces: list[str] = []
+    for part in separators[0].split(text):
+        pieces.extend(_split_pieces(part.strip(), max_bytes, separators[1:]))
+    return pieces

@@ -1,0 +1,87 @@
+"""The ``echo-bench`` command line.
+
+Exit codes: 0 done, 1 some generations/checks failed, 2 bad input (a one-line message,
+no traceback), 3 inconclusive (gate), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from bench.errors import USER_ERRORS, UserError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _add_synth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("synth", help="generate one utterance and print stage timings and RTF")
+    p.add_argument("text", help="text to speak (long text is split into chunks)")
+    p.add_argument("-o", "--output", default="out.wav", help="WAV file to write (default out.wav)")
+    p.add_argument("--speaker", help="speaker reference WAV/FLAC for voice cloning")
+    p.add_argument("--steps", type=int, default=40, help="diffusion steps (default 40)")
+    p.add_argument("--cfg-mode", default="independent",
+                   help="independent | alternating | joint | none (default independent)")
+    p.add_argument("--sequence-length", type=int, default=640, help="latents per chunk (<= 640)")
+    p.add_argument("--model", default="jordand/echo-tts-base",
+                   help="DiT weights: folder, HF repo id or random:<preset>")
+    p.add_argument("--codec", default="jordand/fish-s1-dac-min",
+                   help="codec weights: folder, HF repo id or random:<preset>")
+    p.add_argument("--pca", default=None, help="PCA state source (default: the model's)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--dtype", default=None, help="model dtype: float32, bfloat16 (default: "
+                   "bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-chunks", type=int, default=1,
+                   help="chunks of a long text per sampler call (default 1)")
+    p.set_defaults(handler=_lazy("bench.commands.synth", "run"))
+
+
+def _lazy(module: str, name: str) -> Handler:
+    """Import a command's module only when it runs (keeps `--help` fast)."""
+
+    def handler(args: argparse.Namespace) -> int:
+        import importlib
+
+        function: Handler = getattr(importlib.import_module(module), name)
+        return function(args)
+
+    return handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="echo-bench",
+        description="Benchmark and quality harness for the Echo-TTS sampler. "
+                    "Without a command, runs the embedded smoke sweep and writes its report.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_synth(sub)
+    from bench import commands
+
+    commands.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["sweep", *(argv or [])])
+    try:
+        code: int = args.handler(args)
+    except USER_ERRORS as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"echo-bench: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("echo-bench: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return code
+
+
+__all__ = ["UserError", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

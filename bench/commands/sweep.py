@@ -1,0 +1,92 @@
+"""``echo-bench sweep``: run a sweep spec on a backend and store one record per generation."""
+
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+
+from bench.errors import UserError
+from bench.prompts import load_prompts
+from bench.runner import DEFAULT_RUNS_ROOT, Backend, run_sweep
+from bench.spec import SweepSpec, load_spec
+
+DEFAULT_SPEC = "smoke"
+
+
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sweep", help="run a sweep spec (default: the embedded smoke sweep)")
+    p.add_argument("spec", nargs="?", default=DEFAULT_SPEC,
+                   help="a TOML file, or the name of a shipped sweep (smoke, nightly, "
+                        "modal-smoke); default smoke")
+    p.add_argument("--backend", choices=("local", "modal"), default="local")
+    p.add_argument("--out", type=Path, default=DEFAULT_RUNS_ROOT,
+                   help=f"folder holding run directories (default {DEFAULT_RUNS_ROOT})")
+    p.add_argument("--resume", metavar="RUN", help="resume this run (folder or id)")
+    p.add_argument("--new", action="store_true",
+                   help="start a new run even if an unfinished run of this spec exists")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the cells, NFE per cell and the number of generations; run nothing")
+    p.add_argument("--yes", action="store_true",
+                   help="accept grids above [limits].max_cells and skip confirmations")
+    p.add_argument("--ignore-gpu", action="store_true",
+                   help="local backend: run cells that name a GPU type on this machine anyway")
+    p.add_argument("--no-score", action="store_true", help="skip Whisper scoring")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.set_defaults(handler=run)
+
+
+def resolve_spec_path(name: str) -> Path:
+    """A path as given, or a shipped sweep by name."""
+    path = Path(name)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UserError(f"spec file {path} does not exist; pass a TOML file or one of "
+                            f"{', '.join(shipped_specs())}")
+        return path
+    shipped = resources.files("bench") / "sweeps" / f"{name}.toml"
+    if not shipped.is_file():
+        raise UserError(f"no spec file {name!r} and no shipped sweep of that name; shipped: "
+                        f"{', '.join(shipped_specs())}")
+    return Path(str(shipped))
+
+
+def shipped_specs() -> list[str]:
+    folder = resources.files("bench") / "sweeps"
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def print_plan(spec: SweepSpec) -> None:
+    prompts = load_prompts(spec.prompts)
+    per_cell = len(prompts) * len(spec.measure.seeds) * spec.measure.repeats
+    print(f"sweep {spec.name}: {len(spec.cells)} cells x {len(prompts)} prompts x "
+          f"{len(spec.measure.seeds)} seeds x {spec.measure.repeats} repeats = "
+          f"{per_cell * len(spec.cells)} generations (+{spec.measure.warmup} warm-up per cell)")
+    print(f"{'cell':<12} {'NFE/chunk':>9}  settings")
+    for cell in spec.cells:
+        print(f"{cell.id:<12} {cell.sampler.nfe():>9}  {cell.label}")
+
+
+def make_backend(args: argparse.Namespace, spec: SweepSpec) -> Backend:
+    if args.backend == "modal":
+        from bench.backends.modal_orchestrator import ModalBackend
+
+        return ModalBackend(confirm=not args.yes)
+    from bench.backends.local import LocalBackend
+
+    return LocalBackend(ignore_gpu=args.ignore_gpu)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_spec(resolve_spec_path(args.spec), allow_large=args.yes)
+    if args.dry_run:
+        print_plan(spec)
+        return 0
+    backend = make_backend(args, spec)
+    outcome = run_sweep(spec, backend, root=args.out, resume=args.resume, new=args.new)
+    print(f"run directory: {outcome.run_dir}")
+    print(f"generations: {outcome.ok} ok, {outcome.failed} failed, {outcome.skipped} done earlier "
+          f"(of {outcome.total})")
+    for label, error in outcome.failures.items():
+        print(f"  failed cell [{label}]: {error}")
+    return outcome.exit_code

@@ -1,0 +1,162 @@
+"""Runs a sweep: spec -> generations -> a backend -> records in the run store.
+
+The runner owns the store; backends only produce records. Every record is appended (and
+fsynced) the moment it arrives, so an interrupted sweep loses at most the generation in
+flight. Re-running the same spec finds the unfinished run and skips what is done.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import soundfile as sf
+from torch import Tensor
+from tqdm import tqdm
+
+from bench.measure import capture_environment
+from bench.prompts import Prompt, load_prompts
+from bench.spec import Cell, SweepSpec, spec_to_dict
+from bench.store import RunStore, StoreError, list_runs
+from bench.worker import Generation, plan
+
+DEFAULT_RUNS_ROOT = Path("results/runs")
+UNFINISHED = {"running", "interrupted"}
+
+RecordSink = Callable[[dict[str, Any], Tensor | bytes | None], None]
+CellHook = Callable[[Cell, list[str]], None]
+
+
+class Backend(Protocol):
+    """Executes generations and hands each record (and its audio) to ``sink``."""
+
+    name: str
+
+    def execute(self, spec: SweepSpec, work: dict[Cell, list[Generation]], sink: RecordSink,
+                on_cell_done: CellHook) -> None: ...
+
+
+@dataclass
+class SweepOutcome:
+    run_dir: Path
+    total: int
+    skipped: int
+    ok: int = 0
+    failed: int = 0
+    failures: dict[str, str] = field(default_factory=dict)  # cell label -> first error
+    resumed: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def find_unfinished(root: Path, spec: SweepSpec) -> Path | None:
+    """The latest unfinished run of this exact spec (same hash) under ``root``, if any."""
+    candidates = [r for r in list_runs(root, spec.name)
+                  if r.get("spec_hash") == spec.hash and r.get("status") in UNFINISHED]
+    if not candidates:
+        return None
+    path = root / str(candidates[-1]["path"])
+    return path if path.is_dir() else None
+
+
+def open_store(spec: SweepSpec, root: Path, resume: str | None, new: bool) -> tuple[RunStore, bool]:
+    """Create a run, or open the one to resume (explicit, or the unfinished run of this spec)."""
+    target: Path | None = None
+    if resume:
+        target = Path(resume) if Path(resume).is_dir() else root / resume
+        if not target.is_dir():
+            raise StoreError(f"no run {resume!r} (looked in {root}); pass a run folder or id "
+                             "from `echo-bench runs`")
+    elif not new:
+        target = find_unfinished(root, spec)
+    if target is not None:
+        store = RunStore.open(target)
+        if store.manifest.get("spec_hash") != spec.hash:
+            store.close()
+            raise StoreError(f"run {target.name} was made from a different spec (hash "
+                             f"{store.manifest.get('spec_hash')}, now {spec.hash}); start a new "
+                             "run with --new or restore the spec")
+        return store, True
+    store = RunStore.create(
+        root, spec=spec_to_dict(spec), spec_name=spec.name, spec_hash=spec.hash,
+        environment=capture_environment(spec.hash), keep_audio=spec.measure.keep_audio,
+        max_audio_files=spec.measure.max_audio_files)
+    return store, False
+
+
+def pending_work(spec: SweepSpec, prompts: list[Prompt], done: set[str]
+                 ) -> tuple[dict[Cell, list[Generation]], int]:
+    """Generations still to run, grouped by cell (cells in spec order), and the total."""
+    everything = plan(spec.cells, prompts, spec.measure.seeds, spec.measure.repeats)
+    work: dict[Cell, list[Generation]] = {}
+    for gen in everything:
+        if gen.key not in done:
+            work.setdefault(gen.cell, []).append(gen)
+    return work, len(everything)
+
+
+def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_ROOT,
+              resume: str | None = None, new: bool = False,
+              after_cell: Callable[[RunStore, Cell, list[str]], None] | None = None,
+              progress: bool = True) -> SweepOutcome:
+    """Run (or resume) a sweep; returns counts and the failures by cell."""
+    prompts = load_prompts(spec.prompts)
+    store, resumed = open_store(spec, root, resume, new)
+    with store:
+        for message in store.repaired:
+            print(f"repaired: {message}", file=sys.stderr)
+        work, total = pending_work(spec, prompts, store.done_keys())
+        todo = sum(len(g) for g in work.values())
+        outcome = SweepOutcome(store.path, total, total - todo, resumed=resumed)
+        if resumed:
+            print(f"resuming {store.path}: {total - todo} of {total} generations already done")
+        store.update_manifest(status="running", backend=backend.name)
+        bar = tqdm(total=total, initial=total - todo, unit="gen", disable=not progress,
+                   desc=spec.name, dynamic_ncols=True, file=sys.stderr)
+        labels = {cell.id: cell.label for cell in spec.cells}
+
+        def sink(record: dict[str, Any], audio: Tensor | bytes | None) -> None:
+            if record["status"] == "ok" and audio is not None:
+                path = store.claim_audio_path(record["key"])
+                if path is not None:
+                    write_audio(path, audio)
+                    record["audio_path"] = store.relative(path)
+            store.append(record)
+            if record["status"] == "ok":
+                outcome.ok += 1
+            else:
+                outcome.failed += 1
+                outcome.failures.setdefault(labels.get(record["cell_id"], record["cell_id"]),
+                                            str(record.get("error")))
+            bar.update(1)
+
+        def on_cell_done(cell: Cell, keys: list[str]) -> None:
+            bar.set_postfix_str(f"cell {cell.label}")
+            if after_cell is not None:
+                after_cell(store, cell, keys)
+
+        status = "interrupted"
+        try:
+            backend.execute(spec, work, sink, on_cell_done)
+            status = "complete"
+        finally:
+            bar.close()
+            store.finalize(status)
+    return outcome
+
+
+def write_audio(path: Path, audio: Tensor | bytes) -> None:
+    """Write a WAV (float audio [1, T] at 44.1 kHz, or the bytes of a WAV file) atomically."""
+    tmp = path.with_suffix(".tmp")
+    if isinstance(audio, bytes):
+        tmp.write_bytes(audio)
+    else:
+        sf.write(str(tmp), audio.reshape(-1).float().numpy(), 44_100, subtype="PCM_16",
+                 format="WAV")
+    tmp.replace(path)
+

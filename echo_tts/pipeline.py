@@ -1,0 +1,279 @@
+"""Text (+ optional speaker audio) -> waveform, with device-synchronised stage timings.
+
+Stages (seconds): ``text_encode`` (tokenise + text encoder), ``speaker_encode`` (codec
+encode of the reference + speaker encoder; 0 when served from the cache), ``sampling``
+(noise + Euler loop), ``decode`` (codec decode + crop at the flattening point), and
+``total`` around all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from echo_tts.audio import load_speaker_audio, speaker_latents
+from echo_tts.autoencoder import Codec, find_flattening_point, load_codec
+from echo_tts.blockwise import sample_blockwise
+from echo_tts.model import EchoDiT
+from echo_tts.sampling import (
+    Conditioning,
+    SamplerConfig,
+    encode_speaker_condition,
+    encode_text_condition,
+    sample_conditioned,
+)
+from echo_tts.text import chunk_bytes_for, encode_text, normalize_prompt, split_text
+from echo_tts.timing import StageTimer
+from echo_tts.weights import DEFAULT_MODEL_REPO, load_model
+
+DEFAULT_CODEC_REPO = "jordand/fish-s1-dac-min"
+STAGES = ("text_encode", "speaker_encode", "sampling", "decode", "total")
+
+SpeakerInput = str | os.PathLike[str] | Tensor | None
+
+
+@dataclass
+class SynthesisResult:
+    """One generated utterance.
+
+    ``audio`` [1, T] float32 at ``sample_rate``, cut where the latents flatten to padding;
+    ``latents`` [S, 80] are the full sampled sequence. ``audio_seconds`` is the cropped
+    speech, ``full_seconds`` the whole sequence. ``timings`` maps stage -> seconds.
+    """
+
+    audio: Tensor
+    sample_rate: int
+    latents: Tensor
+    normalized_text: str
+    audio_seconds: float
+    full_seconds: float
+    timings: dict[str, float]
+    nfe: int
+    speaker_cached: bool = False
+    chunks: list[SynthesisResult] = field(default_factory=list)
+    first_block_seconds: float | None = None
+
+
+@dataclass
+class _Speaker:
+    latent: Tensor
+    mask: Tensor
+
+
+class EchoPipeline:
+    """Echo-TTS inference: model + codec, with a cache of encoded speaker references."""
+
+    def __init__(self, model: EchoDiT, codec: Codec) -> None:
+        self.model = model
+        self.codec = codec
+        self._speakers: dict[str, _Speaker] = {}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike[str] = DEFAULT_MODEL_REPO,
+        codec: str | os.PathLike[str] = DEFAULT_CODEC_REPO,
+        pca: str | os.PathLike[str] | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        codec_dtype: torch.dtype | None = None,
+        keep_blockwise: bool = False,
+    ) -> EchoPipeline:
+        """Load both halves. ``pca`` defaults to the model source (where the official PCA
+        state lives); for ``random:`` models it follows the codec's random preset."""
+        if pca is None:
+            pca = codec if str(model).startswith("random:") else model
+        dit = load_model(model, device=device, dtype=dtype, keep_blockwise=keep_blockwise)
+        return cls(dit, load_codec(codec, pca, device=device, dtype=codec_dtype))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    def seconds_of(self, latents: int) -> float:
+        return latents * self.codec.samples_per_latent / self.codec.sample_rate
+
+    # ---- speaker reference
+
+    def _speaker(self, speaker: SpeakerInput) -> tuple[_Speaker | None, bool]:
+        """The encoded reference (latent [1, L, 80], mask [1, L]) and whether it was cached."""
+        if speaker is None:
+            return None, False
+        if isinstance(speaker, Tensor):
+            audio = speaker.reshape(1, -1).float()
+            key = hashlib.sha256(audio.cpu().numpy().tobytes()).hexdigest()
+        else:
+            path = Path(speaker)
+            stat = path.stat() if path.exists() else None
+            key = f"{path.resolve()}:{stat.st_mtime_ns if stat else 0}:{stat.st_size if stat else 0}"
+            audio = None
+        if key in self._speakers:
+            return self._speakers[key], True
+        if audio is None:
+            audio = load_speaker_audio(Path(str(speaker)))
+        latent, mask = speaker_latents(self.codec, audio.to(self.codec.device))
+        self._speakers[key] = _Speaker(latent, mask)
+        return self._speakers[key], False
+
+    # ---- synthesis
+
+    @torch.inference_mode()
+    def synthesize(self, text: str, speaker_audio: SpeakerInput = None,
+                   sampler: SamplerConfig | None = None, seed: int = 0) -> SynthesisResult:
+        """Generate one utterance of at most ``sampler.sequence_length`` latents."""
+        return self._generate([text], speaker_audio, sampler or SamplerConfig(), [seed])[0]
+
+    @torch.inference_mode()
+    def synthesize_long(self, text: str, speaker_audio: SpeakerInput = None,
+                        sampler: SamplerConfig | None = None, seed: int = 0, *,
+                        batch_size: int = 1, max_bytes: int | None = None,
+                        gap_seconds: float = 0.1) -> SynthesisResult:
+        """Split ``text`` into chunks that fit the sequence, generate them and join them.
+
+        Chunk i uses seed + i, so batching chunks (``batch_size`` per sampler call) gives
+        the same audio as generating them one by one. Chunks are joined with
+        ``gap_seconds`` of silence. The result's timings are the sums over chunks and
+        ``chunks`` holds each chunk's own result.
+        """
+        sampler = sampler or SamplerConfig()
+        limit = max_bytes or chunk_bytes_for(sampler.sequence_length, self.codec.samples_per_latent,
+                                             self.codec.sample_rate)
+        pieces = split_text(text, limit)
+        if not pieces:
+            raise ValueError("the text is empty")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
+        chunks: list[SynthesisResult] = []
+        for start in range(0, len(pieces), batch_size):
+            group = pieces[start : start + batch_size]
+            seeds = [seed + start + i for i in range(len(group))]
+            chunks.extend(self._generate(group, speaker_audio, sampler, seeds))
+        return self._join(chunks, gap_seconds)
+
+    def _generate(self, texts: Sequence[str], speaker: SpeakerInput, sampler: SamplerConfig,
+                  seeds: list[int]) -> list[SynthesisResult]:
+        """Generate a batch of prompts in one sampler call (timings are per call)."""
+        timer = StageTimer(self.device)
+        batch = len(texts)
+        with timer.stage("total"):
+            with timer.stage("text_encode"):
+                ids, mask = encode_text(texts)
+                text_state, text_mask = encode_text_condition(self.model, ids, mask)
+            with timer.stage("speaker_encode"):
+                ref, cached = self._speaker(speaker)
+                spk_state, spk_tokens = encode_speaker_condition(
+                    self.model,
+                    None if ref is None else ref.latent.expand(batch, -1, -1),
+                    None if ref is None else ref.mask.expand(batch, -1),
+                    batch,
+                )
+            cond = Conditioning(text_state, text_mask, spk_state, spk_tokens)
+            with timer.stage("sampling"):
+                latents = sample_conditioned(self.model, cond, sampler, seeds)
+            with timer.stage("decode"):
+                audio = self.codec.decode(latents)
+                ends = [find_flattening_point(latents[i]) for i in range(batch)]
+        timings = {stage: timer.seconds.get(stage, 0.0) for stage in STAGES}
+        full = self.seconds_of(sampler.sequence_length)
+        return [
+            SynthesisResult(
+                audio=audio[i, :, : ends[i] * self.codec.samples_per_latent].float().cpu(),
+                sample_rate=self.sample_rate,
+                latents=latents[i].cpu(),
+                normalized_text=normalize_prompt(texts[i]),
+                audio_seconds=self.seconds_of(ends[i]),
+                full_seconds=full,
+                timings=timings,
+                nfe=sampler.nfe() * batch,
+                speaker_cached=cached,
+            )
+            for i in range(batch)
+        ]
+
+    def _join(self, chunks: list[SynthesisResult], gap_seconds: float) -> SynthesisResult:
+        gap = torch.zeros(1, round(gap_seconds * self.sample_rate))
+        parts: list[Tensor] = []
+        for i, chunk in enumerate(chunks):
+            parts.extend([gap, chunk.audio] if i else [chunk.audio])
+        # Chunks generated in one call share that call's timings: count each call once.
+        calls = {id(c.timings): c.timings for c in chunks}.values()
+        timings = {stage: sum(t[stage] for t in calls) for stage in STAGES}
+        return SynthesisResult(
+            audio=torch.cat(parts, dim=1),
+            sample_rate=self.sample_rate,
+            latents=torch.cat([c.latents for c in chunks]),
+            normalized_text=" ".join(c.normalized_text for c in chunks),
+            audio_seconds=sum(c.audio_seconds for c in chunks) + gap_seconds * (len(chunks) - 1),
+            full_seconds=sum(c.full_seconds for c in chunks),
+            timings=timings,
+            nfe=sum({id(c.timings): c.nfe for c in chunks}.values()),
+            speaker_cached=all(c.speaker_cached for c in chunks),
+            chunks=chunks,
+        )
+
+    @torch.inference_mode()
+    def synthesize_blockwise(self, text: str, block_sizes: Sequence[int],
+                             speaker_audio: SpeakerInput = None,
+                             sampler: SamplerConfig | None = None, seed: int = 0,
+                             prefix_audio: Tensor | None = None) -> SynthesisResult:
+        """Generate in blocks, each conditioned on the latents before it (experimental).
+
+        ``block_sizes`` (latents) sum to the generated length; ``prefix_audio`` [1, T]
+        (44.1 kHz) is continued rather than regenerated. ``first_block_seconds`` is the
+        time to the first decodable block (TTFB): its sampling and decode.
+        """
+        sampler = sampler or SamplerConfig()
+        timer = StageTimer(self.device)
+        with timer.stage("total"):
+            with timer.stage("text_encode"):
+                ids, mask = encode_text([text])
+                text_state, text_mask = encode_text_condition(self.model, ids, mask)
+            with timer.stage("speaker_encode"):
+                ref, cached = self._speaker(speaker_audio)
+                spk_state, spk_tokens = encode_speaker_condition(
+                    self.model, None if ref is None else ref.latent,
+                    None if ref is None else ref.mask, 1)
+                prefix = None
+                if prefix_audio is not None:
+                    prefix = self.codec.encode(prefix_audio.reshape(1, 1, -1).to(self.codec.device))
+            cond = Conditioning(text_state, text_mask, spk_state, spk_tokens)
+            first_block: list[float] = []
+
+            def on_block(index: int, latents: Tensor) -> None:
+                if index == 0:
+                    with timer.stage("first_block_decode"):
+                        self.codec.decode(latents)
+                    first_block.append(timer.seconds["first_block_sampling"]
+                                       + timer.seconds["first_block_decode"])
+
+            with timer.stage("sampling"):
+                latents = sample_blockwise(self.model, cond, sampler, block_sizes, seed,
+                                           prefix=prefix, on_block=on_block,
+                                           timer=timer)[0]
+            with timer.stage("decode"):
+                audio = self.codec.decode(latents[None])
+                end = find_flattening_point(latents)
+        timings = {stage: timer.seconds.get(stage, 0.0) for stage in STAGES}
+        return SynthesisResult(
+            audio=audio[0, :, : end * self.codec.samples_per_latent].float().cpu(),
+            sample_rate=self.sample_rate,
+            latents=latents.cpu(),
+            normalized_text=normalize_prompt(text),
+            audio_seconds=self.seconds_of(end),
+            full_seconds=self.seconds_of(latents.shape[0]),
+            timings=timings,
+            nfe=sampler.nfe() * len(block_sizes),
+            speaker_cached=cached,
+            first_block_seconds=first_block[0] if first_block else None,
+        )

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.measure import (
+    DeviceTimer,
+    MemoryMeasurement,
+    MemoryTracker,
+    Samples,
+    capture_environment,
+)
+from echo_tts.timing import StageTimer, synchronize
+
+
+def test_device_timer_measures_a_sleep_on_cpu() -> None:
+    with DeviceTimer("cpu") as timing:
+        time.sleep(0.2)
+    assert 0.19 <= timing.seconds <= 0.35
+
+
+def test_device_timer_has_no_time_before_exit_or_after_a_failure() -> None:
+    timer = DeviceTimer("cpu")
+    with timer as timing, pytest.raises(RuntimeError, match="has not finished"):
+        _ = timing.seconds
+    assert timing.seconds >= 0.0
+
+    with pytest.raises(ValueError), timer as failed:
+        raise ValueError("boom")
+    with pytest.raises(RuntimeError):
+        _ = failed.seconds
+
+
+def test_stage_timer_sums_repeated_stages_and_allows_nesting() -> None:
+    timer = StageTimer("cpu")
+    with timer.stage("total"):
+        for _ in range(2):
+            with timer.stage("sampling"):
+                time.sleep(0.05)
+        with timer.stage("decode"):
+            pass
+    seconds = timer.seconds
+    assert list(seconds) == ["sampling", "decode", "total"]
+    assert 0.095 <= seconds["sampling"] <= 0.25
+    assert seconds["total"] >= seconds["sampling"] + seconds["decode"]
+    seconds["sampling"] = -1.0  # a copy: the timer is unaffected
+    assert timer.seconds["sampling"] > 0
+
+
+def test_stage_timer_drops_a_stage_that_raised() -> None:
+    timer = StageTimer("cpu")
+    with pytest.raises(KeyError), timer.stage("decode"):
+        raise KeyError("x")
+    assert timer.seconds == {}
+
+
+def test_synchronize_is_a_no_op_on_cpu() -> None:
+    synchronize("cpu")
+
+
+def test_samples_statistics_keep_raw_values() -> None:
+    samples = Samples()
+    for value in [5.0, 1.0, 4.0, 2.0, 3.0]:
+        samples.add(value)
+    assert samples.values == [5.0, 1.0, 4.0, 2.0, 3.0]
+    assert len(samples) == 5
+    assert samples.median == 3.0
+    assert samples.mean == 3.0
+    assert samples.p10 == pytest.approx(1.4)  # linear between order statistics
+    assert samples.p90 == pytest.approx(4.6)
+    assert samples.stdev == pytest.approx(np.std([1, 2, 3, 4, 5], ddof=1))
+    summary = samples.to_dict()
+    assert summary["n"] == 5 and summary["values"] == samples.values
+    json.dumps(summary)
+
+
+def test_samples_single_and_empty() -> None:
+    one = Samples([0.5])
+    assert (one.median, one.p10, one.p90, one.stdev) == (0.5, 0.5, 0.5, 0.0)
+    with pytest.raises(ValueError, match="no samples"):
+        _ = Samples().median
+
+
+def _current_rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_memory_tracker_sees_a_100_mb_allocation_in_peak_rss() -> None:
+    size = 100 * 1024 * 1024
+    before = _current_rss_bytes()
+    with MemoryTracker("cpu") as memory:
+        block = np.ones(size, dtype=np.uint8)  # ones, not empty: pages must be touched
+        del block
+    assert memory.peak_rss_bytes is not None
+    assert memory.peak_rss_bytes >= before + int(0.9 * size)
+    assert memory.peak_allocated_bytes is None and memory.peak_reserved_bytes is None
+    assert memory.device_used_bytes is None
+
+    if memory.peak_rss_scope == "block":
+        # The high-water mark was reset: a quiet block does not inherit the earlier peak.
+        with MemoryTracker("cpu") as quiet:
+            pass
+        assert quiet.peak_rss_bytes is not None
+        assert quiet.peak_rss_bytes < memory.peak_rss_bytes - size // 2
+    else:
+        assert memory.peak_rss_scope == "process"
+
+
+def test_memory_measurement_is_json_ready() -> None:
+    assert (
+        json.loads(json.dumps(MemoryMeasurement(peak_rss_bytes=3).to_dict()))["peak_rss_bytes"] == 3
+    )
+
+
+def test_capture_environment_records_the_machine() -> None:
+    env = capture_environment(spec_hash="abc123")
+    for key in [
+        "captured_at",
+        "echo_bench_version",
+        "spec_hash",
+        "git_commit",
+        "git_dirty",
+        "hostname",
+        "platform",
+        "python_version",
+        "cpu_model",
+        "cpu_count",
+        "ram_total_bytes",
+        "cuda_available",
+        "cuda_version",
+        "gpu_count",
+        "gpu_names",
+        "driver_version",
+        "packages",
+    ]:
+        assert key in env, key
+    assert env["spec_hash"] == "abc123"
+    assert env["packages"]["torch"] and env["packages"]["numpy"]
+    assert "openai-whisper" in env["packages"] and "jiwer" in env["packages"]
+    assert env["python_version"] == ".".join(map(str, sys.version_info[:3]))
+    assert env["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", env["git_commit"])
+    assert env["captured_at"].endswith("+00:00")
+    json.dumps(env)
+
+
+def test_capture_environment_never_records_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    planted = {
+        name: f"secret-{secrets.token_hex(16)}"
+        for name in ("HF_TOKEN", "MODAL_TOKEN_SECRET", "AWS_SECRET_ACCESS_KEY")
+    }
+    for name, value in planted.items():
+        monkeypatch.setenv(name, value)
+    text = json.dumps(capture_environment(spec_hash="x"))
+    for value in planted.values():
+        assert value not in text
