@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 
-COMMANDS: tuple[str, ...] = ("sweep",)
+COMMANDS: tuple[str, ...] = (
+    "sweep", "runs", "score", "report", "history", "gate", "profile", "modal", "pull",
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    import importlib
+    import importlib.util
 
     for name in COMMANDS:
+        if importlib.util.find_spec(f"bench.commands.{name}") is None:  # TODO(lead): strict
+            continue
         importlib.import_module(f"bench.commands.{name}").add(sub)

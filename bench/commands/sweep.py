@@ -9,7 +9,10 @@ from pathlib import Path
 from bench.errors import UserError
 from bench.prompts import load_prompts
 from bench.runner import DEFAULT_RUNS_ROOT, Backend, run_sweep
-from bench.spec import SweepSpec, load_spec
+from bench.scoring.asr import WhisperASR
+from bench.scoring.run_scoring import make_asr, score_records
+from bench.spec import Cell, SweepSpec, load_spec
+from bench.store import RunStore
 
 DEFAULT_SPEC = "smoke"
 
@@ -77,16 +80,36 @@ def make_backend(args: argparse.Namespace, spec: SweepSpec) -> Backend:
     return LocalBackend(ignore_gpu=args.ignore_gpu)
 
 
+class CellScorer:
+    """Scores each cell's generations as soon as the cell finishes (ASR loaded once)."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        self.spec = spec
+        self.asr: WhisperASR | None = None
+        self.failed = 0
+
+    def __call__(self, store: RunStore, cell: Cell, keys: list[str]) -> None:
+        if self.asr is None:
+            self.asr = make_asr(self.spec.measure.asr, self.spec.measure.asr_device)
+        outcome = score_records(store, self.asr, keys=keys)
+        self.failed += len(outcome.failed)
+
+
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(resolve_spec_path(args.spec), allow_large=args.yes)
     if args.dry_run:
         print_plan(spec)
         return 0
     backend = make_backend(args, spec)
-    outcome = run_sweep(spec, backend, root=args.out, resume=args.resume, new=args.new)
+    scorer = CellScorer(spec) if spec.measure.score and not args.no_score else None
+    outcome = run_sweep(spec, backend, root=args.out, resume=args.resume, new=args.new,
+                        after_cell=scorer)
     print(f"run directory: {outcome.run_dir}")
+    if scorer is not None and scorer.asr is not None:
+        note = " (random-weight ASR: WER not meaningful)" if scorer.asr.is_random else ""
+        print(f"scored with {scorer.asr.name}{note}; {scorer.failed} scoring failures")
     print(f"generations: {outcome.ok} ok, {outcome.failed} failed, {outcome.skipped} done earlier "
           f"(of {outcome.total})")
     for label, error in outcome.failures.items():
         print(f"  failed cell [{label}]: {error}")
-    return outcome.exit_code
+    return 1 if outcome.failed or (scorer is not None and scorer.failed) else 0

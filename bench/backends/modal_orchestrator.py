@@ -1,0 +1,397 @@
+"""The Modal backend: runs a sweep's cells on Modal GPUs, one remote call per cell.
+
+How a sweep runs:
+
+1. Every pending cell's GPU string is checked (cells without one run on
+   :data:`~bench.backends.modal_app.DEFAULT_GPU`, L4: the cheapest card that holds the
+   bf16 model, codec and activations with room to spare), and weight sources that only
+   exist on this machine are refused, all before anything is sent.
+2. A cost estimate is printed and, unless ``confirm=False`` (``--yes``), confirmed.
+3. One ``run_cells`` call per cell is spawned on ``BenchWorker.with_options(gpu=...)``.
+   Each GPU type is its own container pool (``max_containers=1``), so a GPU type loads
+   the model once and works through its cells in order while other GPU types run in
+   parallel.
+4. Calls are collected as they finish (one waiting thread per call; the sink is only
+   ever called from this thread): each record goes to the runner's sink with its WAV
+   bytes, then ``on_cell_done`` for its cell. A call that raises (container crash,
+   timeout, OOM kill) becomes one failed record per generation of its cell, with the
+   error text, and the sweep goes on. Only that cell's results are lost: the price of
+   one call per cell, which keeps failures small and records streaming.
+
+Records are appended by the runner as each call completes, so an interrupted sweep
+resumes like a local one: done keys are skipped, and a cell half done is sent with its
+done keys so the worker skips them.
+
+The remote-call layer is injected (``workers``): :class:`ModalWorkers` (an ephemeral run
+of the app from this machine) by default, :class:`InAppWorkers` inside the deployed app
+(the nightly function), or an in-process stand-in in tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import contextlib
+import sys
+import tomllib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from bench.backends.modal_app import (
+    DEFAULT_GPU,
+    encode_payload,
+    model_params,
+    validate_gpu,
+)
+from bench.errors import UserError
+from bench.prompts import Prompt
+from bench.runner import CellHook, RecordSink
+from bench.spec import Cell, ModelSpec, SweepSpec
+from bench.worker import Generation, Worker, plan
+from echo_tts.text import chunk_bytes_for, split_text
+
+# ---- cost model (rough guesses, stated as such in every estimate)
+
+#: Floor of one forward row at the official size, per latent (design map: 1.52B matmul
+#: parameters on the per-token path plus attention), in FLOP.
+FLOP_PER_LATENT_ROW = 3.2e9
+#: Achieved bf16 throughput per GPU, FLOP/s. A rough guess: calibrated on the one
+#: production figure we have (A10G, 40 steps, independent CFG, 640 latents: about 6 s a
+#: chunk, i.e. ~27 TFLOP/s, ~22% of its bf16 peak) and scaled to the other cards by
+#: their dense bf16 tensor peaks at the same 22%.
+EFFECTIVE_FLOPS: dict[str, float] = {
+    "T4": 14e12, "L4": 27e12, "A10": 27e12, "A10G": 27e12, "L40S": 80e12,
+    "A100": 69e12, "A100-40GB": 69e12, "A100-80GB": 69e12, "H100": 218e12,
+    "H100!": 218e12, "H200": 218e12, "B200": 495e12, "RTX-PRO-6000": 110e12,
+}
+#: Seconds a GPU type's container spends starting and loading the model (a guess).
+COLD_START_SECONDS = 120.0
+#: Fallback USD per GPU-second (the design map's copy of modal.com/pricing, 2026-05..10),
+#: used only when bench/data/gpu_prices.toml is missing.
+FALLBACK_PRICES: dict[str, float] = {
+    "B200": 0.001736, "H200": 0.001261, "H100": 0.001097, "RTX-PRO-6000": 0.000842,
+    "A100-80GB": 0.000694, "A100-40GB": 0.000583, "L40S": 0.000542, "A10": 0.000306,
+    "L4": 0.000222, "T4": 0.000164,
+}
+FALLBACK_ALIASES: dict[str, str] = {"A10G": "A10", "A100": "A100-40GB", "H100!": "H100"}
+
+
+@dataclass(frozen=True)
+class Prices:
+    """USD per GPU-second by Modal GPU string, and where the figures came from."""
+
+    per_second: dict[str, float]
+    aliases: dict[str, str]
+    source: str
+
+    def price(self, gpu: str) -> float:
+        """Price of ``gpu`` (``NAME`` or ``NAME:N``: N GPUs cost N times one)."""
+        name, _, count = gpu.partition(":")
+        name = self.aliases.get(name, name)
+        if name not in self.per_second:
+            raise UserError(f"no price for GPU {name!r} in {self.source}; add it there")
+        return self.per_second[name] * (int(count) if count else 1)
+
+
+def load_prices(path: Path | None = None) -> Prices:
+    """Prices from ``bench/data/gpu_prices.toml`` (``[gpu_per_second]`` and ``[aliases]``),
+    or the fallback table above when that file is absent."""
+    if path is None:
+        resource = resources.files("bench") / "data" / "gpu_prices.toml"
+        if not resource.is_file():
+            return Prices(dict(FALLBACK_PRICES), dict(FALLBACK_ALIASES),
+                          "built-in fallback (design map, 2026-05..10)")
+        path = Path(str(resource))
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    return Prices({k: float(v) for k, v in data.get("gpu_per_second", {}).items()},
+                  {k: str(v) for k, v in data.get("aliases", {}).items()}, str(path))
+
+
+@dataclass(frozen=True)
+class CostLine:
+    """The estimate for one GPU type."""
+
+    gpu: str
+    cells: int
+    generations: int
+    seconds: float
+    usd: float
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    lines: tuple[CostLine, ...]
+    prices_source: str
+
+    @property
+    def seconds(self) -> float:
+        return sum(line.seconds for line in self.lines)
+
+    @property
+    def usd(self) -> float:
+        return sum(line.usd for line in self.lines)
+
+    def render(self) -> str:
+        rows = [f"{'gpu':<12} {'cells':>5} {'gens':>6} {'GPU hours':>9} {'USD':>9}"]
+        rows += [f"{ln.gpu:<12} {ln.cells:>5} {ln.generations:>6} {ln.seconds / 3600:>9.2f} "
+                 f"{ln.usd:>9.2f}" for ln in self.lines]
+        rows.append(f"{'total':<12} {sum(ln.cells for ln in self.lines):>5} "
+                    f"{sum(ln.generations for ln in self.lines):>6} {self.seconds / 3600:>9.2f} "
+                    f"{self.usd:>9.2f}")
+        rows.append(f"rough estimate: NFE x latents x {FLOP_PER_LATENT_ROW:.1e} FLOP at a guessed "
+                    f"per-GPU throughput, +{COLD_START_SECONDS:.0f} s cold start per GPU type, "
+                    f"+warm-up; prices: {self.prices_source}")
+        return "\n".join(rows)
+
+
+def generation_seconds(cell: Cell, prompt: Prompt, gpu: str, long_text: str = "chunk") -> float:
+    """Guessed GPU seconds of one generation: chunks x NFE x latents x FLOP / throughput
+    (one chunk unless ``long_text`` is "chunk", the mode that splits long text)."""
+    sampler = cell.sampler
+    chunks = 1
+    if long_text == "chunk":
+        chunks = max(1, len(split_text(prompt.text, chunk_bytes_for(sampler.sequence_length))))
+    name = gpu.partition(":")[0]
+    return chunks * sampler.nfe() * sampler.sequence_length * FLOP_PER_LATENT_ROW / EFFECTIVE_FLOPS[name]
+
+
+def estimate_cost(work: dict[Cell, list[Generation]], warmup: int, prices: Prices,
+                  default_gpu: str = DEFAULT_GPU, long_text: str = "chunk") -> CostEstimate:
+    """Expected GPU time and price of ``work``, per GPU type (sorted by name)."""
+    per_gpu: dict[str, list[float]] = {}  # gpu -> [cells, generations, seconds]
+    for cell, generations in work.items():
+        if not generations:
+            continue
+        gpu = validate_gpu(cell.gpu or default_gpu)
+        totals = per_gpu.setdefault(gpu, [0.0, 0.0, COLD_START_SECONDS])
+        totals[0] += 1
+        totals[1] += len(generations)
+        totals[2] += sum(generation_seconds(cell, g.prompt, gpu, long_text) for g in generations)
+        totals[2] += warmup * generation_seconds(cell, generations[0].prompt, gpu, long_text)
+    lines = tuple(CostLine(gpu, int(c), int(n), s, s * prices.price(gpu))
+                  for gpu, (c, n, s) in sorted(per_gpu.items()))
+    return CostEstimate(lines, prices.source)
+
+
+# ---- the remote-call layer
+
+
+class RemoteCall(Protocol):
+    """A spawned call: ``get`` blocks for its records or re-raises the remote error."""
+
+    def get(self) -> list[dict[str, Any]]: ...
+
+    def cancel(self) -> None: ...
+
+
+class Workers(Protocol):
+    """Spawns ``BenchWorker.run_cells`` calls; ``session`` wraps a whole sweep."""
+
+    def session(self) -> AbstractContextManager[object]: ...
+
+    def spawn(self, gpu: str, params: str, spec_json: str, cell_ids: list[str],
+              done_keys: list[str]) -> RemoteCall: ...
+
+
+class _FunctionCall:
+    """A ``modal.FunctionCall`` behind the :class:`RemoteCall` protocol."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def get(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call.get()
+        return result
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+class ModalWorkers:
+    """Real Modal, from this machine: an ephemeral run of the app for the sweep's length
+    (``app.run()``, with Modal's progress output), so no deploy is needed and the
+    containers run this checkout's code."""
+
+    def session(self) -> AbstractContextManager[object]:
+        import modal
+
+        from bench.backends.modal_app import app
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(modal.enable_output())
+        stack.enter_context(app.run())
+        return stack
+
+    def spawn(self, gpu: str, params: str, spec_json: str, cell_ids: list[str],
+              done_keys: list[str]) -> RemoteCall:
+        from bench.backends.modal_app import BenchWorker
+
+        # mypy sees the plain class; @app.cls turned it into a modal.Cls, whose
+        # with_options() gives a per-GPU variant and whose constructor takes the
+        # modal.parameter() fields as keywords.
+        worker = cast(Any, BenchWorker).with_options(gpu=gpu)(params=params)
+        return _FunctionCall(worker.run_cells.spawn(spec_json, cell_ids, done_keys))
+
+
+class InAppWorkers(ModalWorkers):
+    """Inside a function of the running (deployed) app: its classes are already live."""
+
+    def session(self) -> AbstractContextManager[object]:
+        return contextlib.nullcontext()
+
+
+# ---- the backend
+
+
+Ask = Callable[[str], str]
+
+
+class ModalBackend:
+    """Runs cells on Modal GPU types in parallel (see the module docstring)."""
+
+    name = "modal"
+
+    def __init__(self, *, confirm: bool = True, workers: Workers | None = None,
+                 default_gpu: str = DEFAULT_GPU, prices: Prices | None = None,
+                 ask: Ask | None = None, interactive: Callable[[], bool] | None = None,
+                 max_waiting_threads: int = 64) -> None:
+        self.confirm = confirm
+        self.workers: Workers = workers if workers is not None else ModalWorkers()
+        self.default_gpu = validate_gpu(default_gpu)
+        self.prices = prices
+        self.ask: Ask = ask if ask is not None else input
+        self.interactive = interactive if interactive is not None else _stdin_is_tty
+        self.max_waiting_threads = max_waiting_threads
+
+    def execute(self, spec: SweepSpec, work: dict[Cell, list[Generation]], sink: RecordSink,
+                on_cell_done: CellHook) -> None:
+        pending = {cell: gens for cell, gens in work.items() if gens}
+        if not pending:
+            return
+        gpus = {cell: validate_gpu(cell.gpu or self.default_gpu) for cell in pending}
+        check_remote_sources(spec.model)
+        estimate = estimate_cost(pending, spec.measure.warmup, self.prices or load_prices(),
+                                 self.default_gpu, spec.prompts.long_text)
+        print(estimate.render())
+        self._confirm()
+
+        prompts = _prompts_of(pending)
+        params = model_params(spec.model, spec.prompts.long_text)
+        failure_worker = Worker(replace(spec.model, device="cpu"), long_text=spec.prompts.long_text)
+        # GPU types in turn, cells in spec order within each: a GPU's queue runs in order.
+        order = sorted(pending, key=lambda c: gpus[c])
+        with self.workers.session():
+            calls: dict[Cell, RemoteCall] = {}
+            try:
+                for cell in order:
+                    done = _done_keys(cell, pending[cell], prompts, spec)
+                    calls[cell] = self.workers.spawn(
+                        gpus[cell], params, encode_payload(spec, prompts, [cell]), [cell.id], done)
+                self._collect(calls, pending, gpus, failure_worker, sink, on_cell_done)
+            except BaseException:
+                for call in calls.values():
+                    with contextlib.suppress(Exception):
+                        call.cancel()
+                raise
+
+    def _collect(self, calls: dict[Cell, RemoteCall], pending: dict[Cell, list[Generation]],
+                 gpus: dict[Cell, str], failure_worker: Worker, sink: RecordSink,
+                 on_cell_done: CellHook) -> None:
+        """Hand each call's records to the sink as the call finishes (in this thread)."""
+        pool = cf.ThreadPoolExecutor(max_workers=max(1, min(len(calls), self.max_waiting_threads)),
+                                     thread_name_prefix="modal-get")
+        try:
+            futures = {pool.submit(call.get): cell for cell, call in calls.items()}
+            for future in cf.as_completed(futures):
+                cell = futures[future]
+                try:
+                    records = future.result()
+                except Exception as err:  # the remote call failed: every generation fails
+                    records = [_failed(failure_worker, gen, err, gpus[cell]) for gen in pending[cell]]
+                    keys = [self._emit(r, sink) for r in records]
+                else:
+                    keys = self._emit_all(records, pending[cell], failure_worker, gpus[cell], sink)
+                on_cell_done(cell, keys)
+        finally:
+            # Do not wait for calls still running (interrupted): they were cancelled.
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _emit_all(self, records: list[dict[str, Any]], generations: list[Generation],
+                  failure_worker: Worker, gpu: str, sink: RecordSink) -> list[str]:
+        expected = {g.key: g for g in generations}
+        keys = []
+        for record in records:
+            if record.get("key") not in expected:
+                print(f"modal: ignoring a record for unexpected key {record.get('key')!r}",
+                      file=sys.stderr)
+                continue
+            del expected[record["key"]]
+            keys.append(self._emit(record, sink))
+        for gen in expected.values():  # a worker that returned too few records
+            missing = RuntimeError("the Modal worker returned no record for this generation")
+            keys.append(self._emit(_failed(failure_worker, gen, missing, gpu), sink))
+        return keys
+
+    @staticmethod
+    def _emit(record: dict[str, Any], sink: RecordSink) -> str:
+        encoded = record.pop("audio_wav_b64", None)
+        sink(record, base64.b64decode(encoded) if encoded else None)
+        return str(record["key"])
+
+    def _confirm(self) -> None:
+        if not self.confirm:
+            return
+        if not self.interactive():
+            raise UserError("the modal backend asks before spending money, and stdin is not a "
+                            "terminal; pass --yes to accept the estimate above")
+        answer = self.ask("proceed? [y/N] ")
+        if answer.strip().lower() not in {"y", "yes"}:
+            raise UserError("not confirmed; nothing was sent to Modal (the empty run stays "
+                            "unfinished and the next sweep of this spec resumes it)")
+
+
+def check_remote_sources(model: ModelSpec) -> None:
+    """Refuse weight sources that exist only on this machine: a container cannot see them.
+    Paths under /cache (the cache volumes) are fine."""
+    for name in ("model", "codec", "pca"):
+        source = getattr(model, name)
+        if source.startswith("random:") or source.startswith("/cache/"):
+            continue
+        if Path(source).expanduser().exists():
+            raise UserError(f"[model].{name} = {source!r} is a local path, which Modal workers "
+                            "cannot read; use a Hugging Face repo id (cached on the volume by "
+                            "`echo-bench modal prefetch`) or a path under /cache/")
+
+
+def _stdin_is_tty() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _prompts_of(work: dict[Cell, list[Generation]]) -> list[Prompt]:
+    """The prompts the pending generations use, in first-use order."""
+    seen: dict[str, Prompt] = {}
+    for generations in work.values():
+        for gen in generations:
+            seen.setdefault(gen.prompt.id, gen.prompt)
+    return list(seen.values())
+
+
+def _done_keys(cell: Cell, generations: list[Generation], prompts: list[Prompt],
+               spec: SweepSpec) -> list[str]:
+    """Keys the worker would plan for ``cell`` over ``prompts`` that are not pending."""
+    wanted = {g.key for g in generations}
+    return [g.key for g in plan([cell], prompts, spec.measure.seeds, spec.measure.repeats)
+            if g.key not in wanted]
+
+
+def _failed(worker: Worker, gen: Generation, err: BaseException, gpu: str) -> dict[str, Any]:
+    record = worker.failed_record(gen, err, phase="modal call")
+    # The record was built here, not on the GPU: say where it was meant to run.
+    record.update(device=f"modal:{gpu}", device_name=gpu)
+    return record
+

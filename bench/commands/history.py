@@ -1,0 +1,63 @@
+"""``echo-bench history``: key figures of a spec's runs over time, with step changes flagged.
+
+A step change (asv's rule) is a change of a cell's median RTF beyond ``--factor`` against
+the previous run that is also significant: a two-sided Mann-Whitney U test (a permutation
+test when scipy is absent) on the per-generation RTFs, p < ``--alpha``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from bench.errors import UserError
+
+DEFAULT_ROOT = Path("results/runs")
+
+
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("history", help="trend of median RTF and WER over runs; flags step changes")
+    p.add_argument("--spec", metavar="NAME", help="only runs of this spec name")
+    p.add_argument("--root", type=Path, default=DEFAULT_ROOT,
+                   help=f"folder holding run directories (default {DEFAULT_ROOT})")
+    p.add_argument("--factor", type=float, default=1.1,
+                   help="smallest ratio of medians that counts as a change (default 1.1)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="significance level of the test (default 0.05)")
+    p.set_defaults(handler=run)
+
+
+def _fmt(value: float, pattern: str) -> str:
+    return pattern.format(value) if math.isfinite(value) else "-"
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.analysis import flag_step_changes, history_table
+
+    if not args.root.is_dir():
+        raise UserError(f"no results folder {args.root}; pass --root DIR")
+    if args.factor <= 1:
+        raise UserError(f"--factor is {args.factor}; pass a ratio above 1 (e.g. 1.1)")
+    table = history_table(args.root, args.spec)
+    if not len(table):
+        print(f"no runs with records under {args.root}")
+        return 0
+    flagged = flag_step_changes(table, factor=args.factor, alpha=args.alpha)
+    runs = list(dict.fromkeys(flagged["run_id"]))
+    print(f"{len(runs)} runs, {flagged['cell_id'].nunique()} cells (oldest first); "
+          f"step change = x{args.factor:g} and p < {args.alpha:g}")
+    for cell_id, rows in flagged.groupby("cell_id", sort=False):
+        print(f"\n{cell_id}  {rows['cell_label'].iloc[-1]}")
+        for row in rows.to_dict("records"):
+            commit = str(row.get("git_commit") or "-")[:9]
+            change = ""
+            if math.isfinite(row["ratio"]):
+                change = f"  x{row['ratio']:.3f} (p={row['p_value']:.3g})"
+            if row["step"]:
+                change += f"  <-- STEP: {row['step']}"
+            print(f"  {row['run_id']:<40} {commit:<10} RTF {_fmt(row['rtf_median'], '{:.4g}'):>8}"
+                  f"  WER {_fmt(row['corpus_wer'] * 100, '{:.2f} %'):>8}{change}")
+    steps = int((flagged["step"] != "").sum())
+    print(f"\n{steps} step change{'s' if steps != 1 else ''} flagged")
+    return 0

@@ -1,0 +1,92 @@
+"""On-disk cache of transcripts, keyed by audio content and ASR identity.
+
+One small JSON file per (audio, ASR) pair, written to a temporary file in the same
+folder and moved into place with ``os.replace``. The rename is atomic on POSIX and on
+Windows, so two scorers sharing a folder can only ever see a complete entry or none;
+when both transcribe the same audio the last writer wins with an identical transcript
+(decoding is deterministic), so no lock is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["TranscriptCache", "hash_audio_array", "hash_audio_file"]
+
+_CHUNK = 1 << 20  # bytes read at a time when hashing a file
+
+
+def hash_audio_file(path: str | os.PathLike[str]) -> str:
+    """sha256 hex digest of a file's bytes (container and samples alike)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hash_audio_array(audio: np.ndarray) -> str:
+    """sha256 hex digest of an array's samples as little-endian float32, with its shape.
+
+    The shape is part of the digest so [N] and [N, 1] arrays do not collide. Hashes of
+    arrays and of files live in separate spaces: the same sound hashed both ways gives
+    two different keys.
+    """
+    samples = np.ascontiguousarray(audio, dtype="<f4")
+    digest = hashlib.sha256(f"f32{samples.shape}".encode())
+    digest.update(samples.tobytes())
+    return digest.hexdigest()
+
+
+class TranscriptCache:
+    """Transcripts under ``folder``, one JSON file per (audio hash, ASR name).
+
+    Entries are laid out as ``folder/<k[:2]>/<k>.json`` with
+    ``k = sha256(audio_hash + NUL + asr_name)``, so any ASR name (slashes, colons) maps
+    to a safe file name and no folder grows past a few thousand files.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+
+    def _path(self, audio_hash: str, asr_name: str) -> Path:
+        key = hashlib.sha256(f"{audio_hash}\0{asr_name}".encode()).hexdigest()
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, audio_hash: str, asr_name: str) -> str | None:
+        """The cached transcript, or None when this pair has not been transcribed."""
+        try:
+            entry = json.loads(self._path(audio_hash, asr_name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        # Guard against a hash collision of the file name, however unlikely.
+        if entry.get("audio_hash") != audio_hash or entry.get("asr") != asr_name:
+            return None
+        text: str = entry["text"]
+        return text
+
+    def put(self, audio_hash: str, asr_name: str, text: str) -> None:
+        """Store a transcript; safe against concurrent writers and interrupted writes."""
+        path = self._path(audio_hash, asr_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entry = {"audio_hash": audio_hash, "asr": asr_name, "text": text}
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(entry, f, ensure_ascii=False)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def __len__(self) -> int:
+        """Number of stored entries."""
+        return sum(1 for _ in self.folder.glob("??/*.json"))

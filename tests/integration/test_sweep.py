@@ -1,0 +1,113 @@
+"""End-to-end sweeps of the tiny random model through the real CLI and store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.backends.local import LocalBackend
+from bench.cli import main
+from bench.runner import run_sweep
+from bench.spec import load_spec
+from echo_tts.pipeline import EchoPipeline
+
+EXPECTED = 4 * 2 * 2  # cells x prompts x seeds
+
+
+def records_of(root: Path) -> list[dict[str, object]]:
+    (run,) = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+
+
+def test_sweep_records_are_complete_and_typed(tiny_spec: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    assert main(["sweep", str(tiny_spec), "--out", str(out)]) == 0
+    records = records_of(out)
+    assert len(records) == EXPECTED
+    assert len({r["key"] for r in records}) == EXPECTED
+    spec = load_spec(tiny_spec)
+    nfe = {c.id: c.sampler.nfe() for c in spec.cells}
+    for r in records:
+        assert r["status"] == "ok"
+        assert r["nfe"] == nfe[r["cell_id"]] * r["n_chunks"]  # type: ignore[index]
+        for stage in ("t_text_encode", "t_speaker_encode", "t_sampling", "t_decode", "t_total"):
+            assert isinstance(r[stage], float) and r[stage] >= 0  # type: ignore[operator]
+        assert r["t_total"] >= r["t_sampling"]  # type: ignore[operator]
+        assert r["rtf_full"] == pytest.approx(r["t_total"] / r["full_seconds"])  # type: ignore[operator]
+        assert r["random_weights"] is True and isinstance(r["peak_rss_bytes"], int)
+        assert (out / next(p.name for p in out.iterdir() if p.is_dir()) / str(r["audio_path"])).is_file()
+    run = next(p for p in out.iterdir() if p.is_dir())
+    frame = pd.read_parquet(run / "records.parquet")
+    assert len(frame) == EXPECTED
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["counts"]["ok"] == EXPECTED
+    assert manifest["environment"]["spec_hash"] == spec.hash
+
+
+def test_failing_generations_are_recorded_and_the_sweep_goes_on(
+        tiny_spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = EchoPipeline.synthesize_long
+
+    def flaky(self: EchoPipeline, text: str, *args: object, **kwargs: object) -> object:
+        sampler = args[1]
+        if sampler.sequence_length == 24 and sampler.cfg_mode == "none":  # type: ignore[attr-defined]
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return original(self, text, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(EchoPipeline, "synthesize_long", flaky)
+    outcome = run_sweep(load_spec(tiny_spec), LocalBackend(), root=tmp_path / "runs", progress=False)
+    assert outcome.exit_code == 1
+    assert outcome.failed == 4 and outcome.ok == EXPECTED - 4
+    (label,) = outcome.failures
+    assert "len=24" in label and "out of memory" in outcome.failures[label]
+    failed = [r for r in records_of(tmp_path / "runs") if r["status"] == "failed"]
+    assert {r["error_type"] for r in failed} == {"RuntimeError"}
+
+
+def test_killed_sweep_resumes_with_every_generation_once(tiny_spec: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "bench.cli", "sweep", str(tiny_spec), "--out", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        runs = [p for p in out.glob("*/records.jsonl")] if out.exists() else []
+        if runs and len(runs[0].read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(records_of(out))
+    assert 5 <= partial < EXPECTED, "the kill should land mid-sweep"
+    # The same command again finds the unfinished run and completes it.
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming" in result.stdout
+    keys = [r["key"] for r in records_of(out)]
+    assert len(keys) == len(set(keys)) == EXPECTED
+    run = next(p for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(pd.read_parquet(run / "records.parquet")) == EXPECTED
+
+
+def test_bad_spec_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "bad.toml"
+    spec.write_text('[model]\nmodel = "random:tiny"\n[grid]\nnum_steps = 40\n')
+    assert main(["sweep", str(spec), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "num_steps" in err[0] and "Traceback" not in err[0]
+
+
+def test_dry_run_lists_cells_and_nfe(tiny_spec: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", str(tiny_spec), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "4 cells" in out and f"= {EXPECTED} generations" in out
+    # NFE: none = 2 steps x 1 row; independent = 3 rows on t=0.999, 1 row on t=0.4995.
+    assert "          2  steps=2 cfg=none" in out and "          4  steps=2 cfg=independent" in out
