@@ -184,7 +184,7 @@ def _truthy(value: Any) -> bool:
 # --------------------------------------------------------------------------- quality
 
 
-def _utterance_scores(rows: pd.DataFrame) -> list[Any]:
+def utterance_scores(rows: pd.DataFrame) -> list[Any]:
     """UtteranceScore objects rebuilt from the score fields stored on records.
 
     Character counts: the stored ``ref_chars``/``char_errors`` when present, else from the
@@ -230,7 +230,7 @@ def scored_rows(records: pd.DataFrame) -> pd.DataFrame:
     return records[mask.astype(bool)]
 
 
-def _quality_meaningful(rows: pd.DataFrame) -> bool:
+def quality_is_meaningful(rows: pd.DataFrame) -> bool:
     """The scorer's ``quality_meaningful`` flags when present (all must be true); for
     scores without them, false when the weights or the ASR were random."""
     flags = column(rows, "quality_meaningful").dropna()
@@ -300,7 +300,7 @@ def _cell_quality(scored: pd.DataFrame, *, n_boot: int, seed: int) -> dict[str, 
         return empty
     from bench.scoring.wer import summarize
 
-    q = summarize(_utterance_scores(scored), n_boot=n_boot, seed=seed,
+    q = summarize(utterance_scores(scored), n_boot=n_boot, seed=seed,
                   cluster=list(column(scored, "prompt_id")))
     return {
         "n_scored": q.n, "corpus_wer": q.corpus_wer, "corpus_wer_lo": q.corpus_wer_ci[0],
@@ -308,7 +308,7 @@ def _cell_quality(scored: pd.DataFrame, *, n_boot: int, seed: int) -> dict[str, 
         "mean_wer_lo": q.mean_wer_ci[0], "mean_wer_hi": q.mean_wer_ci[1], "cer": q.cer,
         "cer_lo": q.cer_ci[0], "cer_hi": q.cer_ci[1], "share_above_50": q.share_above_50,
         "n_empty_hyp": q.n_empty_hyp,
-        "quality": "ok" if _quality_meaningful(scored) else "not meaningful",
+        "quality": "ok" if quality_is_meaningful(scored) else "not meaningful",
     }
 
 
@@ -698,7 +698,7 @@ def _scores_by_pair(records: pd.DataFrame, cell_id: str) -> dict[tuple[str, int]
         return {}
     keys = list(zip(column(rows, "prompt_id"), column(rows, "seed"), strict=True))
     # Repeats of one (prompt, seed) score the same text; the last one stands for the pair.
-    return dict(zip(keys, _utterance_scores(rows), strict=True))
+    return dict(zip(keys, utterance_scores(rows), strict=True))
 
 
 # --------------------------------------------------------------------------- history

@@ -35,6 +35,8 @@ def _add_synth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-chunks", type=int, default=1,
                    help="chunks of a long text per sampler call (default 1)")
+    p.add_argument("--no-chunk", action="store_true",
+                   help="refuse text that does not fit one sequence instead of splitting it")
     p.set_defaults(handler=_lazy("bench.commands.synth", "run"))
 
 

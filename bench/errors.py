@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from echo_tts.production import ProductionConfigError
 from echo_tts.text import TextTooLongError
 from echo_tts.weights import WeightsError
 
@@ -11,7 +12,8 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [UserError, WeightsError, TextTooLongError]
+    errors: list[type[BaseException]] = [UserError, WeightsError, TextTooLongError,
+                                         ProductionConfigError]
     # Each module defines its own error type; import them here so the CLI knows them all.
     from bench.prompts import PromptError
     from bench.scoring.asr import ASRError

@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from bench.analysis import _quality_meaningful, _utterance_scores, column, scored_rows
+from bench.analysis import quality_is_meaningful, utterance_scores, column, scored_rows
 from bench.errors import UserError
 from bench.scoring.stats import bootstrap_ratio_replicates, percentile_interval
 from bench.scoring.wer import UtteranceScore, paired_difference, score_utterance
@@ -340,7 +340,7 @@ def _scores(records: pd.DataFrame) -> dict[tuple[str, int], UtteranceScore]:
     out: dict[tuple[str, int], UtteranceScore] = {}
     order = records.sort_values("repeat") if "repeat" in records.columns else records
     scored = scored_rows(order)
-    for key, score in zip(_pair_keys(scored), _utterance_scores(scored), strict=True):
+    for key, score in zip(_pair_keys(scored), utterance_scores(scored), strict=True):
         out.setdefault(key, score)
     refused = order[column(order, "score_status").isin(_UNSCORABLE_AUDIO)]
     for key, text in zip(_pair_keys(refused), column(refused, "text"), strict=True):
@@ -361,7 +361,7 @@ def check_quality(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds) -> 
     """WER and CER non-inferiority (and speaker similarity when a ``sim`` column exists)."""
     both = pd.concat([base, cand], ignore_index=True)
     if any(bool(v) is True for v in column(both, "random_weights").dropna()) or (
-            len(scored_rows(both)) and not _quality_meaningful(scored_rows(both))):
+            len(scored_rows(both)) and not quality_is_meaningful(scored_rows(both))):
         reason = _not_meaningful_reason(both)
         return [Check("quality", "NOT_MEANINGFUL", f"NOT MEANINGFUL ({reason})",
                       {"reason": reason})]

@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import soundfile as sf
+
 from bench.spec import PromptSpec
 
 BUILTIN = "builtin"
@@ -158,6 +160,7 @@ def load_prompts(
         wav = Path(speaker).expanduser()
         if not wav.is_file():
             raise PromptError(f"speaker clip {wav} does not exist; fix [prompts].speaker")
+        _check_audio_header(wav, "[prompts].speaker clip")
         prompts = [replace(p, speaker_wav=wav, reference_text=None) for p in prompts]
     return prompts
 
@@ -208,7 +211,20 @@ def _speaker_path(path: Path, number: int, wav: str) -> Path:
     if not speaker.is_file():
         raise PromptError(f"{path}:{number}: speaker clip {speaker} does not exist; fix the "
                           "path (relative paths resolve against this file's folder)")
+    _check_audio_header(speaker, f"{path}:{number}: speaker clip")
     return speaker
+
+
+def _check_audio_header(wav: Path, where: str) -> None:
+    """Fail now, not hours into a sweep, on a clip that is not audio (header read only)."""
+    try:
+        info = sf.info(str(wav))
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise PromptError(f"{where} {wav} is not readable audio ({reason}); pass a WAV or "
+                          "FLAC file") from None
+    if info.frames == 0:
+        raise PromptError(f"{where} {wav} holds no audio; pass a recording of the speaker")
 
 
 def _checked(path: Path, numbered: list[tuple[int, Prompt]]) -> list[Prompt]:

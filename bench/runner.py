@@ -17,6 +17,7 @@ import soundfile as sf
 from torch import Tensor
 from tqdm import tqdm
 
+from bench import faults
 from bench.measure import capture_environment
 from bench.prompts import Prompt, load_prompts
 from bench.spec import Cell, SweepSpec, spec_to_dict
@@ -103,8 +104,14 @@ def pending_work(spec: SweepSpec, prompts: list[Prompt], done: set[str]
 def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_ROOT,
               resume: str | None = None, new: bool = False,
               after_cell: Callable[[RunStore, Cell, list[str]], None] | None = None,
+              before_finalize: Callable[[RunStore], None] | None = None,
               progress: bool = True) -> SweepOutcome:
-    """Run (or resume) a sweep; returns counts and the failures by cell."""
+    """Run (or resume) a sweep; returns counts and the failures by cell.
+
+    ``after_cell(store, cell, keys)`` runs as each cell finishes (in-sweep scoring);
+    ``before_finalize(store)`` once all generations are done (catch-up work such as
+    scoring what an interrupted earlier attempt left unscored).
+    """
     prompts = load_prompts(spec.prompts)
     store, resumed = open_store(spec, root, resume, new)
     with store:
@@ -124,9 +131,15 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
             if record["status"] == "ok" and audio is not None:
                 path = store.claim_audio_path(record["key"])
                 if path is not None:
-                    write_audio(path, audio)
-                    record["audio_path"] = store.relative(path)
+                    try:
+                        write_audio(path, audio)
+                        record["audio_path"] = store.relative(path)
+                    except OSError as err:
+                        # A full disk or a failing volume loses this output, not the
+                        # sweep: record the failure (it will run again on resume) and go on.
+                        record = failed_audio_record(record, err)
             store.append(record)
+            faults.after_event("kill_after_record")
             if record["status"] == "ok":
                 outcome.ok += 1
             else:
@@ -143,6 +156,8 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
         status = "interrupted"
         try:
             backend.execute(spec, work, sink, on_cell_done)
+            if before_finalize is not None:
+                before_finalize(store)
             status = "complete"
         finally:
             bar.close()
@@ -151,12 +166,28 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
 
 
 def write_audio(path: Path, audio: Tensor | bytes) -> None:
-    """Write a WAV (float audio [1, T] at 44.1 kHz, or the bytes of a WAV file) atomically."""
+    """Write a WAV (float audio [1, T] at 44.1 kHz, or the bytes of a WAV file) atomically.
+
+    On failure (OSError: disk full, I/O error) no partial file is left behind.
+    """
     tmp = path.with_suffix(".tmp")
-    if isinstance(audio, bytes):
-        tmp.write_bytes(audio)
-    else:
-        sf.write(str(tmp), audio.reshape(-1).float().numpy(), 44_100, subtype="PCM_16",
-                 format="WAV")
-    tmp.replace(path)
+    try:
+        faults.audio_write(path.name, tmp)
+        if isinstance(audio, bytes):
+            tmp.write_bytes(audio)
+        else:
+            sf.write(str(tmp), audio.reshape(-1).float().numpy(), 44_100, subtype="PCM_16",
+                     format="WAV")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def failed_audio_record(record: dict[str, Any], err: OSError) -> dict[str, Any]:
+    """``record`` (a generation that ran) turned into a failure to store its audio."""
+    reason = f"[Errno {err.errno}] {err.strerror}" if err.errno else str(err)
+    return {**record, "status": "failed", "error": f"{type(err).__name__}: {reason}"[:500],
+            "error_type": type(err).__name__, "error_phase": "write-audio",
+            "error_where": "runner.write_audio", "audio_path": None}
 

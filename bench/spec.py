@@ -421,8 +421,9 @@ def _format_value(value: Any) -> str:
 # --------------------------------------------------------------------------- the parser
 
 
+# [gate] holds the CI gate's thresholds (read by bench.gate); sweeps ignore it.
 _TOP_KEYS = ("name", "description", "model", "prompts", "grid", "include", "exclude",
-             "measure", "limits")
+             "measure", "limits", "gate")
 _MODEL_KEYS = ("model", "codec", "pca", "dtype", "device", "compile", "codec_dtype",
                "keep_blockwise")
 _PROMPT_KEYS = ("set", "limit", "ids", "speaker", "long_text")

@@ -39,6 +39,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
+from bench import faults
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -202,6 +204,8 @@ class RunStore:
                 )
             (path / AUDIO_DIR).mkdir(exist_ok=True)
             repaired = [m for name in (RECORDS, SCORES) if (m := _repair_jsonl(path / name))]
+            if stray := _remove_stray_temporaries(path):
+                repaired.append(stray)
             store = cls(path, lock_file, manifest, repaired)
         except BaseException:
             lock_file.close()
@@ -257,8 +261,10 @@ class RunStore:
         """
         records = self.records(with_scores=False)
         scored = _latest_scores(self.path / SCORES)
-        self.update_manifest(status=status, finished_at=utc_now(), counts=_counts(records, scored))
+        # Parquet first: a crash between the two steps must not leave a manifest that says
+        # "complete" beside a missing or stale table.
         self.write_parquet()
+        self.update_manifest(status=status, finished_at=utc_now(), counts=_counts(records, scored))
         HistoryIndex(self.path.parent).append(self.history_entry())
         return self.manifest
 
@@ -277,7 +283,7 @@ class RunStore:
         for name in ("key", "status"):
             if not isinstance(record.get(name), str):
                 raise StoreError(f"record has no string {name!r}; build it with the runner")
-        _append_line(self._records_file, record)
+        _append_line(self._records_file, record, fault="kill_during_record_write")
         self._keys.add(record["key"])
 
     def append_score(self, key: str, fields: Mapping[str, Any]) -> None:
@@ -403,13 +409,18 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _append_line(file: IO[bytes], obj: Mapping[str, Any]) -> None:
-    """Write ``obj`` as one line, then flush and fsync so it survives a crash."""
+def _append_line(file: IO[bytes], obj: Mapping[str, Any], fault: str | None = None) -> None:
+    """Write ``obj`` as one line, then flush and fsync so it survives a crash.
+
+    ``fault`` names the fault-injection point of this write (see bench.faults)."""
     try:
         line = json.dumps(obj, default=_json_default, ensure_ascii=False) + "\n"
     except (TypeError, ValueError) as err:
         raise StoreError(f"cannot store {obj.get('key')!r}: {err}; pass JSON values") from None
-    file.write(line.encode("utf-8"))
+    data = line.encode("utf-8")
+    if fault is not None:
+        faults.torn_write(fault, file, data)
+    file.write(data)
     file.flush()
     os.fsync(file.fileno())
 
@@ -478,6 +489,17 @@ def _repair_jsonl(path: Path) -> str | None:
     )
     log.warning(message)
     return message
+
+
+def _remove_stray_temporaries(run_dir: Path) -> str | None:
+    """Delete temporary files a killed writer left (we hold the lock: none is live)."""
+    stray = [*run_dir.glob(".*.tmp"), *(run_dir / AUDIO_DIR).glob("*.tmp")]
+    for path in stray:
+        path.unlink(missing_ok=True)
+    if not stray:
+        return None
+    return (f"{run_dir}: removed {len(stray)} temporary file(s) left by an interrupted write "
+            f"({', '.join(sorted(p.name for p in stray)[:3])})")
 
 
 def _latest_records(path: Path) -> list[dict[str, Any]]:
@@ -574,6 +596,7 @@ def _write_parquet_atomic(frame: pd.DataFrame, target: Path) -> None:
             ]
     with _atomic_target(target) as tmp:
         frame.to_parquet(tmp, index=False)
+        faults.after_event("kill_during_parquet")
 
 
 def _missing(value: Any) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bench import faults
 from bench.devices import DTYPES, resolve_device
 from bench.measure import DeviceTimer, MemoryTracker
 from bench.prompts import Prompt
@@ -63,7 +64,7 @@ class Worker:
         self.model_spec = model
         self.long_text = long_text
         self.device = resolve_device(model.device)
-        self._pipelines: dict[tuple[str, bool], EchoPipeline] = {}
+        self._pipelines: dict[tuple[str, bool, bool], EchoPipeline] = {}
         self.load_seconds: dict[str, float] = {}
 
     @property
@@ -71,16 +72,26 @@ class Worker:
         return self.model_spec.model.startswith("random:")
 
     def pipeline(self, cell: Cell) -> EchoPipeline:
-        """The pipeline for a cell's dtype (loaded on first use, then kept)."""
-        key = (cell.dtype, cell.compile)
+        """The pipeline for a cell's dtype and speed options (loaded on first use, then kept).
+
+        Pipelines with the same dtype share the loaded weights.
+        """
+        key = (cell.dtype, cell.compile, cell.cuda_graphs)
         if key not in self._pipelines:
-            start = time.perf_counter()
-            spec = self.model_spec
-            pipe = EchoPipeline.from_pretrained(
-                spec.model, spec.codec, spec.pca, device=self.device, dtype=DTYPES[cell.dtype],
-                codec_dtype=DTYPES[spec.codec_dtype], keep_blockwise=spec.keep_blockwise)
+            same_weights = [p for k, p in self._pipelines.items() if k[0] == cell.dtype]
+            if same_weights:
+                pipe = EchoPipeline(same_weights[0].model, same_weights[0].codec,
+                                    compile=cell.compile, cuda_graphs=cell.cuda_graphs)
+            else:
+                start = time.perf_counter()
+                spec = self.model_spec
+                pipe = EchoPipeline.from_pretrained(
+                    spec.model, spec.codec, spec.pca, device=self.device,
+                    dtype=DTYPES[cell.dtype], codec_dtype=DTYPES[spec.codec_dtype],
+                    keep_blockwise=spec.keep_blockwise, compile=cell.compile,
+                    cuda_graphs=cell.cuda_graphs)
+                self.load_seconds[cell.dtype] = time.perf_counter() - start
             self._pipelines[key] = pipe
-            self.load_seconds[f"{cell.dtype}"] = time.perf_counter() - start
         return self._pipelines[key]
 
     def run_cell(self, cell: Cell, generations: list[Generation], warmup: int,
@@ -112,6 +123,15 @@ class Worker:
             sink(record, result.audio)
 
     def _synthesize(self, pipe: EchoPipeline, cell: Cell, gen: Generation) -> SynthesisResult:
+        faults.generation(cell.label)
+        result = self._run_pipeline(pipe, cell, gen)
+        if faults.matches("nan_latents", cell.label):
+            result.audio = torch.full_like(result.audio, math.nan)
+        elif faults.matches("silent_audio", cell.label):
+            result.audio = torch.zeros_like(result.audio)
+        return result
+
+    def _run_pipeline(self, pipe: EchoPipeline, cell: Cell, gen: Generation) -> SynthesisResult:
         sampler: SamplerConfig = cell.sampler
         speaker = gen.prompt.speaker_wav
         text = gen.prompt.text

@@ -5,6 +5,7 @@ The public API is what this module exports; everything else is an implementation
 
 from echo_tts.config import ModelConfig
 from echo_tts.model import EchoDiT
+from echo_tts.production import ProductionConfig, ProductionConfigError
 from echo_tts.sampling import CFG_MODES, SamplerConfig, sample_latents
 from echo_tts.text import TextTooLongError, encode_text, normalize_prompt
 from echo_tts.weights import WeightsError, load_model, save_model
@@ -13,6 +14,8 @@ __all__ = [
     "CFG_MODES",
     "EchoDiT",
     "ModelConfig",
+    "ProductionConfig",
+    "ProductionConfigError",
     "SamplerConfig",
     "TextTooLongError",
     "WeightsError",

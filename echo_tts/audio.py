@@ -40,7 +40,12 @@ def write_wav(path: str | os.PathLike[str], audio: Tensor, sample_rate: int,
         raise AudioError(f"{path}: write_wav takes mono audio [1, T] or [T], got "
                          f"{tuple(audio.shape)}; mix or select a channel first")
     target = Path(path)
-    sf.write(str(target), audio.detach().float().cpu().numpy(), sample_rate, subtype=subtype)
+    try:
+        sf.write(str(target), audio.detach().float().cpu().numpy(), sample_rate, subtype=subtype)
+    except (sf.LibsndfileError, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise AudioError(f"{target}: cannot write audio ({reason}); check that the folder "
+                         "exists and is writable and that the suffix is .wav or .flac") from err
     return target
 
 

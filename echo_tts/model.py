@@ -187,17 +187,22 @@ class PatchEncoder(nn.Module):
 
 @dataclass
 class ContextKV:
-    """Per-layer key/value buffers [R, H, S + C, Dh] for R rows.
+    """Per-layer key/value buffers for R rows: [R, H, S + C, Dh], or [R, H, C, Dh] without
+    self slots.
 
-    Slots ``[:seq_len]`` are rewritten with self-attention keys on every step; slots
-    ``[seq_len:]`` hold the cached context keys (latent prefix, text, speaker).
-    ``segments`` maps each context segment name to its slice in the key axis.
+    With ``self_slots`` (eager), slots ``[:seq_len]`` are rewritten in place with the
+    self-attention keys on every step, so nothing is concatenated in the loop. Compiled
+    and CUDA-graphed forwards must not mutate their inputs, so they get buffers holding
+    only the context and concatenate the self keys in front. Either way the key axis
+    seen by attention is [self, latent prefix, text, speaker], and ``segments`` maps each
+    context segment to its slice of that axis.
     """
 
     keys: list[Tensor]
     values: list[Tensor]
     seq_len: int
     segments: dict[str, slice]
+    self_slots: bool = True
 
     @property
     def rows(self) -> int:
@@ -208,11 +213,16 @@ class ContextKV:
         if rows == self.rows:
             return self
         return ContextKV([k[:rows] for k in self.keys], [v[:rows] for v in self.values],
-                         self.seq_len, self.segments)
+                         self.seq_len, self.segments, self.self_slots)
+
+    def buffer_slice(self, name: str) -> slice:
+        """Where segment ``name`` lives in the buffers."""
+        span, shift = self.segments[name], 0 if self.self_slots else self.seq_len
+        return slice(span.start - shift, span.stop - shift)
 
     def scale_segment(self, name: str, factor: float, max_layers: int | None) -> None:
         """Multiply one segment's keys and values in place, in the first max_layers layers."""
-        span = self.segments[name]
+        span = self.buffer_slice(name)
         layers = len(self.keys) if max_layers is None else min(max_layers, len(self.keys))
         for i in range(layers):
             self.keys[i][:, :, span].mul_(factor)
@@ -298,12 +308,16 @@ class JointAttention(nn.Module):
         return k.transpose(1, 2), v.transpose(1, 2)
 
     def forward(self, x: Tensor, keys: Tensor, values: Tensor, key_mask: Tensor,
-                rope: Tensor) -> Tensor:
+                rope: Tensor, self_slots: bool) -> Tensor:
         b, s, _ = x.shape
         q = apply_rope(self.q_norm(self.wq(x).view(b, s, self.heads, -1)), rope)
-        k = apply_rope(self.k_norm(self.wk(x).view(b, s, self.heads, -1)), rope)
-        keys[:, :, :s].copy_(k.transpose(1, 2))
-        values[:, :, :s].copy_(self.wv(x).view(b, s, self.heads, -1).transpose(1, 2))
+        k = apply_rope(self.k_norm(self.wk(x).view(b, s, self.heads, -1)), rope).transpose(1, 2)
+        v = self.wv(x).view(b, s, self.heads, -1).transpose(1, 2)
+        if self_slots:
+            keys[:, :, :s].copy_(k)
+            values[:, :, :s].copy_(v)
+        else:
+            keys, values = torch.cat([k, keys], dim=2), torch.cat([v, values], dim=2)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=key_mask)
         out = out.transpose(1, 2).reshape(b, s, -1) * torch.sigmoid(self.gate(x))
         return self.wo(out)
@@ -319,10 +333,10 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: Tensor, attn_mod: tuple[Tensor, Tensor, Tensor],
                 mlp_mod: tuple[Tensor, Tensor, Tensor], keys: Tensor, values: Tensor,
-                key_mask: Tensor, rope: Tensor) -> Tensor:
+                key_mask: Tensor, rope: Tensor, self_slots: bool) -> Tensor:
         shift, scale, gate = attn_mod
         h = self.attention_adaln.normalize(x, shift, scale)
-        x = x + gate * self.attention(h, keys, values, key_mask, rope)
+        x = x + gate * self.attention(h, keys, values, key_mask, rope, self_slots)
         shift, scale, gate = mlp_mod
         h = self.mlp_adaln.normalize(x, shift, scale)
         return x + gate * self.mlp(h)
@@ -429,11 +443,12 @@ class EchoDiT(nn.Module):
         )
 
     def context_kv(self, rows: int, seq_len: int, text_state: Tensor, speaker_state: Tensor,
-                   prefix_state: Tensor | None = None) -> ContextKV:
+                   prefix_state: Tensor | None = None, self_slots: bool = True) -> ContextKV:
         """Allocate per-layer buffers for ``rows`` rows and fill their context slots.
 
         The states have batch B and ``rows`` must be a multiple of B: row r uses the
         context of batch item r % B (CFG rows are stacked as [cond; drop_a; drop_b]).
+        See :class:`ContextKV` for ``self_slots``.
         """
         batch = text_state.shape[0]
         if rows % batch:
@@ -447,10 +462,13 @@ class EchoDiT(nn.Module):
         prefix_rope = None
         if prefix_state is not None:
             prefix_rope = self.rope(0, prefix_len, self.config.speaker_patch_size)
-        keys, values = [], []
+        keys: list[Tensor] = []
+        values: list[Tensor] = []
         h, dh = self.config.num_heads, self.config.head_dim
+        context = ContextKV(keys, values, seq_len, segments, self_slots)
+        length = start if self_slots else start - seq_len
         for block in self.layers:
-            k_buf = torch.empty(rows, h, start, dh, device=self.device, dtype=self.dtype)
+            k_buf = torch.empty(rows, h, length, dh, device=self.device, dtype=self.dtype)
             v_buf = torch.empty_like(k_buf)
             parts: list[tuple[str, Tensor, Tensor | None]] = [
                 ("text", text_state, None), ("speaker", speaker_state, None)]
@@ -459,11 +477,11 @@ class EchoDiT(nn.Module):
             for name, state, rope in parts:
                 k, v = block.attention.context_kv(state, name, rope)
                 reps = rows // batch
-                k_buf[:, :, segments[name]] = k.repeat(reps, 1, 1, 1)
-                v_buf[:, :, segments[name]] = v.repeat(reps, 1, 1, 1)
+                k_buf[:, :, context.buffer_slice(name)] = k.repeat(reps, 1, 1, 1)
+                v_buf[:, :, context.buffer_slice(name)] = v.repeat(reps, 1, 1, 1)
             keys.append(k_buf)
             values.append(v_buf)
-        return ContextKV(keys, values, seq_len, segments)
+        return context
 
     # ---- the velocity prediction
 
@@ -483,5 +501,5 @@ class EchoDiT(nn.Module):
         h = self.in_proj(x.to(self.dtype))
         for i, block in enumerate(self.layers):
             h = block(h, modulation.attention[i], modulation.mlp[i], context.keys[i],
-                      context.values[i], key_mask, rope)
+                      context.values[i], key_mask, rope, context.self_slots)
         return self.out_proj(self.out_norm(h)).float()

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from echo_tts.acceleration import DiTForward
 from echo_tts.audio import load_speaker_audio, speaker_latents
 from echo_tts.autoencoder import Codec, find_flattening_point, load_codec
 from echo_tts.blockwise import sample_blockwise
@@ -69,9 +70,13 @@ class _Speaker:
 class EchoPipeline:
     """Echo-TTS inference: model + codec, with a cache of encoded speaker references."""
 
-    def __init__(self, model: EchoDiT, codec: Codec) -> None:
+    def __init__(self, model: EchoDiT, codec: Codec, *, compile: bool = False,
+                 cuda_graphs: bool = False) -> None:
+        """``compile``/``cuda_graphs``: speed options of the sampling loop's model call
+        (see :mod:`echo_tts.acceleration`)."""
         self.model = model
         self.codec = codec
+        self.forward = DiTForward(model, compile=compile, cuda_graphs=cuda_graphs)
         self._speakers: dict[str, _Speaker] = {}
 
     @classmethod
@@ -85,13 +90,16 @@ class EchoPipeline:
         dtype: torch.dtype | None = None,
         codec_dtype: torch.dtype | None = None,
         keep_blockwise: bool = False,
+        compile: bool = False,
+        cuda_graphs: bool = False,
     ) -> EchoPipeline:
         """Load both halves. ``pca`` defaults to the model source (where the official PCA
         state lives); for ``random:`` models it follows the codec's random preset."""
         if pca is None:
             pca = codec if str(model).startswith("random:") else model
         dit = load_model(model, device=device, dtype=dtype, keep_blockwise=keep_blockwise)
-        return cls(dit, load_codec(codec, pca, device=device, dtype=codec_dtype))
+        return cls(dit, load_codec(codec, pca, device=device, dtype=codec_dtype), compile=compile,
+                   cuda_graphs=cuda_graphs)
 
     @property
     def device(self) -> torch.device:
@@ -180,7 +188,7 @@ class EchoPipeline:
                 )
             cond = Conditioning(text_state, text_mask, spk_state, spk_tokens)
             with timer.stage("sampling"):
-                latents = sample_conditioned(self.model, cond, sampler, seeds)
+                latents = sample_conditioned(self.model, cond, sampler, seeds, self.forward)
             with timer.stage("decode"):
                 audio = self.codec.decode(latents)
                 ends = [find_flattening_point(latents[i]) for i in range(batch)]

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from echo_tts.acceleration import DiTForward
 from echo_tts.model import EchoDiT
 
 CfgMode = Literal["independent", "alternating", "joint", "none"]
@@ -272,18 +273,19 @@ def sample_latents(
 
 @torch.inference_mode()
 def sample_conditioned(model: EchoDiT, cond: Conditioning, config: SamplerConfig,
-                       seed: int | Sequence[int]) -> Tensor:
-    """The sampler after conditioning: noise, then the Euler loop."""
+                       seed: int | Sequence[int], forward: DiTForward | None = None) -> Tensor:
+    """The sampler after conditioning: noise, then the Euler loop (``forward``: the
+    eager model call by default, or a compiled/graphed one)."""
     x = initial_noise(cond.batch, config.sequence_length, model.config.latent_size, seed,
                       model.device)
     if config.truncation_factor is not None:
         x = x * config.truncation_factor
-    return euler_loop(model, x, config, cond)
+    return euler_loop(model, x, config, cond, forward=forward)
 
 
 def euler_loop(model: EchoDiT, x: Tensor, config: SamplerConfig, cond: Conditioning,
                prefix_state: Tensor | None = None, prefix_mask: Tensor | None = None,
-               start_pos: int = 0) -> Tensor:
+               start_pos: int = 0, forward: DiTForward | None = None) -> Tensor:
     """Integrate x [B, S, 80] from t=0.999 to 0 under the given conditioning.
 
     ``prefix_state``/``prefix_mask``/``start_pos`` feed a latent prefix for blockwise
@@ -293,8 +295,9 @@ def euler_loop(model: EchoDiT, x: Tensor, config: SamplerConfig, cond: Condition
     schedule = config.schedule().to(x.device)
     guided = config.guided_steps()
     max_rows = max(config.rows_per_step()) * batch
+    forward = forward or DiTForward(model)
     context = model.context_kv(max_rows, seq_len, cond.text_state, cond.speaker_state,
-                               prefix_state)
+                               prefix_state, self_slots=forward.self_slots)
     modulation = model.modulation(schedule[:-1])
     masks: dict[tuple[RowKind, ...], Tensor] = {}
 
@@ -311,8 +314,8 @@ def euler_loop(model: EchoDiT, x: Tensor, config: SamplerConfig, cond: Condition
             masks[kinds] = key_mask(kinds, seq_len, context.segments, cond.text_mask,
                                     cond.speaker_token_mask, prefix_mask)
         rows = len(kinds) * batch
-        out = model(x.repeat(len(kinds), 1, 1), modulation.at(i), context.head(rows),
-                    masks[kinds], start_pos)
+        out = forward(x.repeat(len(kinds), 1, 1), modulation.at(i), context.head(rows),
+                      masks[kinds], start_pos)
         v = combine_guidance(dict(zip(kinds, out.chunk(len(kinds)), strict=True)), config)
         if config.rescale_k is not None and config.rescale_sigma is not None:
             v = temporal_score_rescale(v, x, t, config.rescale_k, config.rescale_sigma)

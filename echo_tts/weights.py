@@ -102,11 +102,34 @@ def read_safetensors(path: Path, device: str | torch.device = "cpu"
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
     except (SafetensorError, OSError, ValueError) as err:
+        if _looks_like_pickle(path):
+            raise WeightsError(
+                f"{path} is a PyTorch pickle checkpoint (torch.save), which is never loaded: "
+                "unpickling can run code; convert it to safetensors "
+                "(safetensors.torch.save_file) and point at that"
+            ) from err
         raise WeightsError(
             f"{path} is not a readable safetensors file ({str(err).splitlines()[0]}); only "
             "safetensors checkpoints are accepted (no pickle), re-download or convert it"
         ) from err
+    if CONFIG_METADATA_KEY in metadata:
+        try:
+            if not isinstance(json.loads(metadata[CONFIG_METADATA_KEY]), dict):
+                raise ValueError("not a JSON object")
+        except ValueError as err:
+            raise WeightsError(f"{path}: the config in its metadata ({CONFIG_METADATA_KEY}) is "
+                               f"not a JSON object ({err}); re-save the checkpoint") from err
     return tensors, metadata
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    """torch.save writes a zip archive (new format) or a raw pickle (protocol 2+: 0x80)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head.startswith((b"PK\x03\x04", b"\x80"))
 
 
 def check_state_dict(expected: Mapping[str, torch.Size], found: Mapping[str, torch.Tensor],
@@ -175,7 +198,7 @@ def load_model(
     """
     resolved = resolve_source(source, MODEL_FILENAME)
     if resolved.is_random:
-        model = _random_model(config or ModelConfig.preset(str(resolved.random_preset)), device,
+        model = _random_model(config or _preset(str(resolved.random_preset)), device,
                               dtype or torch.float32)
         if not keep_blockwise:
             model.drop_blockwise()
@@ -184,8 +207,7 @@ def load_model(
     assert resolved.path is not None
     state, metadata = read_safetensors(resolved.path)
     if config is None:
-        config = (ModelConfig(**json.loads(metadata[CONFIG_METADATA_KEY]))
-                  if CONFIG_METADATA_KEY in metadata else ModelConfig.preset("echo-tts-base"))
+        config = _model_config(metadata, resolved.path)
     with torch.device("meta"):
         model = EchoDiT(config)
     if not keep_blockwise:
@@ -196,6 +218,24 @@ def load_model(
     state = {k: v.to(device=device, dtype=dtype or v.dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+def _model_config(metadata: Mapping[str, str], path: Path) -> ModelConfig:
+    """The config saved in a checkpoint's metadata, else the official size."""
+    if CONFIG_METADATA_KEY not in metadata:
+        return ModelConfig.preset("echo-tts-base")
+    try:
+        return ModelConfig(**json.loads(metadata[CONFIG_METADATA_KEY]))
+    except (TypeError, ValueError) as err:  # unknown or missing fields, bad values
+        raise WeightsError(f"{path}: the config in its metadata does not describe an Echo-TTS "
+                           f"model ({str(err).splitlines()[0]}); re-save the checkpoint") from err
+
+
+def _preset(name: str) -> ModelConfig:
+    try:
+        return ModelConfig.preset(name)
+    except ValueError as err:
+        raise WeightsError(str(err)) from err
 
 
 def _random_model(config: ModelConfig, device: str | torch.device, dtype: torch.dtype) -> EchoDiT:

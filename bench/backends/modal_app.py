@@ -16,7 +16,8 @@ What runs where:
 * ``nightly`` (CPU, cron ``0 3 * * *``, UTC: Modal's ``Cron`` default timezone): runs
   ``bench/sweeps/nightly.toml`` through :class:`~bench.backends.modal_orchestrator.ModalBackend`
   from inside Modal, copies the run into the outputs volume after every cell, then has
-  ``score_and_report`` (on a GPU) score it and render its report.
+  ``score_and_report`` (on a GPU) score it (``bench.scoring.run_scoring``) and render
+  its report (``bench.report.render_run_report``) on the volume.
 
 Payload sent to a worker (``spec_json``, see :func:`encode_payload`): the model, the
 per-cell settings, the prompts themselves (speaker clips inlined as base64, since the
@@ -35,12 +36,10 @@ _IMPORTED_AT = time.time()
 
 import base64  # noqa: E402  (after the timestamp, on purpose)
 import hashlib  # noqa: E402
-import importlib  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import tomllib  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
@@ -447,34 +446,26 @@ def nightly() -> str:
 # --------------------------------------------------------------------------- hooks
 
 
-def score_hook(run_dir: Path) -> None:
-    """Score a run with ``bench.scoring.score_run(run_dir, asr=...)`` when the scoring
-    package provides it (Whisper weights come from the cache volume)."""
-    score_run = _optional("bench.scoring", "score_run")
-    if score_run is None:
-        print("bench.scoring.score_run is not available; run left unscored", file=sys.stderr)
-        return
-    score_run(run_dir, asr=WHISPER_MODEL)
+def score_hook(run_dir: Path, whisper_root: str = WHISPER_CACHE_DIR) -> None:
+    """Score a run's ok generations with Whisper (the spec's ``asr``, weights from the
+    cache volume) and rebuild its parquet, as ``echo-bench score`` does."""
+    from bench.scoring.run_scoring import make_asr, score_records
+    from bench.store import RunStore
+
+    with RunStore.open(run_dir) as store:
+        measure = store.manifest.get("spec", {}).get("measure", {})
+        asr = make_asr(measure.get("asr", WHISPER_MODEL), measure.get("asr_device", "auto"),
+                       download_root=whisper_root)
+        outcome = score_records(store, asr)
+        store.write_parquet()
+    print(f"scored {outcome.scored} generations of {run_dir.name}")
 
 
 def report_hook(run_dir: Path) -> None:
-    """Render the run's HTML report with ``bench.report.html.render_run_report(run_dir)``
-    when the report package provides it."""
-    render = _optional("bench.report.html", "render_run_report")
-    if render is None:
-        print("bench.report.html.render_run_report is not available; no report rendered",
-              file=sys.stderr)
-        return
-    render(run_dir)
+    """Write ``<run_dir>/report.html``."""
+    from bench.report import render_run_report
 
-
-def _optional(module: str, name: str) -> Any:
-    """``module.name``, or None when either is missing (hooks into packages that other
-    parts of the harness provide, looked up at call time)."""
-    try:
-        return getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
+    print(f"report: {render_run_report(run_dir)}")
 
 
 def sync_tree(src: Path, dst: Path) -> None:

@@ -89,6 +89,10 @@ class CellScorer:
         self.failed = 0
 
     def __call__(self, store: RunStore, cell: Cell, keys: list[str]) -> None:
+        self.score(store, keys)
+
+    def score(self, store: RunStore, keys: list[str] | None = None) -> None:
+        """Score ``keys`` (None: every generation not yet scored with this ASR)."""
         if self.asr is None:
             self.asr = make_asr(self.spec.measure.asr, self.spec.measure.asr_device)
         outcome = score_records(store, self.asr, keys=keys)
@@ -103,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     backend = make_backend(args, spec)
     scorer = CellScorer(spec) if spec.measure.score and not args.no_score else None
     outcome = run_sweep(spec, backend, root=args.out, resume=args.resume, new=args.new,
-                        after_cell=scorer)
+                        after_cell=scorer, before_finalize=None if scorer is None else scorer.score)
     print(f"run directory: {outcome.run_dir}")
     if scorer is not None and scorer.asr is not None:
         note = " (random-weight ASR: WER not meaningful)" if scorer.asr.is_random else ""
@@ -112,4 +116,8 @@ def run(args: argparse.Namespace) -> int:
           f"(of {outcome.total})")
     for label, error in outcome.failures.items():
         print(f"  failed cell [{label}]: {error}")
+    if not args.no_report:
+        from bench.report import render_run_report
+
+        print(f"report: {render_run_report(outcome.run_dir)}")
     return 1 if outcome.failed or (scorer is not None and scorer.failed) else 0

@@ -25,11 +25,14 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     pipe = EchoPipeline.from_pretrained(args.model, args.codec, args.pca, device=device,
                                         dtype=resolve_dtype(args.dtype, device))
-    result = pipe.synthesize_long(args.text, args.speaker, sampler, args.seed,
-                                  batch_size=args.batch_chunks)
+    if args.no_chunk:
+        result = pipe.synthesize(args.text, args.speaker, sampler, args.seed)
+    else:
+        result = pipe.synthesize_long(args.text, args.speaker, sampler, args.seed,
+                                      batch_size=args.batch_chunks)
     out = write_wav(Path(args.output), result.audio, result.sample_rate)
     total = result.timings["total"]
-    print(f"wrote {out} ({result.audio_seconds:.2f} s of speech, {len(result.chunks)} chunk(s), "
+    print(f"wrote {out} ({result.audio_seconds:.2f} s of speech, {max(1, len(result.chunks))} chunk(s), "
           f"{result.nfe} forward rows)")
     for stage in STAGES:
         print(f"  {stage:<15} {result.timings[stage]:8.3f} s")

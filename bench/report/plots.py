@@ -192,11 +192,14 @@ def memory(cells: pd.DataFrame) -> bytes:
         reserved = cells["peak_reserved"].astype(float)
         on_device = reserved.notna().any()
         values = (reserved if on_device else cells["peak_rss"].astype(float)) / 1e9
-        hw_colours = _hardware_colours(cells)
+        # Colour by CFG mode (rows per step drive activation memory), line style by hardware.
+        hardware = list(dict.fromkeys(cells["hardware"]))
+        modes = list(dict.fromkeys(cells["cfg_mode"]))
         for (hw, mode), group in cells.assign(_gb=values).groupby(["hardware", "cfg_mode"],
                                                                  sort=False):
             peak = group.groupby("sequence_length")["_gb"].max()
-            ax.plot(peak.index, peak.to_numpy(), color=hw_colours[str(hw)],
+            ax.plot(peak.index, peak.to_numpy(), color=colour(modes.index(mode)),
+                    linestyle=LINESTYLES[hardware.index(hw) % len(LINESTYLES)],
                     marker=CFG_MARKERS.get(str(mode), "o"), label=f"{hw}, CFG {mode}")
         ax.set_xlabel("sequence length (latents per chunk)")
         ax.set_ylabel("peak reserved GPU memory (GB)" if on_device

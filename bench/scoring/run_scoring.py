@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import faults
 from bench.scoring.asr import ASR, WhisperASR, transcribe_files
 from bench.scoring.cache import TranscriptCache
 from bench.scoring.wer import score_utterance
@@ -68,6 +69,8 @@ def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = Non
         return outcome
     paths = [store.path / r["audio_path"] for r in todo]
     try:
+        for path in paths:
+            faults.transcription(path.name)
         transcripts: list[str | Exception] = list(transcribe_files(asr, paths, cache, progress))
     except Exception:
         # One bad file must not sink the others: retry one at a time to find it.
@@ -81,6 +84,7 @@ def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = Non
             continue
         store.append_score(record["key"], score_fields(record, transcript, asr))
         outcome.scored += 1
+        faults.after_event("kill_during_scoring")
     return outcome
 
 
@@ -122,6 +126,7 @@ def _skip_reason(run_dir: Path, record: dict[str, Any]) -> str | None:
 
 def _transcribe_one(asr: ASR, path: Path, cache: TranscriptCache) -> str | Exception:
     try:
+        faults.transcription(path.name)
         return transcribe_files(asr, [path], cache)[0]
     except Exception as err:
         return err

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from echo_tts import ModelConfig, SamplerConfig, encode_text, load_model, sample_latents
-from tests.benchmarks.reference_loader import load_reference
+from bench.reference import load_reference
 
 PROMPT = "The quick brown fox jumps over the lazy dog, twice, before breakfast."
 

@@ -21,15 +21,18 @@ model = "random:tiny"
 device = "cpu"
 [prompts]
 set = "builtin"
-ids = ["en-002", "en-010", "en-027"]
+ids = ["en-002", "en-004", "en-027"]
 [measure]
 warmup = 1
-repeats = 2
+repeats = 3
 seeds = [0]
 # Scoring with a random ASR costs ~30 s here and cannot be meaningful with random
 # weights either; the quality verdict comes from the records' random_weights flag.
 score = false
 [gate]
+# On a shared 2-core box the random codec's decode dominates the total and its timing
+# noise swamps what the step count changes; the sampling time isolates it.
+speed_metric = "t_sampling"
 min_prompts = 3
 n_boot = 200
 require_quality = {require}

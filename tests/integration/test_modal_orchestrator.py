@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bench.backends.modal_app import decode_payload, run_cells_local
+from bench.backends.modal_app import decode_payload, report_hook, run_cells_local, score_hook
 from bench.backends.modal_orchestrator import (
     COLD_START_SECONDS,
     EFFECTIVE_FLOPS,
@@ -359,3 +359,15 @@ def test_pull_fetches_runs_indexes_them_and_skips_or_resumes(tmp_path: Path) -> 
     assert pull_runs(volume, local, [run_id], force=True) == [run_id]
     with pytest.raises(UserError, match="no run nope"):
         pull_runs(volume, local, ["nope"])
+
+
+@pytest.mark.slow  # random Whisper + the HTML report with plots: ~40 s on 2 cores
+def test_nightly_post_processing_scores_and_reports_a_run(tmp_path: Path) -> None:
+    text = SPEC.replace("score = false", 'asr = "random:tiny"\nasr_device = "cpu"')
+    outcome = run_sweep(spec_of(tmp_path, text), backend(FakeWorkers()), root=tmp_path / "runs",
+                        progress=False)
+    score_hook(outcome.run_dir, whisper_root=str(tmp_path / "whisper"))
+    report_hook(outcome.run_dir)
+    with RunStore.open(outcome.run_dir) as store:
+        assert all("asr_model" in r for r in store.records())
+    assert (outcome.run_dir / "report.html").is_file()

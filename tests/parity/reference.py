@@ -4,7 +4,7 @@ Its package is also called ``echo_tts`` and its ``inference.py`` imports
 ``echo_tts.model`` by absolute name, so it cannot share a process with this repo's
 package. The wheel is fetched with pip (cached under ``.cache/reference``) and unpacked;
 a script runs with only the reference on its path and exchanges tensors with the test
-through safetensors files in a work folder.
+through safetensors files in a work folder. Fetching lives in :mod:`bench.reference`.
 """
 
 from __future__ import annotations
@@ -13,38 +13,13 @@ import os
 import subprocess
 import sys
 import textwrap
-import zipfile
 from pathlib import Path
 
-REFERENCE_REQUIREMENT = "echo-tts==0.1.4"
+from bench.reference import ReferenceUnavailable, reference_root
+
+__all__ = ["ReferenceUnavailable", "reference_root", "run_reference"]
+
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("ECHO_REFERENCE_CACHE", ROOT / ".cache" / "reference"))
-
-
-class ReferenceUnavailable(RuntimeError):
-    """The reference wheel could not be fetched (the message says why)."""
-
-
-def reference_root() -> Path:
-    """A folder whose ``echo_tts`` package is the reference implementation."""
-    unpacked = CACHE / "site"
-    if (unpacked / "echo_tts" / "inference.py").is_file():
-        return unpacked
-    wheels = CACHE / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    if not list(wheels.glob("echo_tts-0.1.4-*.whl")):
-        proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-             "--disable-pip-version-check", "-d", str(wheels), REFERENCE_REQUIREMENT],
-            capture_output=True, text=True, timeout=300,
-        )
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
-            raise ReferenceUnavailable(f"pip could not download {REFERENCE_REQUIREMENT}: {last}")
-    wheel = next(wheels.glob("echo_tts-0.1.4-*.whl"))
-    with zipfile.ZipFile(wheel) as zf:
-        zf.extractall(unpacked)
-    return unpacked
 
 
 def run_reference(script: str, workdir: Path, timeout: float = 900) -> None:

@@ -55,7 +55,7 @@ def records(cell: str, errors: list[int], rtf: list[float], *, ref_words: int = 
 
 def errors_like(n: int, mean: float, seed: int, spread: int = 1) -> list[int]:
     rng = np.random.default_rng(seed)
-    return [max(0, int(round(mean + rng.integers(-spread, spread + 1)))) for _ in range(n)]
+    return [max(0, round(mean) + int(rng.integers(-spread, spread + 1))) for _ in range(n)]
 
 
 # --------------------------------------------------------------------------- decisions
