@@ -52,3 +52,19 @@ def bench(session: nox.Session) -> None:
         "--benchmark-enable", "--benchmark-autosave", "--benchmark-compare",
         "--benchmark-compare-fail=median:15%", "-o", "norecursedirs=", *session.posargs,
     )
+
+
+@nox.session(python=PYTHON)
+def example_report(session: nox.Session) -> None:
+    """Regenerate results/example-report/ from a fresh smoke sweep."""
+    import tempfile
+    from pathlib import Path
+
+    install(session)
+    runs = Path(tempfile.mkdtemp(prefix="example-runs-"))
+    session.run("echo-bench", "sweep", "--out", str(runs), "--new", "--no-report")
+    run = sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))[-1]
+    session.run("echo-bench", "report", str(run), "--out",
+                "results/example-report/report.html", "--no-audio")
+    session.run("echo-bench", "report", str(run), "--format", "md", "--out",
+                "results/example-report/index.md")

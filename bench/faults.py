@@ -112,7 +112,8 @@ def torn_write(name: str, file: IO[bytes], data: bytes) -> None:
 def generation(label: str) -> None:
     """Raise the configured exception for a generation of the cell labelled ``label``."""
     if matches("oom", label):
-        raise InjectedFault("CUDA out of memory. Tried to allocate 20.00 GiB (injected fault)")
+        # Plain RuntimeError, as torch raises it, so the record looks like a real OOM.
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB (injected fault)")
     if matches("raise_in_generation", label):
         raise InjectedFault(f"injected fault in generation of cell [{label}]")
 

@@ -104,8 +104,9 @@ def read_safetensors(path: Path, device: str | torch.device = "cpu"
     except (SafetensorError, OSError, ValueError) as err:
         if _looks_like_pickle(path):
             raise WeightsError(
-                f"{path} is a PyTorch pickle checkpoint (torch.save), which is never loaded: "
-                "unpickling can run code; convert it to safetensors "
+                f"{path} is not a readable safetensors file: it is a PyTorch pickle checkpoint "
+                "(torch.save), which is never loaded since unpickling can run code; "
+                "convert it to safetensors "
                 "(safetensors.torch.save_file) and point at that"
             ) from err
         raise WeightsError(

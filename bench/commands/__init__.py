@@ -11,9 +11,5 @@ COMMANDS: tuple[str, ...] = (
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    import importlib.util
-
     for name in COMMANDS:
-        if importlib.util.find_spec(f"bench.commands.{name}") is None:  # TODO(lead): strict
-            continue
         importlib.import_module(f"bench.commands.{name}").add(sub)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from bench.prompts import (
     Prompt,
@@ -26,9 +28,10 @@ def write(path: Path, text: str) -> Path:
 
 
 def wav(path: Path) -> Path:
-    # The loaders only check that the clip exists; its content is the pipeline's business.
+    # The loaders read the clip's header (a clip that is not audio fails at load time,
+    # not hours into a sweep); decoding it is the pipeline's business.
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"RIFF")
+    sf.write(str(path), np.full(441, 0.1, dtype="float32"), 44_100)
     return path
 
 

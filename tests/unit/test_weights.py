@@ -15,7 +15,7 @@ def test_random_preset_is_deterministic() -> None:
 
 
 def test_unknown_preset_lists_known() -> None:
-    with pytest.raises(ValueError, match="echo-tts-base"):
+    with pytest.raises(WeightsError, match="echo-tts-base"):  # exit 2 from the CLI
         load_model("random:huge")
 
 

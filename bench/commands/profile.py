@@ -1,0 +1,55 @@
+"""``echo-bench profile``: ours vs the reference vs the FLOP floor, written to results/perf/."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.devices import DTYPES, resolve_device, resolve_dtype
+from bench.errors import UserError
+from echo_tts.sampling import CFG_MODES
+
+
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("profile", help="time our sampler against the reference and the "
+                       "hardware floor (writes results/perf/*.json)")
+    p.add_argument("--model", default="random:echo-tts-base",
+                   help="weights (random weights are fine for speed; default random:echo-tts-base)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default=None, help="default bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--cfg-mode", nargs="+", default=["independent"], choices=CFG_MODES)
+    p.add_argument("--batch", nargs="+", type=int, default=[1])
+    p.add_argument("--length", nargs="+", type=int, default=[640])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the reference (it is fetched with pip on first use)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the step")
+    p.add_argument("--cuda-graphs", action="store_true", help="CUDA graphs of the step (CUDA)")
+    p.add_argument("--codec", default=None,
+                   help="also time the whole pipeline with this codec (e.g. random:s1-dac)")
+    p.add_argument("--codec-dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--out", type=Path, default=Path("results/perf"))
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.profile import run_profile
+    from bench.reference import ReferenceUnavailable
+
+    device = resolve_device(args.device)
+    if any(b < 1 for b in args.batch) or any(not 1 <= n <= 640 for n in args.length):
+        raise UserError("--batch must be >= 1 and --length in [1, 640]")
+    try:
+        path = run_profile(
+            model_source=args.model, device=device, dtype=resolve_dtype(args.dtype, device),
+            steps=args.steps, cfg_modes=args.cfg_mode, batches=args.batch, lengths=args.length,
+            repeats=args.repeats, with_reference=not args.no_reference, compile=args.compile,
+            cuda_graphs=args.cuda_graphs, codec=args.codec, codec_dtype=DTYPES[args.codec_dtype],
+            out_dir=args.out)
+    except ReferenceUnavailable as err:
+        raise UserError(f"{err}; pass --no-reference to profile ours alone") from err
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    print(f"wrote {path}")
+    return 0

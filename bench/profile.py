@@ -1,0 +1,218 @@
+"""Ours against the reference, side by side in one process, and against the FLOP floor.
+
+For each case (CFG mode x batch x sequence length) it times a full ``sample_latents`` of
+ours and (for independent CFG, the only mode the reference has) of the reference on the
+same weights and inputs, interleaved after a warm-up, and reports medians, the relative
+error between the outputs, time per forward row, achieved TFLOP/s from the analytic count
+(:mod:`echo_tts.flops`), the floor at the device's measured matmul rate, and the ratios
+ours/reference and ours/floor. Optionally the whole pipeline's stage split with a codec.
+Results go to a JSON file under ``results/perf/``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bench.measure import capture_environment
+from echo_tts import SamplerConfig, encode_text, load_model
+from echo_tts.acceleration import DiTForward
+from echo_tts.flops import sampling_flops
+from echo_tts.model import EchoDiT
+from echo_tts.sampling import (
+    Conditioning,
+    encode_speaker_condition,
+    encode_text_condition,
+    sample_conditioned,
+)
+from echo_tts.timing import synchronize
+
+PROMPT = ("The lighthouse keeper climbed the stairs at dusk, wound the clockwork and polished "
+          "the lens until it shone.")
+
+
+@dataclass
+class CaseResult:
+    cfg_mode: str
+    batch: int
+    sequence_length: int
+    num_steps: int
+    nfe_rows: int
+    ours_seconds: list[float]
+    reference_seconds: list[float] = field(default_factory=list)
+    rel_error: float | None = None
+    flops: float = 0.0
+    floor_seconds: float = 0.0
+
+    @property
+    def ours_median(self) -> float:
+        return statistics.median(self.ours_seconds)
+
+    @property
+    def reference_median(self) -> float | None:
+        return statistics.median(self.reference_seconds) if self.reference_seconds else None
+
+    def summary(self) -> dict[str, Any]:
+        ref = self.reference_median
+        return {
+            **asdict(self),
+            "ours_median_s": self.ours_median,
+            "reference_median_s": ref,
+            "ours_over_reference": None if ref is None else self.ours_median / ref,
+            "seconds_per_row": self.ours_median / self.nfe_rows,
+            "achieved_tflops": self.flops / self.ours_median / 1e12,
+            "ours_over_floor": self.ours_median / self.floor_seconds,
+        }
+
+
+def timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[float, Tensor]:
+    synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return time.perf_counter() - start, out
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, size: int | None = None,
+                repeats: int = 10) -> float:
+    """Measured dense matmul throughput in FLOP/s (square ``size`` matrices)."""
+    size = size or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        seconds, _ = timed(lambda: torch.mm(a, b), device)
+        best = min(best, seconds)
+    return 2 * size**3 / best
+
+
+ReferenceSampler = Callable[..., Tensor]
+
+
+def reference_model(ours: EchoDiT) -> tuple[torch.nn.Module, ReferenceSampler]:
+    """The reference EchoDiT sharing our weights (no copy) and its independent-CFG sampler."""
+    from bench.reference import load_reference
+
+    ref = load_reference()
+    with torch.device("meta"):
+        model = ref.model.EchoDiT(**ours.config.to_dict())
+    state = ours.state_dict()
+    if not ours.has_blockwise:  # the reference always builds them; give it zeros
+        for key, value in model.state_dict().items():
+            state.setdefault(key, torch.zeros(value.shape, device=ours.device, dtype=ours.dtype))
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval(), ref.inference.sample_euler_cfg_independent_guidances
+
+
+def profile_sampling(model: EchoDiT, cases: list[tuple[str, int, int]], steps: int, repeats: int,
+                     rate: float, reference: tuple[torch.nn.Module, ReferenceSampler] | None,
+                     forward: DiTForward) -> list[CaseResult]:
+    device = model.device
+    results = []
+    for cfg_mode, batch, length in cases:
+        sampler = SamplerConfig(num_steps=steps, cfg_mode=cfg_mode,  # type: ignore[arg-type]
+                                sequence_length=length)
+        ids, mask = encode_text([PROMPT] * batch)
+        ids, mask = ids.to(device), mask.to(device)
+        patch = model.config.speaker_patch_size
+        no_spk = torch.zeros(batch, patch, 80, device=device, dtype=model.dtype)
+        no_spk_mask = torch.zeros(batch, patch, dtype=torch.bool, device=device)
+
+        def ours() -> Tensor:
+            text_state, text_mask = encode_text_condition(model, ids, mask)
+            spk, spk_mask = encode_speaker_condition(model, None, None, batch)
+            cond = Conditioning(text_state, text_mask, spk, spk_mask)
+            return sample_conditioned(model, cond, sampler, 0, forward)
+
+        def theirs() -> Tensor:
+            assert reference is not None
+            ref_model, ref_sampler = reference
+            return ref_sampler(
+                ref_model, no_spk, no_spk_mask, ids, mask, 0, num_steps=steps,
+                cfg_scale_text=sampler.cfg_scale_text, cfg_scale_speaker=sampler.cfg_scale_speaker,
+                cfg_min_t=sampler.cfg_min_t, cfg_max_t=sampler.cfg_max_t, truncation_factor=None,
+                rescale_k=None, rescale_sigma=None, speaker_kv_scale=None,
+                speaker_kv_max_layers=None, speaker_kv_min_t=None, sequence_length=length)
+
+        use_ref = reference is not None and cfg_mode == "independent"
+        timed(ours, device)
+        if use_ref:
+            timed(theirs, device)
+        flops = sampling_flops(model.config, sampler, ids.shape[1], 1, batch).total
+        result = CaseResult(cfg_mode, batch, length, steps, sampler.nfe() * batch, [],
+                            flops=flops, floor_seconds=flops / rate)
+        for _ in range(repeats):
+            seconds, a = timed(ours, device)
+            result.ours_seconds.append(seconds)
+            if use_ref:
+                seconds, b = timed(theirs, device)
+                result.reference_seconds.append(seconds)
+                result.rel_error = float((a.float() - b.float()).norm() / b.float().norm())
+        results.append(result)
+        print(format_case(result), flush=True)
+    return results
+
+
+def profile_stages(model: EchoDiT, codec_source: str, codec_dtype: torch.dtype, steps: int,
+                   length: int, forward: DiTForward) -> dict[str, float]:
+    """Median stage seconds of the whole pipeline (3 runs after a warm-up)."""
+    from echo_tts.autoencoder import load_codec
+    from echo_tts.pipeline import EchoPipeline
+
+    pca = codec_source if codec_source.startswith("random:") else None
+    codec = load_codec(codec_source, pca, device=model.device, dtype=codec_dtype)
+    pipe = EchoPipeline(model, codec)
+    pipe.forward = forward
+    sampler = SamplerConfig(num_steps=steps, sequence_length=length)
+    pipe.synthesize(PROMPT, sampler=sampler)
+    runs = [pipe.synthesize(PROMPT, sampler=sampler).timings for _ in range(3)]
+    return {stage: statistics.median(r[stage] for r in runs) for stage in runs[0]}
+
+
+def format_case(r: CaseResult) -> str:
+    s = r.summary()
+    ref = "" if r.reference_median is None else (
+        f"  ref {r.reference_median:8.3f} s  ours/ref {s['ours_over_reference']:.3f}  "
+        f"rel.err {r.rel_error:.1e}")
+    return (f"{r.cfg_mode:<12} B={r.batch} L={r.sequence_length:<4} rows={r.nfe_rows:<4} "
+            f"ours {r.ours_median:8.3f} s  {s['seconds_per_row'] * 1e3:7.2f} ms/row  "
+            f"{s['achieved_tflops']:7.2f} TFLOP/s  ours/floor {s['ours_over_floor']:.2f}{ref}")
+
+
+def run_profile(*, model_source: str, device: torch.device, dtype: torch.dtype, steps: int,
+                cfg_modes: list[str], batches: list[int], lengths: list[int], repeats: int,
+                with_reference: bool, compile: bool, cuda_graphs: bool,
+                codec: str | None, codec_dtype: torch.dtype, out_dir: Path) -> Path:
+    """Run the profile, print it, write the JSON; returns its path."""
+    model = load_model(model_source, device=device, dtype=dtype, keep_blockwise=False)
+    rate = matmul_rate(device, dtype)
+    print(f"{model_source} on {device} ({dtype}): measured matmul rate {rate / 1e12:.1f} TFLOP/s")
+    forward = DiTForward(model, compile=compile, cuda_graphs=cuda_graphs)
+    reference = reference_model(model) if with_reference else None
+    cases = [(m, b, n) for m in cfg_modes for b in batches for n in lengths]
+    results = profile_sampling(model, cases, steps, repeats, rate, reference, forward)
+    stages = None
+    if codec is not None:
+        stages = profile_stages(model, codec, codec_dtype, steps, max(lengths), forward)
+        print("stages (s): " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    name = model_source.replace("random:", "random-").replace("/", "_")
+    target = out_dir / f"{stamp}-{device.type}-{name}-{forward.label}.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({
+        "model": model_source, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
+        "speed_option": forward.label, "steps": steps, "matmul_tflops": rate / 1e12,
+        "cases": [r.summary() for r in results], "stages": stages,
+        "environment": capture_environment(),
+    }, indent=2))
+    return target

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.cli import main
+
+
+def test_profile_writes_json_with_floor_and_reference(tmp_path: Path) -> None:
+    code = main(["profile", "--model", "random:tiny", "--device", "cpu", "--steps", "3",
+                 "--length", "16", "--cfg-mode", "independent", "none", "--repeats", "1",
+                 "--out", str(tmp_path)])
+    assert code == 0
+    (path,) = tmp_path.glob("*.json")
+    result = json.loads(path.read_text())
+    independent, none = result["cases"]
+    assert independent["reference_median_s"] > 0 and independent["rel_error"] < 1e-4
+    assert none["reference_median_s"] is None  # the reference has no such mode
+    for case in (independent, none):
+        assert case["achieved_tflops"] > 0 and case["ours_over_floor"] > 0
+        assert case["seconds_per_row"] == case["ours_median_s"] / case["nfe_rows"]
+    assert result["matmul_tflops"] > 0 and result["environment"]["packages"]["torch"]
