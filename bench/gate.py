@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from bench.analysis import quality_is_meaningful, utterance_scores, column, scored_rows
+from bench.analysis import column, quality_is_meaningful, scored_rows, utterance_scores
 from bench.errors import UserError
 from bench.scoring.stats import bootstrap_ratio_replicates, percentile_interval
 from bench.scoring.wer import UtteranceScore, paired_difference, score_utterance

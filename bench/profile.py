@@ -16,7 +16,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -117,50 +117,59 @@ def reference_model(ours: EchoDiT) -> tuple[torch.nn.Module, ReferenceSampler]:
 def profile_sampling(model: EchoDiT, cases: list[tuple[str, int, int]], steps: int, repeats: int,
                      rate: float, reference: tuple[torch.nn.Module, ReferenceSampler] | None,
                      forward: DiTForward) -> list[CaseResult]:
-    device = model.device
     results = []
     for cfg_mode, batch, length in cases:
         sampler = SamplerConfig(num_steps=steps, cfg_mode=cfg_mode,  # type: ignore[arg-type]
                                 sequence_length=length)
-        ids, mask = encode_text([PROMPT] * batch)
-        ids, mask = ids.to(device), mask.to(device)
-        patch = model.config.speaker_patch_size
-        no_spk = torch.zeros(batch, patch, 80, device=device, dtype=model.dtype)
-        no_spk_mask = torch.zeros(batch, patch, dtype=torch.bool, device=device)
-
-        def ours() -> Tensor:
-            text_state, text_mask = encode_text_condition(model, ids, mask)
-            spk, spk_mask = encode_speaker_condition(model, None, None, batch)
-            cond = Conditioning(text_state, text_mask, spk, spk_mask)
-            return sample_conditioned(model, cond, sampler, 0, forward)
-
-        def theirs() -> Tensor:
-            assert reference is not None
-            ref_model, ref_sampler = reference
-            return ref_sampler(
-                ref_model, no_spk, no_spk_mask, ids, mask, 0, num_steps=steps,
-                cfg_scale_text=sampler.cfg_scale_text, cfg_scale_speaker=sampler.cfg_scale_speaker,
-                cfg_min_t=sampler.cfg_min_t, cfg_max_t=sampler.cfg_max_t, truncation_factor=None,
-                rescale_k=None, rescale_sigma=None, speaker_kv_scale=None,
-                speaker_kv_max_layers=None, speaker_kv_min_t=None, sequence_length=length)
-
-        use_ref = reference is not None and cfg_mode == "independent"
-        timed(ours, device)
-        if use_ref:
-            timed(theirs, device)
-        flops = sampling_flops(model.config, sampler, ids.shape[1], 1, batch).total
-        result = CaseResult(cfg_mode, batch, length, steps, sampler.nfe() * batch, [],
-                            flops=flops, floor_seconds=flops / rate)
-        for _ in range(repeats):
-            seconds, a = timed(ours, device)
-            result.ours_seconds.append(seconds)
-            if use_ref:
-                seconds, b = timed(theirs, device)
-                result.reference_seconds.append(seconds)
-                result.rel_error = float((a.float() - b.float()).norm() / b.float().norm())
+        result = profile_case(model, sampler, batch, repeats, rate,
+                              reference if cfg_mode == "independent" else None, forward)
         results.append(result)
         print(format_case(result), flush=True)
     return results
+
+
+def profile_case(model: EchoDiT, sampler: SamplerConfig, batch: int, repeats: int, rate: float,
+                 reference: tuple[torch.nn.Module, ReferenceSampler] | None,
+                 forward: DiTForward) -> CaseResult:
+    """Time one case: ours, and the reference (interleaved) when given."""
+    device = model.device
+    ids, mask = encode_text([PROMPT] * batch)
+    ids, mask = ids.to(device), mask.to(device)
+    patch = model.config.speaker_patch_size
+    no_spk = torch.zeros(batch, patch, 80, device=device, dtype=model.dtype)
+    no_spk_mask = torch.zeros(batch, patch, dtype=torch.bool, device=device)
+
+    def ours() -> Tensor:
+        text_state, text_mask = encode_text_condition(model, ids, mask)
+        spk, spk_mask = encode_speaker_condition(model, None, None, batch)
+        cond = Conditioning(text_state, text_mask, spk, spk_mask)
+        return sample_conditioned(model, cond, sampler, 0, forward)
+
+    def theirs() -> Tensor:
+        assert reference is not None
+        ref_model, ref_sampler = reference
+        return ref_sampler(
+            ref_model, no_spk, no_spk_mask, ids, mask, 0, num_steps=sampler.num_steps,
+            cfg_scale_text=sampler.cfg_scale_text, cfg_scale_speaker=sampler.cfg_scale_speaker,
+            cfg_min_t=sampler.cfg_min_t, cfg_max_t=sampler.cfg_max_t, truncation_factor=None,
+            rescale_k=None, rescale_sigma=None, speaker_kv_scale=None,
+            speaker_kv_max_layers=None, speaker_kv_min_t=None,
+            sequence_length=sampler.sequence_length)
+
+    timed(ours, device)
+    if reference is not None:
+        timed(theirs, device)
+    flops = sampling_flops(model.config, sampler, ids.shape[1], 1, batch).total
+    result = CaseResult(sampler.cfg_mode, batch, sampler.sequence_length, sampler.num_steps,
+                        sampler.nfe() * batch, [], flops=flops, floor_seconds=flops / rate)
+    for _ in range(repeats):
+        seconds, a = timed(ours, device)
+        result.ours_seconds.append(seconds)
+        if reference is not None:
+            seconds, b = timed(theirs, device)
+            result.reference_seconds.append(seconds)
+            result.rel_error = float((a.float() - b.float()).norm() / b.float().norm())
+    return result
 
 
 def profile_stages(model: EchoDiT, codec_source: str, codec_dtype: torch.dtype, steps: int,
@@ -205,7 +214,7 @@ def run_profile(*, model_source: str, device: torch.device, dtype: torch.dtype, 
     if codec is not None:
         stages = profile_stages(model, codec, codec_dtype, steps, max(lengths), forward)
         print("stages (s): " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     name = model_source.replace("random:", "random-").replace("/", "_")
     target = out_dir / f"{stamp}-{device.type}-{name}-{forward.label}.json"
     out_dir.mkdir(parents=True, exist_ok=True)
