@@ -1,4 +1,5 @@
-"""Developer sessions. `nox` alone runs the tests; `nox -s lint typecheck` for the checks."""
+"""Developer sessions. `nox` alone runs the tests; `nox -s lint typecheck` for the checks;
+`nox -s reliability` for the full fault and bad-input campaign."""
 
 from __future__ import annotations
 
@@ -68,3 +69,15 @@ def example_report(session: nox.Session) -> None:
                 "results/example-report/report.html", "--no-audio")
     session.run("echo-bench", "report", str(run), "--format", "md", "--out",
                 "results/example-report/index.md")
+
+
+@nox.session(python=PYTHON)
+def reliability(session: nox.Session) -> None:
+    """The fault and bad-input campaign at full size (CI runs it reduced, inside `tests`);
+    prints the figures table from the tallies it wrote."""
+    install(session)
+    out = session.create_tmp() + "/reliability"
+    env = {"ECHO_BENCH_RELIABILITY_FULL": "1", "ECHO_BENCH_RELIABILITY_OUT": out}
+    session.run("python", "-m", "pytest", "tests/reliability", "-p", "no:cacheprovider",
+                *session.posargs, env=env)
+    session.run("python", "-m", "tests.reliability.summary", out)

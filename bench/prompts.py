@@ -108,6 +108,11 @@ def load_jsonl(path: str | Path) -> list[Prompt]:
             if key in row and not isinstance(row[key], str):
                 raise PromptError(f"{path}:{number}: field {key!r} must be a string "
                                   f"(got {row[key]!r})")
+            if key in row and not _encodable(row[key]):
+                # JSON allows "\ud800" escapes; such text cannot be written back as UTF-8
+                # (records, file names), so refuse it here rather than crash mid-sweep.
+                raise PromptError(f"{path}:{number}: field {key!r} holds an unpaired "
+                                  "surrogate escape (e.g. \\ud800); fix the text")
         if not row["id"].strip():
             raise PromptError(f"{path}:{number}: empty id")
         wav = row.get("speaker_wav")
@@ -195,6 +200,14 @@ def _lines(path: Path) -> list[tuple[int, str]]:
         line = data[:exc.start].count(b"\n") + 1
         raise PromptError(f"{path}:{line}: not valid UTF-8; re-save the file as UTF-8") from None
     return list(enumerate(text.splitlines(), 1))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _text(path: Path, number: int, text: Any) -> str:

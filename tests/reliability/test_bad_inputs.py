@@ -177,6 +177,16 @@ def test_non_utf8_prompt_files(tmp_path: Path, tally: Counter[str]) -> None:
         assert "UTF-8" in result.err
 
 
+def test_lone_surrogate_ids_are_refused(tmp_path: Path, tally: Counter[str]) -> None:
+    """JSON lets a file spell an unpaired surrogate; it cannot be stored as UTF-8."""
+    path = tmp_path / "p.jsonl"
+    for row in ('{"id": "a\\ud800", "text": "Hi."}', '{"id": "a", "text": "Hi \\udfff."}'):
+        path.write_text(row + "\n")
+        result = cli("sweep", str(spec_for(tmp_path, path)), "--dry-run")
+        check(result, tally, "prompt_file")
+        assert "surrogate" in result.err
+
+
 # ---------------------------------------------------------------------------- audio files
 
 SYNTH = ["--model", "random:tiny", "--codec", "random:tiny", "--steps", "1",

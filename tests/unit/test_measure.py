@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import re
 import secrets
 import sys
@@ -100,8 +101,12 @@ def test_memory_tracker_sees_a_100_mb_allocation_in_peak_rss() -> None:
     size = 100 * 1024 * 1024
     before = _current_rss_bytes()
     with MemoryTracker("cpu") as memory:
-        block = np.ones(size, dtype=np.uint8)  # ones, not empty: pages must be touched
-        del block
+        # A fresh anonymous mapping, touched page by page: malloc could instead hand back
+        # heap memory freed earlier in the test session, which is already resident.
+        block = mmap.mmap(-1, size)
+        for offset in range(0, size, mmap.PAGESIZE):
+            block[offset] = 1
+        block.close()
     assert memory.peak_rss_bytes is not None
     assert memory.peak_rss_bytes >= before + int(0.9 * size)
     assert memory.peak_allocated_bytes is None and memory.peak_reserved_bytes is None
