@@ -13,6 +13,7 @@ show spread and re-aggregate; summaries are derived, never stored instead of the
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import logging
 import os
@@ -421,3 +422,26 @@ def _git_state(root: Path) -> tuple[str | None, bool | None]:
         commit.strip() if commit else None,
         bool(status.strip()) if status is not None else None,
     )
+
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def pin_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:
+    """Stop glibc from handing large blocks back to the kernel between uses.
+
+    By default glibc's mmap and trim thresholds move with the history of allocations, so
+    the same tensor sizes are sometimes served from resident heap and sometimes from
+    fresh pages that fault in again (seen on CPU as millions of minor faults and seconds
+    of system time, different for two codes doing the same work). Pinning both makes CPU
+    timings reproducible and comparable. Returns False where this is not glibc.
+    Memory freed stays resident, so do not use it where peak RSS is being measured.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    except (OSError, AttributeError):
+        return False

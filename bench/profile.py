@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench.measure import capture_environment
+from bench.measure import capture_environment, pin_allocator
 from echo_tts import SamplerConfig, encode_text, load_model
 from echo_tts.acceleration import DiTForward
 from echo_tts.flops import sampling_flops
@@ -201,11 +201,19 @@ def format_case(r: CaseResult) -> str:
 def run_profile(*, model_source: str, device: torch.device, dtype: torch.dtype, steps: int,
                 cfg_modes: list[str], batches: list[int], lengths: list[int], repeats: int,
                 with_reference: bool, compile: bool, cuda_graphs: bool,
-                codec: str | None, codec_dtype: torch.dtype, out_dir: Path) -> Path:
-    """Run the profile, print it, write the JSON; returns its path."""
+                codec: str | None, codec_dtype: torch.dtype, out_dir: Path,
+                default_allocator: bool = False) -> Path:
+    """Run the profile, print it, write the JSON; returns its path.
+
+    Unless ``default_allocator``, glibc's allocator thresholds are pinned first (see
+    :func:`bench.measure.pin_allocator`): ours and the reference then run under the same,
+    stable allocator instead of one whose page churn depends on allocation history.
+    """
+    pinned = False if default_allocator else pin_allocator()
     model = load_model(model_source, device=device, dtype=dtype, keep_blockwise=False)
     rate = matmul_rate(device, dtype)
-    print(f"{model_source} on {device} ({dtype}): measured matmul rate {rate / 1e12:.1f} TFLOP/s")
+    print(f"{model_source} on {device} ({dtype}): measured matmul rate {rate / 1e12:.1f} TFLOP/s; "
+          f"allocator {'pinned' if pinned else 'default'}")
     forward = DiTForward(model, compile=compile, cuda_graphs=cuda_graphs)
     reference = reference_model(model) if with_reference else None
     cases = [(m, b, n) for m in cfg_modes for b in batches for n in lengths]
@@ -221,6 +229,7 @@ def run_profile(*, model_source: str, device: torch.device, dtype: torch.dtype, 
     target.write_text(json.dumps({
         "model": model_source, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
         "speed_option": forward.label, "steps": steps, "matmul_tflops": rate / 1e12,
+        "allocator": "pinned" if pinned else "default",
         "cases": [r.summary() for r in results], "stages": stages,
         "environment": capture_environment(),
     }, indent=2))

@@ -27,6 +27,7 @@ from bench.store import record_key, utc_now
 from echo_tts.pipeline import STAGES, EchoPipeline, SynthesisResult
 from echo_tts.sampling import SamplerConfig
 from echo_tts.text import TextTooLongError, encode_text
+from echo_tts.weights import WeightsError
 
 # Audio whose peak is below this is treated as silent (about -80 dBFS).
 SILENCE_PEAK = 1e-4
@@ -99,7 +100,8 @@ class Worker:
         """Warm up, then run each generation and hand its record and audio to ``sink``.
 
         A generation that raises (CUDA out of memory included) yields a failed record with
-        the error, and the cell goes on with the next one.
+        the error, and the cell goes on with the next one. Loading errors (missing or
+        unreadable weights) propagate: they are bad input, not a cell's failure.
         """
         if not generations:
             return
@@ -107,7 +109,11 @@ class Worker:
             pipe = self.pipeline(cell)
             for _ in range(warmup):
                 self._synthesize(pipe, cell, generations[0])
-        except Exception as err:  # the whole cell cannot run: record each generation
+        except WeightsError:
+            # Weights that cannot be found or read are bad input for the whole sweep
+            # (exit 2), not a failure of this cell.
+            raise
+        except Exception as err:  # the whole cell cannot run (e.g. out of memory loading)
             for gen in generations:
                 sink(self.failed_record(gen, err, phase="load/warm-up"), None)
             return

@@ -41,15 +41,9 @@ def rope_tables(head_dim: int, positions: Tensor) -> Tensor:
 
 
 def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
-    """Rotate consecutive pairs of the last dim of x [B, S, H, Dh].
-
-    ``rotation`` is [S, Dh/2] (every head) or [S, H, Dh/2] (per head; an angle of 0 leaves
-    a head unrotated, which is how the DiT rotates only half of its heads in one op).
-    """
+    """Rotate consecutive pairs of the last dim of x [B, S, H, Dh] by rotation [S, Dh/2]."""
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    if rotation.ndim == 2:
-        rotation = rotation[:, None, :]
-    return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
+    return torch.view_as_real(pairs * rotation[:, None, :]).flatten(-2).type_as(x)
 
 
 def timestep_embedding(t: Tensor, size: int) -> Tensor:
@@ -296,6 +290,14 @@ class JointAttention(nn.Module):
         self.gate = nn.Linear(size, size, bias=False)
         self.wo = nn.Linear(size, size, bias=False)
 
+    def rope_half(self, x: Tensor, rope: Tensor) -> Tensor:
+        """Rotate the first half of the heads of x [B, S, H, Dh] in place; the other half
+        carries no position. (Writing into the slice copies half the tensor; a concat of
+        the halves would copy all of it.)"""
+        half = self.heads // 2
+        x[:, :, :half] = apply_rope(x[:, :, :half], rope)
+        return x
+
     def context_kv(self, state: Tensor, which: str, rope: Tensor | None = None
                    ) -> tuple[Tensor, Tensor]:
         """Keys/values [B, H, L, Dh] of an encoder state [B, L, W] ('text'|'speaker'|'latent')."""
@@ -303,15 +305,15 @@ class JointAttention(nn.Module):
         b, length, _ = state.shape
         k = self.k_norm(wk(state).view(b, length, self.heads, -1))
         if rope is not None:
-            k = apply_rope(k, rope)
+            k = self.rope_half(k, rope)
         v = wv(state).view(b, length, self.heads, -1)
         return k.transpose(1, 2), v.transpose(1, 2)
 
     def forward(self, x: Tensor, keys: Tensor, values: Tensor, key_mask: Tensor,
                 rope: Tensor, self_slots: bool) -> Tensor:
         b, s, _ = x.shape
-        q = apply_rope(self.q_norm(self.wq(x).view(b, s, self.heads, -1)), rope)
-        k = apply_rope(self.k_norm(self.wk(x).view(b, s, self.heads, -1)), rope).transpose(1, 2)
+        q = self.rope_half(self.q_norm(self.wq(x).view(b, s, self.heads, -1)), rope)
+        k = self.rope_half(self.k_norm(self.wk(x).view(b, s, self.heads, -1)), rope).transpose(1, 2)
         v = self.wv(x).view(b, s, self.heads, -1).transpose(1, 2)
         if self_slots:
             keys[:, :, :s].copy_(k)
@@ -402,19 +404,11 @@ class EchoDiT(nn.Module):
             del block.attention.wk_latent, block.attention.wv_latent
 
     def rope(self, start: int, length: int, stride: int = 1) -> Tensor:
-        """Cached per-head rotations [length, H, Dh/2] for positions start, start+stride, ...
-
-        The first half of the heads is rotated; the second half gets the identity.
-        """
+        """Cached rotations [length, Dh/2] for positions start, start+stride, ..."""
         key = (start, length, f"{stride}:{self.device}")
         if key not in self._rope_cache:
             positions = torch.arange(length, device=self.device) * stride + start
-            table = rope_tables(self.config.head_dim, positions)
-            heads = self.config.num_heads
-            rotation = torch.ones(length, heads, table.shape[-1], dtype=table.dtype,
-                                  device=table.device)
-            rotation[:, : heads // 2] = table[:, None]
-            self._rope_cache[key] = rotation
+            self._rope_cache[key] = rope_tables(self.config.head_dim, positions)
         return self._rope_cache[key]
 
     # ---- conditioning, computed once per sampler call

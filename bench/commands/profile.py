@@ -29,6 +29,9 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--codec", default=None,
                    help="also time the whole pipeline with this codec (e.g. random:s1-dac)")
     p.add_argument("--codec-dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--default-allocator", action="store_true",
+                   help="leave glibc's allocator thresholds alone (default: pinned for stable "
+                        "CPU timings)")
     p.add_argument("--out", type=Path, default=Path("results/perf"))
     p.set_defaults(handler=run)
 
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             steps=args.steps, cfg_modes=args.cfg_mode, batches=args.batch, lengths=args.length,
             repeats=args.repeats, with_reference=not args.no_reference, compile=args.compile,
             cuda_graphs=args.cuda_graphs, codec=args.codec, codec_dtype=DTYPES[args.codec_dtype],
-            out_dir=args.out)
+            out_dir=args.out, default_allocator=args.default_allocator)
     except ReferenceUnavailable as err:
         raise UserError(f"{err}; pass --no-reference to profile ours alone") from err
     except ValueError as err:

@@ -4,15 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny import TINY_MODEL_TOML
+
 TINY_SPEC = """
 name = "tiny"
-[model]
-model = "random:tiny"
-codec = "random:tiny"
-pca = "random:tiny"
-dtype = "float32"
-device = "cpu"
-[prompts]
+""" + TINY_MODEL_TOML + """[prompts]
 set = "builtin"
 ids = ["en-002", "en-010"]
 [grid]

@@ -36,16 +36,11 @@ from bench.runner import pending_work, run_sweep
 from bench.spec import Cell, SweepSpec, parse_spec
 from bench.store import HistoryIndex, RunStore
 from echo_tts.text import chunk_bytes_for, split_text
+from tests.tiny import TINY_MODEL_TOML
 
 SPEC = """
 name = "modal-orch"
-[model]
-model = "random:tiny"
-codec = "random:tiny"
-pca = "random:tiny"
-dtype = "float32"
-device = "cpu"
-[prompts]
+""" + TINY_MODEL_TOML + """[prompts]
 set = "builtin"
 ids = ["en-002", "en-010"]
 long_text = "truncate"  # one sampler call per prompt at 16 latents, to stay quick

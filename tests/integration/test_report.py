@@ -20,18 +20,13 @@ from bench.report import render_run_report
 from bench.runner import run_sweep
 from bench.spec import parse_spec
 from bench.store import SCORES, load_records
+from tests.tiny import TINY_MODEL_TOML
 
 XSS = "<script>alert(1)</script>"
 
 SPEC = """
 name = "tiny"
-[model]
-model = "random:tiny"
-codec = "random:tiny"
-pca = "random:tiny"
-dtype = "float32"
-device = "cpu"
-[prompts]
+""" + TINY_MODEL_TOML + """[prompts]
 set = "prompts.jsonl"
 [grid]
 num_steps = [1, 2]

@@ -111,3 +111,15 @@ def test_dry_run_lists_cells_and_nfe(tiny_spec: Path, capsys: pytest.CaptureFixt
     assert "4 cells" in out and f"= {EXPECTED} generations" in out
     # NFE: none = 2 steps x 1 row; independent = 3 rows on t=0.999, 1 row on t=0.4995.
     assert "          2  steps=2 cfg=none" in out and "          4  steps=2 cfg=independent" in out
+
+
+def test_missing_weights_stop_the_sweep_with_one_line(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "missing.toml"
+    spec.write_text('[model]\nmodel = "/nonexistent/echo-weights"\ncodec = "random:tiny"\n'
+                    'pca = "random:tiny"\ndtype = "float32"\ndevice = "cpu"\n'
+                    '[prompts]\nids = ["en-002"]\n[grid]\nnum_steps = [2]\n'
+                    '[measure]\nwarmup = 0\nscore = false\n')
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "runs"), "--no-report"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "/nonexistent/echo-weights" in err[0]

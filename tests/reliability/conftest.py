@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from tests.tiny import TINY_MODEL_TOML
 
 FULL = os.environ.get("ECHO_BENCH_RELIABILITY_FULL") == "1"
 OUT_ENV = "ECHO_BENCH_RELIABILITY_OUT"
@@ -69,13 +70,7 @@ def tally(request: pytest.FixtureRequest, tally_dir: Path) -> Iterator[Counter[s
 
 SPEC = """
 name = "{name}"
-[model]
-model = "random:tiny"
-codec = "random:tiny"
-pca = "random:tiny"
-dtype = "float32"
-device = "cpu"
-[prompts]
+""" + TINY_MODEL_TOML + """[prompts]
 set = "{prompts}"
 {ids}
 [grid]

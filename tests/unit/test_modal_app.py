@@ -34,18 +34,13 @@ from bench.errors import UserError
 from bench.prompts import Prompt, load_prompts
 from bench.runner import pending_work
 from bench.spec import SweepSpec, parse_spec
+from tests.tiny import TINY_MODEL_TOML
 
 REPO = Path(__file__).resolve().parents[2]
 
 TINY_SPEC = """
 name = "modal-tiny"
-[model]
-model = "random:tiny"
-codec = "random:tiny"
-pca = "random:tiny"
-dtype = "float32"
-device = "cpu"
-[prompts]
+""" + TINY_MODEL_TOML + """[prompts]
 set = "builtin"
 ids = ["en-002"]
 long_text = "truncate"  # one sampler call at 16 latents, to stay quick
