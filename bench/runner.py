@@ -123,8 +123,16 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
         if resumed:
             print(f"resuming {store.path}: {total - todo} of {total} generations already done")
         store.update_manifest(status="running", backend=backend.name)
-        bar = tqdm(total=total, initial=total - todo, unit="gen", disable=not progress,
-                   desc=spec.name, dynamic_ncols=True, file=sys.stderr)
+        bars: list[tqdm[Any]] = []
+
+        def progress_bar() -> tqdm[Any]:
+            # Made on the first record, so whatever the backend prints or raises before
+            # (model loading, a cost estimate, a bad-weights error) is not mixed with it.
+            if not bars:
+                bars.append(tqdm(total=total, initial=total - todo, unit="gen",
+                                 disable=not progress, desc=spec.name, dynamic_ncols=True,
+                                 file=sys.stderr))
+            return bars[0]
         labels = {cell.id: cell.label for cell in spec.cells}
 
         def sink(record: dict[str, Any], audio: Tensor | bytes | None) -> None:
@@ -146,10 +154,10 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
                 outcome.failed += 1
                 outcome.failures.setdefault(labels.get(record["cell_id"], record["cell_id"]),
                                             str(record.get("error")))
-            bar.update(1)
+            progress_bar().update(1)
 
         def on_cell_done(cell: Cell, keys: list[str]) -> None:
-            bar.set_postfix_str(f"cell {cell.label}")
+            progress_bar().set_postfix_str(f"cell {cell.label}")
             if after_cell is not None:
                 after_cell(store, cell, keys)
 
@@ -160,7 +168,8 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
                 before_finalize(store)
             status = "complete"
         finally:
-            bar.close()
+            for bar in bars:
+                bar.close()
             store.finalize(status)
     return outcome
 
