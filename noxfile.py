@@ -27,7 +27,6 @@ def lint(session: nox.Session) -> None:
     """ruff over the whole tree."""
     session.install("ruff")
     session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", "--diff", "echo_tts")
 
 
 @nox.session(python=PYTHON)
