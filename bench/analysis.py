@@ -12,11 +12,8 @@ in the price file's currency (USD) per hour of audio produced.
 from __future__ import annotations
 
 import math
-import re
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from bench.errors import UserError
+from bench.prices import Prices, load_prices
 
 #: Per-generation figures summarised per cell by median, p10 and p90.
 TIME_STATS: tuple[str, ...] = (
@@ -53,84 +51,6 @@ VRAM_BUDGETS_GB: dict[int, str] = {
 CUDA_CONTEXT_BYTES = 500_000_000
 DEFAULT_WER_BUDGET_POINTS = 0.5
 NOT_MEANINGFUL = "not meaningful (random weights)"
-
-
-# --------------------------------------------------------------------------- prices
-
-
-@dataclass(frozen=True)
-class Prices:
-    """Per-second prices: ``gpu`` maps a price key (Modal GPU string) to currency/second
-    for one GPU; ``aliases`` maps other strings to keys; ``device_names`` are (regex, key)
-    pairs for CUDA device names; ``cpu_per_core_second`` prices CPU runs."""
-
-    gpu: dict[str, float]
-    cpu_per_core_second: float | None = None
-    aliases: dict[str, str] = field(default_factory=dict)
-    device_names: tuple[tuple[str, str], ...] = ()
-    source: str = ""
-    date: str = ""
-    currency: str = "USD"
-    note: str = ""
-
-    def key_for(self, gpu: str | None, device_name: str | None = None) -> tuple[str | None, int]:
-        """(price key, number of GPUs) for a Modal GPU string or, failing that, a device name."""
-        if gpu:
-            name, _, count = gpu.partition(":")
-            name = self.aliases.get(name, name)
-            if name in self.gpu:
-                return name, int(count) if count.isdigit() else 1
-        if device_name:
-            for pattern, key in self.device_names:
-                if re.search(pattern, device_name, re.IGNORECASE) and key in self.gpu:
-                    return key, 1
-        return None, 0
-
-    def per_second(self, gpu: str | None, device_name: str | None,
-                   cpu_cores: int | None = None) -> tuple[float | None, str]:
-        """Price of one second of a cell's hardware and a few words on where it came from.
-
-        A CPU run (device name "cpu") costs ``cpu_cores`` cores at the CPU rate; anything
-        unmatched has no price (None) rather than a guessed one.
-        """
-        key, count = self.key_for(gpu, device_name)
-        if key is not None:
-            return self.gpu[key] * count, f"{count} x {key}" if count > 1 else key
-        if (device_name or "").lower() == "cpu" and not gpu:
-            if self.cpu_per_core_second is not None and cpu_cores:
-                return self.cpu_per_core_second * cpu_cores, f"{cpu_cores} CPU cores"
-            return None, "CPU core count unknown"
-        return None, f"no price for {gpu or device_name or 'unknown hardware'}"
-
-
-def load_prices(path: str | Path | None = None) -> Prices:
-    """Read a price file (default: the shipped ``bench/data/gpu_prices.toml``)."""
-    if path is None:
-        text = (resources.files("bench") / "data" / "gpu_prices.toml").read_text("utf-8")
-        origin = "bench/data/gpu_prices.toml"
-    else:
-        try:
-            text = Path(path).read_text("utf-8")
-        except OSError as err:
-            raise UserError(f"cannot read price file {path}: {err.strerror}") from None
-        origin = str(path)
-    try:
-        raw = tomllib.loads(text)
-        gpu = {str(k): float(v) for k, v in raw.get("gpu_per_second", {}).items()}
-        cpu = raw.get("cpu_per_core_second")
-        return Prices(
-            gpu=gpu,
-            cpu_per_core_second=None if cpu is None else float(cpu),
-            aliases={str(k): str(v) for k, v in raw.get("aliases", {}).items()},
-            device_names=tuple((str(p), str(k)) for p, k in raw.get("device_names", [])),
-            source=str(raw.get("source", origin)),
-            date=str(raw.get("date", "")),
-            currency=str(raw.get("currency", "USD")),
-            note=str(raw.get("note", "")),
-        )
-    except (tomllib.TOMLDecodeError, TypeError, ValueError) as err:
-        raise UserError(f"price file {origin} is malformed: {err}; see "
-                        "bench/data/gpu_prices.toml for the expected shape") from None
 
 
 # --------------------------------------------------------------------------- helpers

@@ -33,11 +33,9 @@ import base64
 import concurrent.futures as cf
 import contextlib
 import sys
-import tomllib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -48,6 +46,7 @@ from bench.backends.modal_app import (
     validate_gpu,
 )
 from bench.errors import UserError
+from bench.prices import Prices, load_prices
 from bench.prompts import Prompt
 from bench.runner import CellHook, RecordSink
 from bench.spec import Cell, ModelSpec, SweepSpec
@@ -70,48 +69,6 @@ EFFECTIVE_FLOPS: dict[str, float] = {
 }
 #: Seconds a GPU type's container spends starting and loading the model (a guess).
 COLD_START_SECONDS = 120.0
-#: Fallback USD per GPU-second (the design map's copy of modal.com/pricing, 2026-05..10),
-#: used only when bench/data/gpu_prices.toml is missing.
-FALLBACK_PRICES: dict[str, float] = {
-    "B200": 0.001736, "H200": 0.001261, "H100": 0.001097, "RTX-PRO-6000": 0.000842,
-    "A100-80GB": 0.000694, "A100-40GB": 0.000583, "L40S": 0.000542, "A10": 0.000306,
-    "L4": 0.000222, "T4": 0.000164,
-}
-FALLBACK_ALIASES: dict[str, str] = {"A10G": "A10", "A100": "A100-40GB", "H100!": "H100"}
-
-
-@dataclass(frozen=True)
-class Prices:
-    """USD per GPU-second by Modal GPU string, and where the figures came from."""
-
-    per_second: dict[str, float]
-    aliases: dict[str, str]
-    source: str
-
-    def price(self, gpu: str) -> float:
-        """Price of ``gpu`` (``NAME`` or ``NAME:N``: N GPUs cost N times one)."""
-        name, _, count = gpu.partition(":")
-        name = self.aliases.get(name, name)
-        if name not in self.per_second:
-            raise UserError(f"no price for GPU {name!r} in {self.source}; add it there")
-        return self.per_second[name] * (int(count) if count else 1)
-
-
-def load_prices(path: Path | None = None) -> Prices:
-    """Prices from ``bench/data/gpu_prices.toml`` (``[gpu_per_second]`` and ``[aliases]``),
-    or the fallback table above when that file is absent."""
-    if path is None:
-        resource = resources.files("bench") / "data" / "gpu_prices.toml"
-        if not resource.is_file():
-            return Prices(dict(FALLBACK_PRICES), dict(FALLBACK_ALIASES),
-                          "built-in fallback (design map, 2026-05..10)")
-        path = Path(str(resource))
-    with path.open("rb") as f:
-        data = tomllib.load(f)
-    return Prices({k: float(v) for k, v in data.get("gpu_per_second", {}).items()},
-                  {k: str(v) for k, v in data.get("aliases", {}).items()}, str(path))
-
-
 @dataclass(frozen=True)
 class CostLine:
     """The estimate for one GPU type."""

@@ -250,7 +250,7 @@ def test_bad_gpu_or_local_weights_are_refused_before_anything_is_sent(tmp_path: 
 def test_cost_estimate_arithmetic(tmp_path: Path) -> None:
     spec = spec_of(tmp_path)
     work, _ = pending_work(spec, load_prompts(spec.prompts), set())
-    prices = Prices({"L4": 0.0002, "A10": 0.0003}, {"A10G": "A10"}, "test")
+    prices = Prices(gpu={"L4": 0.0002, "A10": 0.0003}, aliases={"A10G": "A10"}, source="test")
     estimate = estimate_cost(work, warmup=1, prices=prices, long_text="truncate")
     by_gpu = {line.gpu: line for line in estimate.lines}
     assert list(by_gpu) == ["A10G", "L4"]
@@ -277,7 +277,7 @@ def test_cost_estimate_arithmetic(tmp_path: Path) -> None:
 
 def test_prices_come_from_the_shipped_price_file() -> None:
     prices = load_prices()
-    assert prices.source.endswith("gpu_prices.toml")
+    assert prices.origin.endswith("gpu_prices.toml")
     assert prices.price("A10G") == prices.price("A10") > 0
 
 
