@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench.measure import capture_environment, pin_allocator
+from bench.measure import DeviceTimer, capture_environment, pin_allocator
 from echo_tts import SamplerConfig, encode_text, load_model
 from echo_tts.acceleration import DiTForward
 from echo_tts.flops import sampling_flops
@@ -34,7 +33,6 @@ from echo_tts.sampling import (
     encode_text_condition,
     sample_conditioned,
 )
-from echo_tts.timing import synchronize
 
 PROMPT = ("The lighthouse keeper climbed the stairs at dusk, wound the clockwork and polished "
           "the lens until it shone.")
@@ -75,11 +73,9 @@ class CaseResult:
 
 
 def timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[float, Tensor]:
-    synchronize(device)
-    start = time.perf_counter()
-    out = fn()
-    synchronize(device)
-    return time.perf_counter() - start, out
+    with DeviceTimer(device) as timing:
+        out = fn()
+    return timing.seconds, out
 
 
 def matmul_rate(device: torch.device, dtype: torch.dtype, size: int | None = None,

@@ -9,7 +9,6 @@ device-synchronised timer and a memory tracker. It produces one record per gener
 from __future__ import annotations
 
 import math
-import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -66,7 +65,6 @@ class Worker:
         self.long_text = long_text
         self.device = resolve_device(model.device)
         self._pipelines: dict[tuple[str, bool, bool], EchoPipeline] = {}
-        self.load_seconds: dict[str, float] = {}
 
     @property
     def random_weights(self) -> bool:
@@ -84,14 +82,12 @@ class Worker:
                 pipe = EchoPipeline(same_weights[0].model, same_weights[0].codec,
                                     compile=cell.compile, cuda_graphs=cell.cuda_graphs)
             else:
-                start = time.perf_counter()
                 spec = self.model_spec
                 pipe = EchoPipeline.from_pretrained(
                     spec.model, spec.codec, spec.pca, device=self.device,
                     dtype=DTYPES[cell.dtype], codec_dtype=DTYPES[spec.codec_dtype],
                     keep_blockwise=spec.keep_blockwise, compile=cell.compile,
                     cuda_graphs=cell.cuda_graphs)
-                self.load_seconds[cell.dtype] = time.perf_counter() - start
             self._pipelines[key] = pipe
         return self._pipelines[key]
 
