@@ -25,7 +25,6 @@ from bench.spec import Cell, ModelSpec
 from bench.store import record_key, utc_now
 from echo_tts.pipeline import STAGES, EchoPipeline, SynthesisResult
 from echo_tts.sampling import SamplerConfig
-from echo_tts.text import TextTooLongError, encode_text
 from echo_tts.weights import WeightsError
 
 # Audio whose peak is below this is treated as silent (about -80 dBFS).
@@ -135,18 +134,13 @@ class Worker:
 
     def _run_pipeline(self, pipe: EchoPipeline, cell: Cell, gen: Generation) -> SynthesisResult:
         sampler: SamplerConfig = cell.sampler
-        speaker = gen.prompt.speaker_wav
-        text = gen.prompt.text
-        if self.long_text != "chunk":
-            try:
-                encode_text([text])
-            except TextTooLongError:
-                if self.long_text == "error":
-                    raise
-                ids, _ = encode_text([text], truncate=True)
-                text = bytes(ids[0, 1:].tolist()).decode("utf-8", "ignore")
-            return pipe.synthesize(text, speaker, sampler, gen.seed)
-        return pipe.synthesize_long(text, speaker, sampler, gen.seed, batch_size=cell.batch_size)
+        prompt = gen.prompt
+        if self.long_text == "chunk":
+            return pipe.synthesize_long(prompt.text, prompt.speaker_wav, sampler, gen.seed,
+                                        batch_size=cell.batch_size)
+        # "truncate" speaks what fits; "error" lets TextTooLongError fail the generation.
+        return pipe.synthesize(prompt.text, prompt.speaker_wav, sampler, gen.seed,
+                               truncate=self.long_text == "truncate")
 
     # ---- records
 

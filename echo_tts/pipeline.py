@@ -29,7 +29,7 @@ from echo_tts.sampling import (
     encode_text_condition,
     sample_conditioned,
 )
-from echo_tts.text import chunk_bytes_for, encode_text, normalize_prompt, split_text
+from echo_tts.text import chunk_bytes_for, encode_text, split_text
 from echo_tts.timing import StageTimer
 from echo_tts.weights import DEFAULT_MODEL_REPO, load_model
 
@@ -65,6 +65,15 @@ class SynthesisResult:
 class _Speaker:
     latent: Tensor
     mask: Tensor
+
+
+def spoken_text(ids: Tensor, mask: Tensor) -> str:
+    """The normalised text a row of token ids [L] (with mask [L]) carries, BOS dropped.
+
+    A truncated prompt may end inside a multi-byte character; that partial character
+    is dropped.
+    """
+    return bytes(ids[mask][1:].tolist()).decode("utf-8", "ignore")
 
 
 class EchoPipeline:
@@ -138,9 +147,15 @@ class EchoPipeline:
 
     @torch.inference_mode()
     def synthesize(self, text: str, speaker_audio: SpeakerInput = None,
-                   sampler: SamplerConfig | None = None, seed: int = 0) -> SynthesisResult:
-        """Generate one utterance of at most ``sampler.sequence_length`` latents."""
-        return self._generate([text], speaker_audio, sampler or SamplerConfig(), [seed])[0]
+                   sampler: SamplerConfig | None = None, seed: int = 0, *,
+                   truncate: bool = False) -> SynthesisResult:
+        """Generate one utterance of at most ``sampler.sequence_length`` latents.
+
+        Text over the 768-byte limit raises TextTooLongError unless ``truncate`` is set
+        (then ``normalized_text`` is the part that was spoken).
+        """
+        return self._generate([text], speaker_audio, sampler or SamplerConfig(), [seed],
+                              truncate)[0]
 
     @torch.inference_mode()
     def synthesize_long(self, text: str, speaker_audio: SpeakerInput = None,
@@ -170,13 +185,13 @@ class EchoPipeline:
         return self._join(chunks, gap_seconds)
 
     def _generate(self, texts: Sequence[str], speaker: SpeakerInput, sampler: SamplerConfig,
-                  seeds: list[int]) -> list[SynthesisResult]:
+                  seeds: list[int], truncate: bool = False) -> list[SynthesisResult]:
         """Generate a batch of prompts in one sampler call (timings are per call)."""
         timer = StageTimer(self.device)
         batch = len(texts)
         with timer.stage("total"):
             with timer.stage("text_encode"):
-                ids, mask = encode_text(texts)
+                ids, mask = encode_text(texts, truncate=truncate)
                 text_state, text_mask = encode_text_condition(self.model, ids, mask)
             with timer.stage("speaker_encode"):
                 ref, cached = self._speaker(speaker)
@@ -199,7 +214,7 @@ class EchoPipeline:
                 audio=audio[i, :, : ends[i] * self.codec.samples_per_latent].float().cpu(),
                 sample_rate=self.sample_rate,
                 latents=latents[i].cpu(),
-                normalized_text=normalize_prompt(texts[i]),
+                normalized_text=spoken_text(ids[i], mask[i]),
                 audio_seconds=self.seconds_of(ends[i]),
                 full_seconds=full,
                 timings=timings,
@@ -277,7 +292,7 @@ class EchoPipeline:
             audio=audio[0, :, : end * self.codec.samples_per_latent].float().cpu(),
             sample_rate=self.sample_rate,
             latents=latents.cpu(),
-            normalized_text=normalize_prompt(text),
+            normalized_text=spoken_text(ids[0], mask[0]),
             audio_seconds=self.seconds_of(end),
             full_seconds=self.seconds_of(latents.shape[0]),
             timings=timings,
