@@ -36,7 +36,7 @@ SETTINGS: tuple[str, ...] = (
     "cell_label", "gpu", "device_name", "num_steps", "cfg_mode", "sequence_length",
     "cfg_scale_text", "cfg_scale_speaker", "cfg_min_t", "cfg_max_t", "truncation_factor",
     "rescale_k", "rescale_sigma", "speaker_kv_scale", "speaker_kv_max_layers",
-    "speaker_kv_min_t", "dtype", "batch_size", "compile", "cuda_graphs", "model",
+    "speaker_kv_min_t", "dtype", "batch_size", "compile", "cuda_graphs", "attention", "model",
     "random_weights",
 )
 #: The production default that speed-ups are measured against, on each GPU.

@@ -5,8 +5,10 @@ ours and (for independent CFG, the only mode the reference has) of the reference
 same weights and inputs, interleaved after a warm-up, and reports medians, the relative
 error between the outputs, time per forward row, achieved TFLOP/s from the analytic count
 (:mod:`echo_tts.flops`), the floor at the device's measured matmul rate, and the ratios
-ours/reference and ours/floor. Optionally the whole pipeline's stage split with a codec.
-Results go to a JSON file under ``results/perf/``.
+ours/reference and ours/floor. Further speed options of ours (e.g. the masked attention
+layout) can be timed in the same rounds as alternatives, each with its ratio to ours.
+Optionally the whole pipeline's stage split with a codec. Results go to a JSON file under
+``results/perf/``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,8 @@ class CaseResult:
     rel_error: float | None = None
     flops: float = 0.0
     floor_seconds: float = 0.0
+    alternatives: dict[str, list[float]] = field(default_factory=dict)
+    alternative_rel_errors: dict[str, float] = field(default_factory=dict)
 
     @property
     def ours_median(self) -> float:
@@ -69,6 +74,9 @@ class CaseResult:
             "seconds_per_row": self.ours_median / self.nfe_rows,
             "achieved_tflops": self.flops / self.ours_median / 1e12,
             "ours_over_floor": self.ours_median / self.floor_seconds,
+            "alternative_median_s": {k: statistics.median(v) for k, v in self.alternatives.items()},
+            "alternative_over_ours": {k: statistics.median(v) / self.ours_median
+                                      for k, v in self.alternatives.items()},
         }
 
 
@@ -112,13 +120,14 @@ def reference_model(ours: EchoDiT) -> tuple[torch.nn.Module, ReferenceSampler]:
 
 def profile_sampling(model: EchoDiT, cases: list[tuple[str, int, int]], steps: int, repeats: int,
                      rate: float, reference: tuple[torch.nn.Module, ReferenceSampler] | None,
-                     forward: DiTForward) -> list[CaseResult]:
+                     forwards: list[DiTForward], speaker_latents: int = 0) -> list[CaseResult]:
     results = []
     for cfg_mode, batch, length in cases:
         sampler = SamplerConfig(num_steps=steps, cfg_mode=cfg_mode,  # type: ignore[arg-type]
                                 sequence_length=length)
         result = profile_case(model, sampler, batch, repeats, rate,
-                              reference if cfg_mode == "independent" else None, forward)
+                              reference if cfg_mode == "independent" else None, forwards,
+                              speaker_latents)
         results.append(result)
         print(format_case(result), flush=True)
     return results
@@ -126,41 +135,57 @@ def profile_sampling(model: EchoDiT, cases: list[tuple[str, int, int]], steps: i
 
 def profile_case(model: EchoDiT, sampler: SamplerConfig, batch: int, repeats: int, rate: float,
                  reference: tuple[torch.nn.Module, ReferenceSampler] | None,
-                 forward: DiTForward) -> CaseResult:
-    """Time one case: ours, and the reference (interleaved) when given."""
+                 forwards: list[DiTForward], speaker_latents: int = 0) -> CaseResult:
+    """Time one case: ours (``forwards[0]``), its alternatives (the other forwards) and
+    the reference, interleaved, with a random speaker reference of ``speaker_latents``
+    latents (0: none)."""
     device = model.device
     ids, mask = encode_text([PROMPT] * batch)
     ids, mask = ids.to(device), mask.to(device)
-    patch = model.config.speaker_patch_size
-    no_spk = torch.zeros(batch, patch, 80, device=device, dtype=model.dtype)
-    no_spk_mask = torch.zeros(batch, patch, dtype=torch.bool, device=device)
+    if speaker_latents:
+        gen = torch.Generator().manual_seed(0)
+        spk_latent = torch.randn(batch, speaker_latents, 80, generator=gen).to(device)
+        spk_mask = torch.ones(batch, speaker_latents, dtype=torch.bool, device=device)
+    else:  # what both samplers use without a speaker: one zero patch, masked out
+        patch = model.config.speaker_patch_size
+        spk_latent = torch.zeros(batch, patch, 80, device=device)
+        spk_mask = torch.zeros(batch, patch, dtype=torch.bool, device=device)
 
-    def ours() -> Tensor:
+    def ours(forward: DiTForward) -> Tensor:
         text_state, text_mask = encode_text_condition(model, ids, mask)
-        spk, spk_mask = encode_speaker_condition(model, None, None, batch)
-        cond = Conditioning(text_state, text_mask, spk, spk_mask)
+        spk, spk_tokens = encode_speaker_condition(model, spk_latent, spk_mask, batch)
+        cond = Conditioning(text_state, text_mask, spk, spk_tokens)
         return sample_conditioned(model, cond, sampler, 0, forward)
 
     def theirs() -> Tensor:
         assert reference is not None
         ref_model, ref_sampler = reference
         return ref_sampler(
-            ref_model, no_spk, no_spk_mask, ids, mask, 0, num_steps=sampler.num_steps,
+            ref_model, spk_latent.to(model.dtype), spk_mask, ids, mask, 0,
+            num_steps=sampler.num_steps,
             cfg_scale_text=sampler.cfg_scale_text, cfg_scale_speaker=sampler.cfg_scale_speaker,
             cfg_min_t=sampler.cfg_min_t, cfg_max_t=sampler.cfg_max_t, truncation_factor=None,
             rescale_k=None, rescale_sigma=None, speaker_kv_scale=None,
             speaker_kv_max_layers=None, speaker_kv_min_t=None,
             sequence_length=sampler.sequence_length)
 
-    timed(ours, device)
+    for forward in forwards:
+        timed(partial(ours, forward), device)
     if reference is not None:
         timed(theirs, device)
-    flops = sampling_flops(model.config, sampler, ids.shape[1], 1, batch).total
+    # Without a speaker both samplers still carry the one masked zero patch.
+    speaker_tokens = max(1, speaker_latents // model.config.speaker_patch_size)
+    flops = sampling_flops(model.config, sampler, ids.shape[1], speaker_tokens, batch).total
     result = CaseResult(sampler.cfg_mode, batch, sampler.sequence_length, sampler.num_steps,
                         sampler.nfe() * batch, [], flops=flops, floor_seconds=flops / rate)
     for _ in range(repeats):
-        seconds, a = timed(ours, device)
+        seconds, a = timed(partial(ours, forwards[0]), device)
         result.ours_seconds.append(seconds)
+        for forward in forwards[1:]:
+            seconds, alt = timed(partial(ours, forward), device)
+            result.alternatives.setdefault(forward.label, []).append(seconds)
+            result.alternative_rel_errors[forward.label] = float(
+                (alt.float() - a.float()).norm() / a.float().norm())
         if reference is not None:
             seconds, b = timed(theirs, device)
             result.reference_seconds.append(seconds)
@@ -191,29 +216,38 @@ def format_case(r: CaseResult) -> str:
         f"rel.err {r.rel_error:.1e}")
     return (f"{r.cfg_mode:<12} B={r.batch} L={r.sequence_length:<4} rows={r.nfe_rows:<4} "
             f"ours {r.ours_median:8.3f} s  {s['seconds_per_row'] * 1e3:7.2f} ms/row  "
-            f"{s['achieved_tflops']:7.2f} TFLOP/s  ours/floor {s['ours_over_floor']:.2f}{ref}")
+            f"{s['achieved_tflops']:7.2f} TFLOP/s  ours/floor {s['ours_over_floor']:.2f}{ref}"
+            + "".join(f"\n{'':<14}{label}: {s['alternative_median_s'][label]:8.3f} s  "
+                      f"{label}/ours {ratio:.3f}  rel.err {r.alternative_rel_errors[label]:.1e}"
+                      for label, ratio in s["alternative_over_ours"].items()))
 
 
 def run_profile(*, model_source: str, device: torch.device, dtype: torch.dtype, steps: int,
                 cfg_modes: list[str], batches: list[int], lengths: list[int], repeats: int,
                 with_reference: bool, compile: bool, cuda_graphs: bool,
                 codec: str | None, codec_dtype: torch.dtype, out_dir: Path,
-                default_allocator: bool = False) -> Path:
+                default_allocator: bool = False, attention: tuple[str, ...] = ("sliced",),
+                speaker_latents: int = 0) -> Path:
     """Run the profile, print it, write the JSON; returns its path.
 
     Unless ``default_allocator``, glibc's allocator thresholds are pinned first (see
     :func:`bench.measure.pin_allocator`): ours and the reference then run under the same,
     stable allocator instead of one whose page churn depends on allocation history.
+    ``attention``: the first layout is ours; the others are timed alongside it.
     """
     pinned = False if default_allocator else pin_allocator()
     model = load_model(model_source, device=device, dtype=dtype, keep_blockwise=False)
     rate = matmul_rate(device, dtype)
     print(f"{model_source} on {device} ({dtype}): measured matmul rate {rate / 1e12:.1f} TFLOP/s; "
           f"allocator {'pinned' if pinned else 'default'}")
-    forward = DiTForward(model, compile=compile, cuda_graphs=cuda_graphs)
+    forwards = [DiTForward(model, compile=compile, cuda_graphs=cuda_graphs,
+                           attention=layout)  # type: ignore[arg-type]
+                for layout in attention]
+    forward = forwards[0]
     reference = reference_model(model) if with_reference else None
     cases = [(m, b, n) for m in cfg_modes for b in batches for n in lengths]
-    results = profile_sampling(model, cases, steps, repeats, rate, reference, forward)
+    results = profile_sampling(model, cases, steps, repeats, rate, reference, forwards,
+                               speaker_latents)
     stages = None
     if codec is not None:
         stages = profile_stages(model, codec, codec_dtype, steps, max(lengths), forward)
@@ -225,6 +259,7 @@ def run_profile(*, model_source: str, device: torch.device, dtype: torch.dtype, 
     target.write_text(json.dumps({
         "model": model_source, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
         "speed_option": forward.label, "steps": steps, "matmul_tflops": rate / 1e12,
+        "speaker_latents": speaker_latents,
         "allocator": "pinned" if pinned else "default",
         "cases": [r.summary() for r in results], "stages": stages,
         "environment": capture_environment(),

@@ -42,7 +42,7 @@ A spec is data only (nothing in it is executed or imported by name)::
     max_cells = 500
 
 Grid axes: :data:`EXECUTION_AXES` (``gpu``, ``dtype``, ``compile``, ``cuda_graphs``,
-``batch_size``) and every :class:`~echo_tts.sampling.SamplerConfig` field. TOML has no
+``attention``, ``batch_size``) and every :class:`~echo_tts.sampling.SamplerConfig` field. TOML has no
 null, so an optional sampler field (``truncation_factor``, ``rescale_k``, ...) is set
 back to "off" with the string ``"unset"``.
 
@@ -57,7 +57,7 @@ Expansion rules (GitHub Actions' matrix semantics, which users already know):
    no axes and there are includes, the cells are exactly the includes.
 
 Identical cells are kept once. Cells are ordered by the product with the axes that cost
-a model reload outermost (gpu, dtype, compile, then cuda_graphs, batch_size and the
+a model reload outermost (gpu, dtype, compile, then cuda_graphs, attention, batch_size and the
 sampler fields in :class:`SamplerConfig` order), values in the order written, then the
 includes; neither the order nor the ids depend on how the axes are ordered in the file.
 
@@ -83,6 +83,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from echo_tts.acceleration import ATTENTION_LAYOUTS, AttentionLayout
 from echo_tts.sampling import CFG_MODES, SamplerConfig
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
@@ -100,17 +101,20 @@ UNSET = "unset"
 
 #: Grid axes that are not sampler settings, outermost first (each costs a model reload
 #: or a different machine, so the runner wants them grouped).
-EXECUTION_AXES: tuple[str, ...] = ("gpu", "dtype", "compile", "cuda_graphs", "batch_size")
+EXECUTION_AXES: tuple[str, ...] = ("gpu", "dtype", "compile", "cuda_graphs", "attention",
+                                   "batch_size")
 SAMPLER_AXES: tuple[str, ...] = SamplerConfig.field_names()
 AXES: tuple[str, ...] = EXECUTION_AXES + SAMPLER_AXES
 
 #: The reference point for cell ids and for "non-default" settings: the sampler's
-#: production defaults, no particular GPU, one chunk per call, eager, bfloat16.
+#: production defaults, no particular GPU, one chunk per call, eager, sliced attention,
+#: bfloat16.
 CELL_DEFAULTS: dict[str, Any] = {
     "gpu": None,
     "dtype": "bfloat16",
     "compile": False,
     "cuda_graphs": False,
+    "attention": "sliced",
     "batch_size": 1,
     **SamplerConfig().to_dict(),
 }
@@ -209,6 +213,7 @@ class Cell:
     batch_size: int = 1
     compile: bool = False
     cuda_graphs: bool = False
+    attention: AttentionLayout = "sliced"
     dtype: str = "bfloat16"
     settings: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -216,7 +221,8 @@ class Cell:
         """Every axis's effective value, in canonical axis order."""
         out: dict[str, Any] = {
             "gpu": self.gpu, "dtype": self.dtype, "compile": self.compile,
-            "cuda_graphs": self.cuda_graphs, "batch_size": self.batch_size,
+            "cuda_graphs": self.cuda_graphs, "attention": self.attention,
+            "batch_size": self.batch_size,
         }
         out.update(self.sampler.to_dict())
         return out
@@ -383,6 +389,7 @@ AXIS_TYPES: dict[str, _AxisType] = {
     "dtype": _AxisType("choice", choices=DTYPES),
     "compile": _AxisType("bool"),
     "cuda_graphs": _AxisType("bool"),
+    "attention": _AxisType("choice", choices=ATTENTION_LAYOUTS),
     "batch_size": _AxisType("int", minimum=1),
     **_sampler_axis_types(),
 }
@@ -738,7 +745,8 @@ class _Parser:
         return Cell(
             id=cell_id(values), sampler=sampler, gpu=values["gpu"],
             batch_size=values["batch_size"], compile=values["compile"],
-            cuda_graphs=values["cuda_graphs"], dtype=values["dtype"], settings=settings,
+            cuda_graphs=values["cuda_graphs"], attention=values["attention"],
+            dtype=values["dtype"], settings=settings,
         )
 
 

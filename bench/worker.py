@@ -63,7 +63,7 @@ class Worker:
         self.model_spec = model
         self.long_text = long_text
         self.device = resolve_device(model.device)
-        self._pipelines: dict[tuple[str, bool, bool], EchoPipeline] = {}
+        self._pipelines: dict[tuple[str, bool, bool, str], EchoPipeline] = {}
 
     @property
     def random_weights(self) -> bool:
@@ -74,19 +74,20 @@ class Worker:
 
         Pipelines with the same dtype share the loaded weights.
         """
-        key = (cell.dtype, cell.compile, cell.cuda_graphs)
+        key = (cell.dtype, cell.compile, cell.cuda_graphs, cell.attention)
         if key not in self._pipelines:
             same_weights = [p for k, p in self._pipelines.items() if k[0] == cell.dtype]
             if same_weights:
                 pipe = EchoPipeline(same_weights[0].model, same_weights[0].codec,
-                                    compile=cell.compile, cuda_graphs=cell.cuda_graphs)
+                                    compile=cell.compile, cuda_graphs=cell.cuda_graphs,
+                                    attention=cell.attention)
             else:
                 spec = self.model_spec
                 pipe = EchoPipeline.from_pretrained(
                     spec.model, spec.codec, spec.pca, device=self.device,
                     dtype=DTYPES[cell.dtype], codec_dtype=DTYPES[spec.codec_dtype],
                     keep_blockwise=spec.keep_blockwise, compile=cell.compile,
-                    cuda_graphs=cell.cuda_graphs)
+                    cuda_graphs=cell.cuda_graphs, attention=cell.attention)
             self._pipelines[key] = pipe
         return self._pipelines[key]
 
@@ -158,6 +159,7 @@ class Worker:
             "batch_size": cell.batch_size,
             "compile": cell.compile,
             "cuda_graphs": cell.cuda_graphs,
+            "attention": cell.attention,
             "dtype": cell.dtype,
             "model": self.model_spec.model,
             "codec": self.model_spec.codec,

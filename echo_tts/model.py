@@ -8,8 +8,10 @@ than training:
   layer's AdaLN shift/scale/gate for a whole schedule at once;
 * text, speaker (and optional latent-prefix) keys/values are computed once per call to
   the sampler and written into a preallocated per-layer key/value buffer
-  (:class:`ContextKV`) whose first ``seq_len`` slots receive the self-attention keys on
-  every step, so nothing is concatenated inside the loop;
+  (:class:`ContextKV`) whose self slots receive the self-attention keys on every step,
+  so nothing is concatenated inside the loop;
+* the key axis is laid out so that each CFG row kind attends to one contiguous span
+  without a mask (:class:`AttentionPlan`), which lets attention use the fused kernels;
 * RoPE tables are cached per (length, device).
 
 Shapes: B batch rows, S latent positions, C context keys, H heads, Dh head size.
@@ -181,20 +183,24 @@ class PatchEncoder(nn.Module):
 
 @dataclass
 class ContextKV:
-    """Per-layer key/value buffers for R rows: [R, H, S + C, Dh], or [R, H, C, Dh] without
-    self slots.
+    """Per-layer key/value buffers for R rows: [R, H, K, Dh].
 
-    With ``self_slots`` (eager), slots ``[:seq_len]`` are rewritten in place with the
+    The key axis seen by attention is ``[text | self | latent prefix | speaker]``;
+    ``segments`` maps each name to its slice of that axis. This order makes every row
+    kind's keys one contiguous span (see :class:`AttentionPlan`): the conditional row
+    sees all of it, a text-dropped row starts at ``self``, a speaker-dropped row stops
+    before ``speaker``. Text keys are stored in reverse so that a shorter prompt's valid
+    keys (and not its padding) sit next to the self keys; attention does not depend on
+    key order.
+
+    With ``self_slots`` (eager), the self slots are rewritten in place with the
     self-attention keys on every step, so nothing is concatenated in the loop. Compiled
     and CUDA-graphed forwards must not mutate their inputs, so they get buffers holding
-    only the context and concatenate the self keys in front. Either way the key axis
-    seen by attention is [self, latent prefix, text, speaker], and ``segments`` maps each
-    context segment to its slice of that axis.
+    only the context (K - S keys) and concatenate the self keys in.
     """
 
     keys: list[Tensor]
     values: list[Tensor]
-    seq_len: int
     segments: dict[str, slice]
     self_slots: bool = True
 
@@ -202,17 +208,27 @@ class ContextKV:
     def rows(self) -> int:
         return self.keys[0].shape[0]
 
+    @property
+    def self_span(self) -> slice:
+        return self.segments["self"]
+
+    @property
+    def seq_len(self) -> int:
+        return self.self_span.stop - self.self_span.start
+
     def head(self, rows: int) -> ContextKV:
         """A view of the first ``rows`` rows (unguided steps use only the conditional rows)."""
         if rows == self.rows:
             return self
         return ContextKV([k[:rows] for k in self.keys], [v[:rows] for v in self.values],
-                         self.seq_len, self.segments, self.self_slots)
+                         self.segments, self.self_slots)
 
     def buffer_slice(self, name: str) -> slice:
-        """Where segment ``name`` lives in the buffers."""
-        span, shift = self.segments[name], 0 if self.self_slots else self.seq_len
-        return slice(span.start - shift, span.stop - shift)
+        """Where context segment ``name`` lives in the buffers."""
+        span = self.segments[name]
+        if self.self_slots or span.start < self.self_span.start:
+            return span
+        return slice(span.start - self.seq_len, span.stop - self.seq_len)
 
     def scale_segment(self, name: str, factor: float, max_layers: int | None) -> None:
         """Multiply one segment's keys and values in place, in the first max_layers layers."""
@@ -221,6 +237,25 @@ class ContextKV:
         for i in range(layers):
             self.keys[i][:, :, span].mul_(factor)
             self.values[i][:, :, span].mul_(factor)
+
+
+@dataclass(frozen=True)
+class AttentionPlan:
+    """Which keys each row of a forward attends to; exactly one field is set.
+
+    ``spans``: (row_start, row_stop, key_start, key_stop) groups. Each group's rows attend
+    to one contiguous key span with no mask, so scaled_dot_product_attention may use its
+    fused flash / cuDNN kernels (which take no mask) and masked-out keys cost nothing.
+    ``mask``: a boolean [R, 1, 1, K] over the whole key axis, True where a row may attend;
+    any pattern, but SDPA must then use a kernel that accepts a mask and scores every key.
+    """
+
+    spans: tuple[tuple[int, int, int, int], ...] = ()
+    mask: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.spans) == (self.mask is not None):
+            raise ValueError("an AttentionPlan takes either spans or a mask")
 
 
 @dataclass
@@ -309,18 +344,26 @@ class JointAttention(nn.Module):
         v = wv(state).view(b, length, self.heads, -1)
         return k.transpose(1, 2), v.transpose(1, 2)
 
-    def forward(self, x: Tensor, keys: Tensor, values: Tensor, key_mask: Tensor,
-                rope: Tensor, self_slots: bool) -> Tensor:
+    def forward(self, x: Tensor, keys: Tensor, values: Tensor, plan: AttentionPlan,
+                rope: Tensor, self_span: slice, in_place: bool) -> Tensor:
         b, s, _ = x.shape
-        q = self.rope_half(self.q_norm(self.wq(x).view(b, s, self.heads, -1)), rope)
+        q = self.rope_half(self.q_norm(self.wq(x).view(b, s, self.heads, -1)), rope).transpose(1, 2)
         k = self.rope_half(self.k_norm(self.wk(x).view(b, s, self.heads, -1)), rope).transpose(1, 2)
         v = self.wv(x).view(b, s, self.heads, -1).transpose(1, 2)
-        if self_slots:
-            keys[:, :, :s].copy_(k)
-            values[:, :, :s].copy_(v)
+        if in_place:
+            keys[:, :, self_span].copy_(k)
+            values[:, :, self_span].copy_(v)
         else:
-            keys, values = torch.cat([k, keys], dim=2), torch.cat([v, values], dim=2)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=key_mask)
+            at = self_span.start
+            keys = torch.cat([keys[:, :, :at], k, keys[:, :, at:]], dim=2)
+            values = torch.cat([values[:, :, :at], v, values[:, :, at:]], dim=2)
+        if plan.mask is not None:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=plan.mask)
+        else:
+            parts = [F.scaled_dot_product_attention(q[r0:r1], keys[r0:r1, :, k0:k1],
+                                                    values[r0:r1, :, k0:k1])
+                     for r0, r1, k0, k1 in plan.spans]
+            out = parts[0] if len(parts) == 1 else torch.cat(parts)
         out = out.transpose(1, 2).reshape(b, s, -1) * torch.sigmoid(self.gate(x))
         return self.wo(out)
 
@@ -335,10 +378,10 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: Tensor, attn_mod: tuple[Tensor, Tensor, Tensor],
                 mlp_mod: tuple[Tensor, Tensor, Tensor], keys: Tensor, values: Tensor,
-                key_mask: Tensor, rope: Tensor, self_slots: bool) -> Tensor:
+                plan: AttentionPlan, rope: Tensor, self_span: slice, in_place: bool) -> Tensor:
         shift, scale, gate = attn_mod
         h = self.attention_adaln.normalize(x, shift, scale)
-        x = x + gate * self.attention(h, keys, values, key_mask, rope, self_slots)
+        x = x + gate * self.attention(h, keys, values, plan, rope, self_span, in_place)
         shift, scale, gate = mlp_mod
         h = self.mlp_adaln.normalize(x, shift, scale)
         return x + gate * self.mlp(h)
@@ -442,34 +485,33 @@ class EchoDiT(nn.Module):
 
         The states have batch B and ``rows`` must be a multiple of B: row r uses the
         context of batch item r % B (CFG rows are stacked as [cond; drop_a; drop_b]).
-        See :class:`ContextKV` for ``self_slots``.
+        See :class:`ContextKV` for the key layout and ``self_slots``.
         """
         batch = text_state.shape[0]
         if rows % batch:
             raise ValueError(f"rows {rows} is not a multiple of the batch {batch}")
         prefix_len = 0 if prefix_state is None else prefix_state.shape[1]
-        lengths = {"latent": prefix_len, "text": text_state.shape[1], "speaker": speaker_state.shape[1]}
-        segments, start = {}, seq_len
+        lengths = {"text": text_state.shape[1], "self": seq_len, "latent": prefix_len,
+                   "speaker": speaker_state.shape[1]}
+        segments, start = {}, 0
         for name, n in lengths.items():
             segments[name] = slice(start, start + n)
             start += n
-        prefix_rope = None
+        parts: list[tuple[str, Tensor, Tensor | None]] = [
+            ("text", text_state.flip(1), None), ("speaker", speaker_state, None)]
         if prefix_state is not None:
             prefix_rope = self.rope(0, prefix_len, self.config.speaker_patch_size)
+            parts.append(("latent", prefix_state, prefix_rope))
         keys: list[Tensor] = []
         values: list[Tensor] = []
-        h, dh = self.config.num_heads, self.config.head_dim
-        context = ContextKV(keys, values, seq_len, segments, self_slots)
-        length = start if self_slots else start - seq_len
+        context = ContextKV(keys, values, segments, self_slots)
+        shape = (rows, self.config.num_heads, start if self_slots else start - seq_len,
+                 self.config.head_dim)
         for block in self.layers:
-            k_buf = torch.empty(rows, h, length, dh, device=self.device, dtype=self.dtype)
+            k_buf = torch.empty(shape, device=self.device, dtype=self.dtype)
             v_buf = torch.empty_like(k_buf)
-            parts: list[tuple[str, Tensor, Tensor | None]] = [
-                ("text", text_state, None), ("speaker", speaker_state, None)]
-            if prefix_state is not None:
-                parts.insert(0, ("latent", prefix_state, prefix_rope))
-            for name, state, rope in parts:
-                k, v = block.attention.context_kv(state, name, rope)
+            for name, state, positions in parts:
+                k, v = block.attention.context_kv(state, name, positions)
                 reps = rows // batch
                 k_buf[:, :, context.buffer_slice(name)] = k.repeat(reps, 1, 1, 1)
                 v_buf[:, :, context.buffer_slice(name)] = v.repeat(reps, 1, 1, 1)
@@ -479,13 +521,13 @@ class EchoDiT(nn.Module):
 
     # ---- the velocity prediction
 
-    def forward(self, x: Tensor, modulation: Modulation, context: ContextKV, key_mask: Tensor,
-                start_pos: int = 0) -> Tensor:
+    def forward(self, x: Tensor, modulation: Modulation, context: ContextKV,
+                plan: AttentionPlan, start_pos: int = 0) -> Tensor:
         """Velocity [R, S, latent_size] (float32) for noisy latents x [R, S, latent_size].
 
         ``modulation`` holds one timestep (leading dim 1, broadcast over rows) or one per
-        row; ``key_mask`` [R, 1, 1, S + C] is True for keys a row may attend to; ``context``
-        must have been built for R rows and S = context.seq_len positions.
+        row; ``plan`` says which keys of the context's key axis each row attends to;
+        ``context`` must have been built for R rows and S = context.seq_len positions.
         """
         rows, s, _ = x.shape
         if rows != context.rows or s != context.seq_len:
@@ -495,5 +537,5 @@ class EchoDiT(nn.Module):
         h = self.in_proj(x.to(self.dtype))
         for i, block in enumerate(self.layers):
             h = block(h, modulation.attention[i], modulation.mlp[i], context.keys[i],
-                      context.values[i], key_mask, rope, context.self_slots)
+                      context.values[i], plan, rope, context.self_span, context.self_slots)
         return self.out_proj(self.out_norm(h)).float()

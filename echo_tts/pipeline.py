@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from echo_tts.acceleration import DiTForward
+from echo_tts.acceleration import AttentionLayout, DiTForward
 from echo_tts.audio import load_speaker_audio, speaker_latents
 from echo_tts.autoencoder import Codec, find_flattening_point, load_codec
 from echo_tts.blockwise import sample_blockwise
@@ -80,12 +80,13 @@ class EchoPipeline:
     """Echo-TTS inference: model + codec, with a cache of encoded speaker references."""
 
     def __init__(self, model: EchoDiT, codec: Codec, *, compile: bool = False,
-                 cuda_graphs: bool = False) -> None:
-        """``compile``/``cuda_graphs``: speed options of the sampling loop's model call
-        (see :mod:`echo_tts.acceleration`)."""
+                 cuda_graphs: bool = False, attention: AttentionLayout = "sliced") -> None:
+        """``compile``/``cuda_graphs``/``attention``: speed options of the sampling loop's
+        model call (see :mod:`echo_tts.acceleration`)."""
         self.model = model
         self.codec = codec
-        self.forward = DiTForward(model, compile=compile, cuda_graphs=cuda_graphs)
+        self.forward = DiTForward(model, compile=compile, cuda_graphs=cuda_graphs,
+                                  attention=attention)
         self._speakers: dict[str, _Speaker] = {}
 
     @classmethod
@@ -101,6 +102,7 @@ class EchoPipeline:
         keep_blockwise: bool = False,
         compile: bool = False,
         cuda_graphs: bool = False,
+        attention: AttentionLayout = "sliced",
     ) -> EchoPipeline:
         """Load both halves. ``pca`` defaults to the model source (where the official PCA
         state lives); for ``random:`` models it follows the codec's random preset."""
@@ -108,7 +110,7 @@ class EchoPipeline:
             pca = codec if str(model).startswith("random:") else model
         dit = load_model(model, device=device, dtype=dtype, keep_blockwise=keep_blockwise)
         return cls(dit, load_codec(codec, pca, device=device, dtype=codec_dtype), compile=compile,
-                   cuda_graphs=cuda_graphs)
+                   cuda_graphs=cuda_graphs, attention=attention)
 
     @property
     def device(self) -> torch.device:

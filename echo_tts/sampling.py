@@ -6,8 +6,8 @@ per prompt (see :data:`GUIDANCE_ROWS`) and :func:`combine_guidance` merges them;
 steps run the conditional row alone.
 
 Row kinds: ``cond`` (text + speaker), ``no_text`` (text masked out), ``no_speaker``
-(speaker masked out), ``no_both``. A dropped signal keeps its cached keys/values and
-only has its attention mask set to False.
+(speaker masked out), ``no_both``. A dropped signal keeps its cached keys/values; its
+rows attend to a key span that leaves it out, or (``attention="masked"``) see it masked.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from echo_tts.acceleration import DiTForward
-from echo_tts.model import EchoDiT
+from echo_tts.model import AttentionPlan, EchoDiT
 
 CfgMode = Literal["independent", "alternating", "joint", "none"]
 CFG_MODES: tuple[str, ...] = ("independent", "alternating", "joint", "none")
@@ -168,22 +168,69 @@ def temporal_score_rescale(v: Tensor, x: Tensor, t: Tensor, k: float, sigma: flo
     return (ratio * ((1 - t) * v + x) - x) / (1 - t)
 
 
-def key_mask(kinds: Sequence[RowKind], seq_len: int, segments: dict[str, slice],
-             text_mask: Tensor, speaker_mask: Tensor, prefix_mask: Tensor | None) -> Tensor:
-    """Boolean key mask [rows, 1, 1, S + C] for rows stacked as kinds x batch."""
+def key_mask(kinds: Sequence[RowKind], segments: dict[str, slice], text_mask: Tensor,
+             speaker_mask: Tensor, prefix_mask: Tensor | None) -> Tensor:
+    """Boolean key mask [rows, 1, 1, K] for rows stacked as kinds x batch, on the key axis
+    of :class:`echo_tts.model.ContextKV` (text keys stored in reverse)."""
     batch = text_mask.shape[0]
     total = max(s.stop for s in segments.values())
     mask = torch.zeros(len(kinds) * batch, total, dtype=torch.bool, device=text_mask.device)
     for i, kind in enumerate(kinds):
         rows = slice(i * batch, (i + 1) * batch)
-        mask[rows, :seq_len] = True
+        mask[rows, segments["self"]] = True
         if prefix_mask is not None:
             mask[rows, segments["latent"]] = prefix_mask
         if kind in ("cond", "no_speaker"):
-            mask[rows, segments["text"]] = text_mask
+            mask[rows, segments["text"]] = text_mask.flip(-1)
         if kind in ("cond", "no_text"):
             mask[rows, segments["speaker"]] = speaker_mask
     return mask[:, None, None, :]
+
+
+def key_spans(kinds: Sequence[RowKind], segments: dict[str, slice], text_mask: Tensor,
+              speaker_mask: Tensor, prefix_mask: Tensor | None
+              ) -> tuple[tuple[int, int, int, int], ...] | None:
+    """The same visibility as :func:`key_mask` as (row_start, row_stop, key_start, key_stop)
+    groups, or None when a mask is not "valid keys, then padding" (only a mask can say
+    that). Adjacent rows with the same span share a group."""
+    text_counts, speaker_counts = _valid_lengths(text_mask), _valid_lengths(speaker_mask)
+    if text_counts is None or speaker_counts is None:
+        return None
+    if prefix_mask is not None and not bool(prefix_mask.all()):
+        return None
+    # Text is stored reversed, so its valid keys end where the self keys begin.
+    core = (segments["self"].start, segments["speaker"].start)
+    batch = len(text_counts)
+    spans: list[tuple[int, int, int, int]] = []
+    for i, kind in enumerate(kinds):
+        for item in range(batch):
+            lo = core[0] - text_counts[item] if kind in ("cond", "no_speaker") else core[0]
+            hi = core[1] + speaker_counts[item] if kind in ("cond", "no_text") else core[1]
+            row = i * batch + item
+            if spans and spans[-1][1] == row and spans[-1][2:] == (lo, hi):
+                spans[-1] = (spans[-1][0], row + 1, lo, hi)
+            else:
+                spans.append((row, row + 1, lo, hi))
+    return tuple(spans)
+
+
+def _valid_lengths(mask: Tensor) -> list[int] | None:
+    """Per-row count of True entries when each row of mask [B, L] is True-then-False."""
+    counts = mask.sum(dim=1)
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    if not torch.equal(mask.bool(), positions[None] < counts[:, None]):
+        return None
+    return [int(n) for n in counts.tolist()]
+
+
+def attention_plan(kinds: Sequence[RowKind], segments: dict[str, slice], cond: Conditioning,
+                   prefix_mask: Tensor | None, sliced: bool) -> AttentionPlan:
+    """Spans when ``sliced`` and the masks allow them, else a key mask."""
+    masks = (cond.text_mask, cond.speaker_token_mask, prefix_mask)
+    spans = key_spans(kinds, segments, *masks) if sliced else None
+    if spans is not None:
+        return AttentionPlan(spans=spans)
+    return AttentionPlan(mask=key_mask(kinds, segments, *masks))
 
 
 # --------------------------------------------------------------------------- the loop
@@ -299,7 +346,7 @@ def euler_loop(model: EchoDiT, x: Tensor, config: SamplerConfig, cond: Condition
     context = model.context_kv(max_rows, seq_len, cond.text_state, cond.speaker_state,
                                prefix_state, self_slots=forward.self_slots)
     modulation = model.modulation(schedule[:-1])
-    masks: dict[tuple[RowKind, ...], Tensor] = {}
+    plans: dict[tuple[RowKind, ...], AttentionPlan] = {}
 
     kv_scaled = config.speaker_kv_scale is not None
     if config.speaker_kv_scale is not None:
@@ -310,12 +357,12 @@ def euler_loop(model: EchoDiT, x: Tensor, config: SamplerConfig, cond: Condition
         t, t_next = schedule[i], schedule[i + 1]
         kinds = guidance_rows(config.cfg_mode, guided_index if guided[i] else None)
         guided_index += guided[i]
-        if kinds not in masks:
-            masks[kinds] = key_mask(kinds, seq_len, context.segments, cond.text_mask,
-                                    cond.speaker_token_mask, prefix_mask)
+        if kinds not in plans:
+            plans[kinds] = attention_plan(kinds, context.segments, cond, prefix_mask,
+                                          forward.sliced_attention)
         rows = len(kinds) * batch
         out = forward(x.repeat(len(kinds), 1, 1), modulation.at(i), context.head(rows),
-                      masks[kinds], start_pos)
+                      plans[kinds], start_pos)
         v = combine_guidance(dict(zip(kinds, out.chunk(len(kinds)), strict=True)), config)
         if config.rescale_k is not None and config.rescale_sigma is not None:
             v = temporal_score_rescale(v, x, t, config.rescale_k, config.rescale_sigma)

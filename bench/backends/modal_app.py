@@ -223,7 +223,8 @@ def encode_payload(spec: SweepSpec, prompts: list[Prompt], cells: list[Cell] | N
 
 def _cell_to_dict(cell: Cell) -> dict[str, Any]:
     return {"id": cell.id, "gpu": cell.gpu, "dtype": cell.dtype, "compile": cell.compile,
-            "cuda_graphs": cell.cuda_graphs, "batch_size": cell.batch_size,
+            "cuda_graphs": cell.cuda_graphs, "attention": cell.attention,
+            "batch_size": cell.batch_size,
             "sampler": cell.sampler.to_dict(), "settings": dict(cell.settings)}
 
 
@@ -232,7 +233,8 @@ def _cell_from_dict(row: dict[str, Any]) -> Cell:
 
     return Cell(id=row["id"], sampler=SamplerConfig(**row["sampler"]), gpu=row["gpu"],
                 batch_size=row["batch_size"], compile=row["compile"],
-                cuda_graphs=row["cuda_graphs"], dtype=row["dtype"], settings=row["settings"])
+                cuda_graphs=row["cuda_graphs"], attention=row.get("attention", "sliced"),
+                dtype=row["dtype"], settings=row["settings"])
 
 
 @dataclass

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench.devices import DTYPES, resolve_device, resolve_dtype
 from bench.errors import UserError
+from echo_tts.acceleration import ATTENTION_LAYOUTS
 from echo_tts.sampling import CFG_MODES
 
 
@@ -26,6 +27,12 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="skip the reference (it is fetched with pip on first use)")
     p.add_argument("--compile", action="store_true", help="torch.compile the step")
     p.add_argument("--cuda-graphs", action="store_true", help="CUDA graphs of the step (CUDA)")
+    p.add_argument("--attention", nargs="+", default=["sliced"], choices=ATTENTION_LAYOUTS,
+                   help="attention layout of ours; further layouts are timed alongside it "
+                        "(e.g. --attention sliced masked)")
+    p.add_argument("--speaker-latents", type=int, default=0,
+                   help="random speaker reference of this many latents, a multiple of 4 "
+                        "(default 0: none)")
     p.add_argument("--codec", default=None,
                    help="also time the whole pipeline with this codec (e.g. random:s1-dac)")
     p.add_argument("--codec-dtype", default="float32", choices=sorted(DTYPES))
@@ -43,13 +50,19 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if any(b < 1 for b in args.batch) or any(not 1 <= n <= 640 for n in args.length):
         raise UserError("--batch must be >= 1 and --length in [1, 640]")
+    if args.speaker_latents < 0 or args.speaker_latents % 4:
+        raise UserError(f"--speaker-latents must be a non-negative multiple of 4 "
+                        f"(got {args.speaker_latents})")
+    if len(set(args.attention)) != len(args.attention):
+        raise UserError("--attention lists a layout twice; name each once")
     try:
         path = run_profile(
             model_source=args.model, device=device, dtype=resolve_dtype(args.dtype, device),
             steps=args.steps, cfg_modes=args.cfg_mode, batches=args.batch, lengths=args.length,
             repeats=args.repeats, with_reference=not args.no_reference, compile=args.compile,
             cuda_graphs=args.cuda_graphs, codec=args.codec, codec_dtype=DTYPES[args.codec_dtype],
-            out_dir=args.out, default_allocator=args.default_allocator)
+            out_dir=args.out, default_allocator=args.default_allocator,
+            attention=tuple(args.attention), speaker_latents=args.speaker_latents)
     except ReferenceUnavailable as err:
         raise UserError(f"{err}; pass --no-reference to profile ours alone") from err
     except ValueError as err:

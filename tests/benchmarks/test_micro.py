@@ -22,11 +22,11 @@ from echo_tts.sampling import (
     CFG_MODES,
     Conditioning,
     SamplerConfig,
+    attention_plan,
     encode_speaker_condition,
     encode_text_condition,
     euler_loop,
     initial_noise,
-    key_mask,
 )
 from echo_tts.text import encode_text
 
@@ -62,9 +62,8 @@ def test_dit_forward(benchmark: BenchmarkFixture, pipe: EchoPipeline, cond: Cond
     schedule = SamplerConfig(num_steps=1).schedule().to(DEVICE)
     context = model.context_kv(1, SEQ, cond.text_state, cond.speaker_state, None)
     modulation = model.modulation(schedule[:-1])
-    mask = key_mask(("cond",), SEQ, context.segments, cond.text_mask,
-                    cond.speaker_token_mask, None)
-    benchmark(lambda: _sync(model(x, modulation.at(0), context.head(1), mask, 0)))
+    plan = attention_plan(("cond",), context.segments, cond, None, sliced=True)
+    benchmark(lambda: _sync(model(x, modulation.at(0), context.head(1), plan, 0)))
 
 
 @pytest.mark.parametrize("mode", CFG_MODES)

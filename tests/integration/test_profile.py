@@ -20,3 +20,26 @@ def test_profile_writes_json_with_floor_and_reference(tmp_path: Path) -> None:
         assert case["achieved_tflops"] > 0 and case["ours_over_floor"] > 0
         assert case["seconds_per_row"] == case["ours_median_s"] / case["nfe_rows"]
     assert result["matmul_tflops"] > 0 and result["environment"]["packages"]["torch"]
+
+
+def test_profile_times_the_masked_layout_alongside(tmp_path: Path) -> None:
+    code = main(["profile", "--model", "random:tiny", "--device", "cpu", "--steps", "3",
+                 "--length", "16", "--repeats", "2", "--speaker-latents", "12",
+                 "--attention", "sliced", "masked", "--out", str(tmp_path)])
+    assert code == 0
+    (path,) = tmp_path.glob("*-eager.json")
+    result = json.loads(path.read_text())
+    (case,) = result["cases"]
+    assert result["speaker_latents"] == 12
+    assert len(case["alternatives"]["eager-masked"]) == 2
+    assert case["alternative_rel_errors"]["eager-masked"] < 1e-5
+    assert case["alternative_over_ours"]["eager-masked"] > 0
+    # With the speaker reference the reference run agrees as well.
+    assert case["rel_error"] < 1e-4
+
+
+def test_profile_refuses_a_speaker_that_is_not_whole_patches(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["profile", "--model", "random:tiny", "--device", "cpu",
+                 "--speaker-latents", "10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "multiple of 4" in err[0]

@@ -9,7 +9,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from echo_tts import ModelConfig, SamplerConfig, encode_text, load_model
 from echo_tts.flops import forward_row_flops, modulation_flops, sampling_flops
-from echo_tts.sampling import encode_speaker_condition, encode_text_condition, key_mask
+from echo_tts.model import AttentionPlan
+from echo_tts.sampling import (
+    encode_speaker_condition,
+    encode_text_condition,
+    key_mask,
+    key_spans,
+)
 
 
 def counted(fn: object, *args: object) -> int:
@@ -30,12 +36,19 @@ def test_forward_row_flops_match_counted(preset: str, seq_len: int, speaker_late
     spk_state, spk_tokens = encode_speaker_condition(model, speaker, speaker_mask, 1)
     kinds = ("cond", "no_text", "no_speaker")
     context = model.context_kv(3, seq_len, text_state, spk_state)
-    masks = key_mask(kinds, seq_len, context.segments, text_mask, spk_tokens, None)
+    masked = AttentionPlan(mask=key_mask(kinds, context.segments, text_mask, spk_tokens, None))
     modulation = model.modulation(torch.tensor([0.7]))
     x = torch.randn(3, seq_len, 80)
-    context_len = ids.shape[1] + spk_state.shape[1]
-    assert counted(model, x, modulation, context, masks) == 3 * forward_row_flops(
-        model.config, seq_len, context_len)
+    text_len, speaker_len = ids.shape[1], spk_state.shape[1]
+    assert counted(model, x, modulation, context, masked) == 3 * forward_row_flops(
+        model.config, seq_len, text_len + speaker_len)
+    # Sliced attention scores only the keys each row kind sees (no speaker: none of them).
+    spans = key_spans(kinds, context.segments, text_mask, spk_tokens, None)
+    assert spans is not None
+    seen_speaker = speaker_len if speaker_latents else 0
+    assert counted(model, x, modulation, context, AttentionPlan(spans=spans)) == sum(
+        forward_row_flops(model.config, seq_len, n)
+        for n in (text_len + seen_speaker, seen_speaker, text_len))
     assert counted(model.modulation, torch.tensor([0.7])) == modulation_flops(model.config)
 
 

@@ -89,11 +89,15 @@ def test_compiled_forward_matches_eager(pipe: EchoPipeline) -> None:
 
     model = pipe.model
     text_state, text_mask = encode_text_condition(model, *_ids("Compiled or not."))
-    spk, spk_mask = encode_speaker_condition(model, None, None, 1)
+    speaker = torch.randn(1, 8, 80)
+    spk, spk_mask = encode_speaker_condition(model, speaker, torch.ones(1, 8, dtype=torch.bool), 1)
     cond = Conditioning(text_state, text_mask, spk, spk_mask)
-    eager = sample_conditioned(model, cond, FAST, 0)
-    compiled = sample_conditioned(model, cond, FAST, 0, DiTForward(model, compile=True))
-    assert float((compiled - eager).norm() / eager.norm()) < 1e-5
+    # The plain path: eager, every key scored under a mask, as the reference does.
+    plain = sample_conditioned(model, cond, FAST, 0, DiTForward(model, attention="masked"))
+    for forward in (DiTForward(model), DiTForward(model, compile=True),
+                    DiTForward(model, compile=True, attention="masked")):
+        out = sample_conditioned(model, cond, FAST, 0, forward)
+        assert float((out - plain).norm() / plain.norm()) < 1e-5, forward.label
     with pytest.raises(ValueError, match="CUDA"):
         DiTForward(model, cuda_graphs=True)
 
