@@ -111,7 +111,12 @@ class RunStore:
         self._manifest = manifest
         self._records_file = open(path / RECORDS, "ab")  # noqa: SIM115 (lives until close)
         self._scores_file = open(path / SCORES, "ab")  # noqa: SIM115
-        self._keys = {r["key"] for r in _read_jsonl(path / RECORDS)}
+        # The latest record and score per key, kept in step with every append, so that
+        # in-sweep scoring and resumption read memory instead of re-parsing the files
+        # after each cell (quadratic over a long sweep). The lock makes this store the
+        # files' only writer.
+        self._records = {r["key"]: r for r in _read_jsonl(path / RECORDS)}
+        self._scores = _latest_scores(path / SCORES)
         self._audio_kept = sum(1 for _ in (path / AUDIO_DIR).glob("*.wav"))
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -260,7 +265,7 @@ class RunStore:
         "interrupted"). Returns the final manifest. The run stays locked until ``close``.
         """
         records = self.records(with_scores=False)
-        scored = _latest_scores(self.path / SCORES)
+        scored = self._scores
         # Parquet first: a crash between the two steps must not leave a manifest that says
         # "complete" beside a missing or stale table.
         self.write_parquet()
@@ -283,26 +288,30 @@ class RunStore:
         for name in ("key", "status"):
             if not isinstance(record.get(name), str):
                 raise StoreError(f"record has no string {name!r}; build it with the runner")
-        _append_line(self._records_file, record, fault="kill_during_record_write")
-        self._keys.add(record["key"])
+        stored = _append_line(self._records_file, record, fault="kill_during_record_write")
+        # dict keeps first-insertion order, so a retried key stays where it first ran.
+        self._records[record["key"]] = stored
 
     def append_score(self, key: str, fields: Mapping[str, Any]) -> None:
         """Append scores of record ``key``; the latest scoring of a key replaces earlier ones."""
         self._check_open()
-        if key not in self._keys:
+        if key not in self._records:
             raise StoreError(
                 f"no record with key {key!r} in {self.path}; score records of this run"
             )
         if "key" in fields:
             raise StoreError("score fields must not contain 'key'; pass the key separately")
-        _append_line(self._scores_file, {"key": key, **fields})
+        self._scores[key] = _append_line(self._scores_file, {"key": key, **fields})
 
     def records(self, with_scores: bool = True) -> list[dict[str, Any]]:
         """Latest record per key, in order of first appearance, merged with its latest score.
 
         Score fields override record fields of the same name.
         """
-        return _merged(self.path, with_scores=with_scores)
+        records = list(self._records.values())
+        if not with_scores:
+            return [dict(r) for r in records]
+        return [{**r, **self._scores.get(r["key"], {})} for r in records]
 
     def done_keys(self) -> set[str]:
         """Keys whose latest record has status "ok" or "failed" (a resumed run skips them)."""
@@ -409,8 +418,10 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _append_line(file: IO[bytes], obj: Mapping[str, Any], fault: str | None = None) -> None:
-    """Write ``obj`` as one line, then flush and fsync so it survives a crash.
+def _append_line(file: IO[bytes], obj: Mapping[str, Any], fault: str | None = None
+                 ) -> dict[str, Any]:
+    """Write ``obj`` as one line, then flush and fsync so it survives a crash. Returns the
+    object as a reader of the file will see it (JSON types).
 
     ``fault`` names the fault-injection point of this write (see bench.faults)."""
     try:
@@ -423,6 +434,8 @@ def _append_line(file: IO[bytes], obj: Mapping[str, Any], fault: str | None = No
     file.write(data)
     file.flush()
     os.fsync(file.fileno())
+    stored: dict[str, Any] = json.loads(line)
+    return stored
 
 
 @dataclass

@@ -124,6 +124,21 @@ def test_scores_merge_latest_per_key(tmp_path: Path) -> None:
         assert "wer" not in store.records(with_scores=False)[0]
 
 
+def test_records_in_memory_match_what_a_reader_of_the_files_sees(tmp_path: Path) -> None:
+    # The store answers records() from memory; a reader without the lock parses the files.
+    with _create(tmp_path, run_id="r") as store:
+        store.append(_record("c1", "p1", rtf=np.float32(0.25), path=tmp_path, shape=(1, 2)))
+        store.append(_record("c1", "p2", status="failed", error="OOM"))
+        store.append(_record("c1", "p2", rtf=0.7))
+        store.append_score("c1/p1/0/0", {"wer": 0.5})
+        store.append_score("c1/p1/0/0", {"wer": 0.2, "rtf": 0.3})
+        for with_scores in (True, False):
+            assert store.records(with_scores) == store_module._merged(
+                store.path, with_scores=with_scores)
+        store.records()[0]["rtf"] = -1.0  # callers get copies
+        assert store.records()[0]["rtf"] == 0.3
+
+
 @pytest.mark.parametrize("tail", [b'{"key": "c1/p9/0/0", "sta', b'{"key": "c1/p9/0/0", "st\n'])
 def test_torn_last_line_is_reported_and_repaired(
     tmp_path: Path, tail: bytes, caplog: pytest.LogCaptureFixture
