@@ -7,8 +7,8 @@ error between the outputs, time per forward row, achieved TFLOP/s from the analy
 (:mod:`echo_tts.flops`), the floor at the device's measured matmul rate, and the ratios
 ours/reference and ours/floor. Further speed options of ours (e.g. the masked attention
 layout) can be timed in the same rounds as alternatives, each with its ratio to ours.
-Optionally the whole pipeline's stage split with a codec. Results go to a JSON file under
-``results/perf/``.
+Optionally the whole pipeline's stage split with a codec, and the Whisper scoring time of
+a generated clip's length. Results go to a JSON file under ``results/perf/``.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -36,6 +36,8 @@ from echo_tts.sampling import (
     encode_text_condition,
     sample_conditioned,
 )
+
+T = TypeVar("T")
 
 PROMPT = ("The lighthouse keeper climbed the stairs at dusk, wound the clockwork and polished "
           "the lens until it shone.")
@@ -80,7 +82,7 @@ class CaseResult:
         }
 
 
-def timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[float, Tensor]:
+def timed(fn: Callable[[], T], device: torch.device) -> tuple[float, T]:
     with DeviceTimer(device) as timing:
         out = fn()
     return timing.seconds, out
@@ -209,6 +211,35 @@ def profile_stages(model: EchoDiT, codec_source: str, codec_dtype: torch.dtype, 
     return {stage: statistics.median(r[stage] for r in runs) for stage in runs[0]}
 
 
+def profile_asr(name: str, device: torch.device, clip_seconds: float, batch: int,
+                tokens: int, repeats: int = 3) -> dict[str, Any]:
+    """Median Whisper scoring seconds per clip of ``clip_seconds``, alone and in a batch.
+
+    Random-weight Whisper never ends its transcript on its own, so it decodes exactly
+    ``tokens`` tokens per clip (set it to a real transcript's length: ~100 for 30 s).
+    """
+    import numpy as np
+
+    from bench.scoring.run_scoring import make_asr
+
+    asr = make_asr(name, str(device), batch_size=batch)
+    if asr.is_random:
+        asr.options = replace(asr.options, sample_len=tokens)
+    rng = np.random.default_rng(0)
+    clips = [0.1 * rng.standard_normal(int(16_000 * clip_seconds)).astype(np.float32)
+             for _ in range(batch)]
+    asr.transcribe(clips)  # warm-up
+
+    def median_seconds(items: list[Any]) -> float:
+        runs = [timed(lambda: asr.transcribe(items), device)[0] for _ in range(repeats)]
+        return statistics.median(runs)
+
+    alone, batched = median_seconds(clips[:1]), median_seconds(clips)
+    return {"model": asr.name, "device": str(device), "clip_seconds": clip_seconds,
+            "decode_tokens": tokens if asr.is_random else None, "batch": batch,
+            "seconds_per_clip_alone": alone, "seconds_per_clip_batched": batched / batch}
+
+
 def format_case(r: CaseResult) -> str:
     s = r.summary()
     ref = "" if r.reference_median is None else (
@@ -227,7 +258,8 @@ def run_profile(*, model_source: str, device: torch.device, dtype: torch.dtype, 
                 with_reference: bool, compile: bool, cuda_graphs: bool,
                 codec: str | None, codec_dtype: torch.dtype, out_dir: Path,
                 default_allocator: bool = False, attention: tuple[str, ...] = ("sliced",),
-                speaker_latents: int = 0) -> Path:
+                speaker_latents: int = 0, asr: str | None = None, asr_batch: int = 16,
+                asr_tokens: int = 100) -> Path:
     """Run the profile, print it, write the JSON; returns its path.
 
     Unless ``default_allocator``, glibc's allocator thresholds are pinned first (see
@@ -252,6 +284,13 @@ def run_profile(*, model_source: str, device: torch.device, dtype: torch.dtype, 
     if codec is not None:
         stages = profile_stages(model, codec, codec_dtype, steps, max(lengths), forward)
         print("stages (s): " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
+    scoring = None
+    if asr is not None:
+        clip_seconds = max(lengths) * 2048 / 44_100
+        scoring = profile_asr(asr, device, clip_seconds, asr_batch, asr_tokens)
+        print(f"scoring ({scoring['model']}, {clip_seconds:.1f} s clips): "
+              f"{scoring['seconds_per_clip_alone']:.3f} s/clip alone, "
+              f"{scoring['seconds_per_clip_batched']:.3f} s/clip in batches of {asr_batch}")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     name = model_source.replace("random:", "random-").replace("/", "_")
     target = out_dir / f"{stamp}-{device.type}-{name}-{forward.label}.json"
@@ -261,7 +300,7 @@ def run_profile(*, model_source: str, device: torch.device, dtype: torch.dtype, 
         "speed_option": forward.label, "steps": steps, "matmul_tflops": rate / 1e12,
         "speaker_latents": speaker_latents,
         "allocator": "pinned" if pinned else "default",
-        "cases": [r.summary() for r in results], "stages": stages,
+        "cases": [r.summary() for r in results], "stages": stages, "scoring": scoring,
         "environment": capture_environment(),
     }, indent=2))
     return target

@@ -36,6 +36,13 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--codec", default=None,
                    help="also time the whole pipeline with this codec (e.g. random:s1-dac)")
     p.add_argument("--codec-dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--asr", default=None,
+                   help="also time Whisper scoring of clips of the longest --length "
+                        "(e.g. random:large-v3)")
+    p.add_argument("--asr-batch", type=int, default=16, help="clips per batched decode")
+    p.add_argument("--asr-tokens", type=int, default=100,
+                   help="tokens a random-weight Whisper decodes per clip (default 100, about "
+                        "a 30 s transcript)")
     p.add_argument("--default-allocator", action="store_true",
                    help="leave glibc's allocator thresholds alone (default: pinned for stable "
                         "CPU timings)")
@@ -53,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if args.speaker_latents < 0 or args.speaker_latents % 4:
         raise UserError(f"--speaker-latents must be a non-negative multiple of 4 "
                         f"(got {args.speaker_latents})")
+    if args.asr_batch < 1 or args.asr_tokens < 1:
+        raise UserError("--asr-batch and --asr-tokens must be >= 1")
     if len(set(args.attention)) != len(args.attention):
         raise UserError("--attention lists a layout twice; name each once")
     try:
@@ -62,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
             repeats=args.repeats, with_reference=not args.no_reference, compile=args.compile,
             cuda_graphs=args.cuda_graphs, codec=args.codec, codec_dtype=DTYPES[args.codec_dtype],
             out_dir=args.out, default_allocator=args.default_allocator,
-            attention=tuple(args.attention), speaker_latents=args.speaker_latents)
+            attention=tuple(args.attention), speaker_latents=args.speaker_latents,
+            asr=args.asr, asr_batch=args.asr_batch, asr_tokens=args.asr_tokens)
     except ReferenceUnavailable as err:
         raise UserError(f"{err}; pass --no-reference to profile ours alone") from err
     except ValueError as err:

@@ -37,11 +37,13 @@ def transcript_cache_for(run_dir: Path) -> TranscriptCache:
                                                run_dir.parent / CACHE_DIRNAME)))
 
 
-def make_asr(name: str, device: str = "auto", download_root: str | None = None) -> WhisperASR:
+def make_asr(name: str, device: str = "auto", download_root: str | None = None,
+             batch_size: int = 16) -> WhisperASR:
     """The Whisper ASR for a spec's ``asr``/``asr_device`` (download root from
     ``ECHO_BENCH_WHISPER_CACHE`` when set: a Modal Volume in production)."""
     root = download_root or os.environ.get("ECHO_BENCH_WHISPER_CACHE")
-    return WhisperASR(name, device=None if device == "auto" else device, download_root=root)
+    return WhisperASR(name, device=None if device == "auto" else device, download_root=root,
+                      batch_size=batch_size)
 
 
 def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = None,

@@ -43,3 +43,16 @@ def test_profile_refuses_a_speaker_that_is_not_whole_patches(capsys) -> None:  #
                  "--speaker-latents", "10"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "multiple of 4" in err[0]
+
+
+def test_profile_times_whisper_scoring(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("ECHO_BENCH_WHISPER_CACHE", str(tmp_path / "whisper"))
+    code = main(["profile", "--model", "random:tiny", "--device", "cpu", "--steps", "2",
+                 "--length", "64", "--repeats", "1", "--no-reference", "--asr", "random:tiny",
+                 "--asr-batch", "2", "--asr-tokens", "4", "--out", str(tmp_path)])
+    assert code == 0
+    (path,) = tmp_path.glob("*.json")
+    scoring = json.loads(path.read_text())["scoring"]
+    assert scoring["model"].startswith("whisper:random:tiny") and scoring["decode_tokens"] == 4
+    assert abs(scoring["clip_seconds"] - 64 * 2048 / 44_100) < 1e-9 and scoring["batch"] == 2
+    assert scoring["seconds_per_clip_alone"] > 0 and scoring["seconds_per_clip_batched"] > 0
