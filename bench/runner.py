@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import soundfile as sf
 from torch import Tensor
 from tqdm import tqdm
 
@@ -23,6 +22,7 @@ from bench.prompts import Prompt, load_prompts
 from bench.spec import Cell, SweepSpec, spec_to_dict
 from bench.store import RunStore, StoreError, list_runs
 from bench.worker import Generation, plan
+from echo_tts.audio import wav_bytes
 
 DEFAULT_RUNS_ROOT = Path("results/runs")
 UNFINISHED = {"running", "interrupted"}
@@ -182,11 +182,7 @@ def write_audio(path: Path, audio: Tensor | bytes) -> None:
     tmp = path.with_suffix(".tmp")
     try:
         faults.audio_write(path.name, tmp)
-        if isinstance(audio, bytes):
-            tmp.write_bytes(audio)
-        else:
-            sf.write(str(tmp), audio.reshape(-1).float().numpy(), 44_100, subtype="PCM_16",
-                     format="WAV")
+        tmp.write_bytes(audio if isinstance(audio, bytes) else wav_bytes(audio))
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

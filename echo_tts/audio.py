@@ -6,6 +6,7 @@ torchaudio only resamples. Waveforms are float32 tensors [channels, samples] in 
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -47,6 +48,15 @@ def write_wav(path: str | os.PathLike[str], audio: Tensor, sample_rate: int,
         raise AudioError(f"{target}: cannot write audio ({reason}); check that the folder "
                          "exists and is writable and that the suffix is .wav or .flac") from err
     return target
+
+
+def wav_bytes(audio: Tensor, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """Mono float audio (any shape holding one channel) as the bytes of a 16-bit PCM WAV
+    file: the format sweeps store, whether written here or sent back by a remote worker."""
+    buffer = io.BytesIO()
+    sf.write(buffer, audio.detach().reshape(-1).float().cpu().numpy(), sample_rate,
+             subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
 
 
 def load_speaker_audio(path: str | os.PathLike[str], max_seconds: float | None = 300.0) -> Tensor:

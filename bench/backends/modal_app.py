@@ -36,7 +36,6 @@ _IMPORTED_AT = time.time()
 
 import base64  # noqa: E402  (after the timestamp, on purpose)
 import hashlib  # noqa: E402
-import io  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
@@ -312,6 +311,7 @@ class CellRunner:
     def run(self, spec_json: str, cell_ids: list[str], done_keys: list[str]) -> list[dict[str, Any]]:
         """Run the pending generations of ``cell_ids``; records with audio as base64."""
         from bench.worker import plan
+        from echo_tts.audio import wav_bytes
 
         payload = decode_payload(spec_json, self.scratch)
         if asdict(payload.model) != asdict(self.model):
@@ -339,17 +339,6 @@ class CellRunner:
                            if g.key not in done]
             self.worker.run_cell(cell, generations, payload.warmup, sink)
         return records
-
-
-def wav_bytes(audio: Any) -> bytes:
-    """A float waveform [1, T] at 44.1 kHz as the bytes of a 16-bit PCM WAV file (the
-    format the runner writes for local runs)."""
-    import soundfile as sf
-
-    buffer = io.BytesIO()
-    sf.write(buffer, audio.reshape(-1).float().cpu().numpy(), 44_100, subtype="PCM_16",
-             format="WAV")
-    return buffer.getvalue()
 
 
 # In-process runners by model parameters: a second local call reuses the loaded model,

@@ -8,7 +8,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from echo_tts.audio import AudioError, load_speaker_audio, read_wav, speaker_latents, write_wav
+from echo_tts.audio import (
+    AudioError,
+    load_speaker_audio,
+    read_wav,
+    speaker_latents,
+    wav_bytes,
+    write_wav,
+)
 from echo_tts.autoencoder import Codec, load_codec
 
 
@@ -32,6 +39,11 @@ def test_write_read_round_trip(tmp_path: Path) -> None:
     assert torch.allclose(read_wav(tmp_path / "b.flac")[0][0], audio, atol=1e-4)
     with pytest.raises(AudioError, match="mono"):
         write_wav(tmp_path / "c.wav", torch.zeros(2, 10), 44100)
+    # The in-memory encoder sweeps use: 16-bit PCM WAV, so within one quantisation step.
+    (tmp_path / "d.wav").write_bytes(wav_bytes(audio[None]))
+    back, rate = read_wav(tmp_path / "d.wav")
+    assert rate == 44100 and sf.info(tmp_path / "d.wav").subtype == "PCM_16"
+    assert float((back[0] - audio).abs().max()) <= 1 / 32768
 
 
 def test_stereo_is_mixed_to_mono(tmp_path: Path) -> None:
