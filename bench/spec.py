@@ -84,9 +84,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from echo_tts.acceleration import ATTENTION_LAYOUTS, AttentionLayout
+from echo_tts.production import DTYPES
 from echo_tts.sampling import CFG_MODES, SamplerConfig
 
-DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 LONG_TEXT_MODES: tuple[str, ...] = ("chunk", "truncate", "error")
 MODAL_GPUS: tuple[str, ...] = (
     "T4", "L4", "A10", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB",
