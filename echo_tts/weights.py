@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -75,23 +77,47 @@ def resolve_source(source: str | os.PathLike[str], filename: str) -> ResolvedSou
 
 
 def _hub_file(repo_id: str, filename: str) -> Path:
+    """The cached file when there is one (no network round trip: a benchmark wants the
+    weights it measured before, not a check for newer ones); else a download."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-    try:
-        return Path(hf_hub_download(repo_id, filename, local_files_only=offline))
-    except LocalEntryNotFoundError as err:
+    def not_cached(reason: str) -> WeightsError:
         cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
-        raise WeightsError(
+        return WeightsError(
             f"{repo_id}/{filename} is not in the Hugging Face cache ({cache}) and cannot be "
-            f"downloaded ({'HF_HUB_OFFLINE is set' if offline else 'no network'}); run "
-            f"`huggingface-cli download {repo_id} {filename}` where there is a network, or pass "
-            "a local folder"
-        ) from err
+            f"downloaded ({reason}); run `huggingface-cli download {repo_id} {filename}` "
+            "where there is a network, or pass a local folder")
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        raise not_cached("HF_HUB_OFFLINE is set")
+    if not _hub_resolvable():
+        # Without this the hub client retries for ~25 s, printing a warning each time.
+        raise not_cached("no network: the Hub's host name does not resolve")
+    try:
+        return Path(hf_hub_download(repo_id, filename))
+    except LocalEntryNotFoundError as err:
+        raise not_cached("no network") from err
     except Exception as err:  # the hub raises many types (auth, 404, connection)
         raise WeightsError(f"could not fetch {repo_id}/{filename}: {type(err).__name__}: "
                            f"{str(err).splitlines()[0] if str(err) else ''}") from err
+
+
+def _hub_resolvable() -> bool:
+    """False only when the Hub's host surely cannot be reached: its name does not resolve
+    and no proxy (which would resolve it for us) is configured."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.getaddrinfo(host or "huggingface.co", 443)
+    except OSError:
+        return False
+    return True
 
 
 def read_safetensors(path: Path, device: str | torch.device = "cpu"

@@ -71,6 +71,35 @@ def test_offline_hub_miss_is_clear(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         load_model("jordand/echo-tts-base")
 
 
+def test_unresolvable_hub_fails_at_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import socket
+
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    def no_dns(*args: object, **kwargs: object) -> None:
+        raise socket.gaierror(-2, "Name or service not known")
+
+    real_download = huggingface_hub.hf_hub_download
+    calls: list[bool] = []
+
+    def cache_only(*args: object, local_files_only: bool = False, **kwargs: object) -> str:
+        calls.append(local_files_only)
+        assert local_files_only, "must not try the network when the host does not resolve"
+        return real_download(*args, local_files_only=True, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", cache_only)
+    with pytest.raises(WeightsError, match="host name does not resolve"):
+        load_model("jordand/echo-tts-base")
+    assert calls == [True]
+
+
 def test_dtype_conversion(tmp_path: Path) -> None:
     path = save_model(load_model("random:tiny"), tmp_path)
     assert load_model(path, dtype=torch.bfloat16).dtype == torch.bfloat16
