@@ -144,6 +144,18 @@ def test_baseline_fallbacks(table: pd.DataFrame) -> None:
         choose_baselines(cells, baseline_cell="nope")
 
 
+def test_default_baseline_prefers_the_plain_execution_path() -> None:
+    # A speed-options sweep: every cell has production sampler settings.
+    rows = [rec(cell, p, steps=40, t_sampling=t, nfe=100, **extra)
+            for p in ("a", "b")
+            for cell, t, extra in (
+                ("compiled", 8.0, {"compile": True, "cuda_graphs": False, "attention": "sliced"}),
+                ("masked", 11.0, {"compile": False, "cuda_graphs": False, "attention": "masked"}),
+                ("plain", 10.0, {"compile": False, "cuda_graphs": False, "attention": "sliced"}))]
+    baseline = choose_baselines(summarize_cells(pd.DataFrame(rows), n_boot=20))["A10G"]
+    assert baseline.cell_id == "plain" and "production default" in baseline.reason
+
+
 def test_vram_fit_headroom_and_cpu_unknown(table: pd.DataFrame) -> None:
     fit = vram_fit(summarize_cells(table, n_boot=20), budgets_gb=[24, 40],
                    context_bytes=500_000_000)
