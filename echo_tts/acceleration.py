@@ -5,8 +5,10 @@
   skips dropped keys; ``"masked"`` attends over every key with a boolean mask, as the
   reference does. Batches whose masks are not "valid keys, then padding" use the mask
   either way (see :func:`echo_tts.sampling.attention_plan`).
-* ``compile``: ``torch.compile`` of the forward (static shapes: one graph per row count,
-  i.e. one for guided and one for unguided steps).
+* ``compile``: ``torch.compile`` of the forward. Shapes start static and turn dynamic at
+  the second prompt length seen (dynamo's automatic dynamic shapes), so a sweep's prompts
+  of many lengths cost two compilations per row count (guided and unguided steps), not
+  one per length.
 * ``cuda_graphs``: compile in "reduce-overhead" mode, which captures CUDA graphs of the
   fixed-shape step and replays them, removing per-kernel launch cost (CUDA only).
 
@@ -47,7 +49,8 @@ class DiTForward:
         self._fn: Callable[..., Any] = model
         if not self.self_slots:
             mode = "reduce-overhead" if cuda_graphs else "default"
-            self._fn = torch.compile(model, mode=mode, dynamic=False)
+            # dynamic=None: automatic dynamic shapes (see the module docstring).
+            self._fn = torch.compile(model, mode=mode, dynamic=None)
 
     @property
     def sliced_attention(self) -> bool:

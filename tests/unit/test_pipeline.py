@@ -102,6 +102,29 @@ def test_compiled_forward_matches_eager(pipe: EchoPipeline) -> None:
         DiTForward(model, cuda_graphs=True)
 
 
+def test_compiled_forward_does_not_recompile_per_prompt_length(pipe: EchoPipeline) -> None:
+    # Every prompt of a sweep has its own byte length. A graph specialised to one length
+    # would recompile for each (seconds to a minute each, inside timed generations) and,
+    # past dynamo's recompile limit, silently run eager: the second length must make the
+    # graph dynamic, after which new lengths reuse it.
+    from torch._dynamo.utils import counters
+
+    from echo_tts.sampling import sample_conditioned
+
+    model = pipe.model
+    forward = DiTForward(model, compile=True)
+    spk, spk_mask = encode_speaker_condition(model, None, None, 1)
+    graphs = []
+    for text in ("Hi.", "A longer prompt.", "Longer still, with a clause.", "And the longest of them all."):
+        text_state, text_mask = encode_text_condition(model, *_ids(text))
+        cond = Conditioning(text_state, text_mask, spk, spk_mask)
+        eager = sample_conditioned(model, cond, FAST, 0)
+        compiled = sample_conditioned(model, cond, FAST, 0, forward)
+        assert float((compiled - eager).norm() / eager.norm()) < 1e-5, text
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[3] == graphs[2] == graphs[1], graphs
+
+
 def test_bfloat16_stays_close_to_float32() -> None:
     fp32 = EchoPipeline.from_pretrained("random:tiny", "random:tiny")
     bf16 = EchoPipeline.from_pretrained("random:tiny", "random:tiny", dtype=torch.bfloat16,
