@@ -178,8 +178,9 @@ class PromptSpec:
 
 @dataclass(frozen=True)
 class MeasureSpec:
-    """How each cell is measured: ``warmup`` unmeasured generations, then ``repeats``
-    measured ones per prompt and seed; ``score`` runs ASR (``asr``: a Whisper model name,
+    """How each cell is measured: ``warmup`` unmeasured generations (compiled cells add
+    up to two, see :func:`bench.worker.warmup_generations`), then ``repeats`` measured
+    ones per prompt and seed; ``score`` runs ASR (``asr``: a Whisper model name,
     a checkpoint path, or ``random:tiny`` for tests) on ``asr_device``."""
 
     warmup: int = 1

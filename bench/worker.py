@@ -56,6 +56,25 @@ def plan(cells: Iterable[Cell], prompts: list[Prompt], seeds: Iterable[int],
 ResultSink = Callable[[dict[str, Any], Tensor | None], None]
 
 
+def warmup_generations(generations: list[Generation], warmup: int, compiled: bool
+                       ) -> list[Generation]:
+    """What a cell runs untimed first: the first generation ``warmup`` times, and for a
+    compiled cell also the first with another prompt text and the first with another
+    speaker. A compiled graph turns dynamic when it meets a second shape and compiles
+    again then; that must happen here, not inside a timed generation."""
+    if not generations or warmup < 1:
+        return []
+    out = [generations[0]] * warmup
+    if compiled:
+        first = generations[0].prompt
+        for differs in (lambda p: p.text != first.text,
+                        lambda p: p.speaker_wav != first.speaker_wav):
+            other = next((g for g in generations if differs(g.prompt)), None)
+            if other is not None and other not in out:
+                out.append(other)
+    return out
+
+
 class Worker:
     """Holds loaded pipelines and runs generations on one device."""
 
@@ -103,8 +122,8 @@ class Worker:
             return
         try:
             pipe = self.pipeline(cell)
-            for _ in range(warmup):
-                self._synthesize(pipe, cell, generations[0])
+            for gen in warmup_generations(generations, warmup, cell.compile or cell.cuda_graphs):
+                self._synthesize(pipe, cell, gen)
         except WeightsError:
             # Weights that cannot be found or read are bad input for the whole sweep
             # (exit 2), not a failure of this cell.
