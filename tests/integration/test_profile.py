@@ -56,3 +56,25 @@ def test_profile_times_whisper_scoring(tmp_path: Path, monkeypatch) -> None:  # 
     assert scoring["model"].startswith("whisper:random:tiny") and scoring["decode_tokens"] == 4
     assert abs(scoring["clip_seconds"] - 64 * 2048 / 44_100) < 1e-9 and scoring["batch"] == 2
     assert scoring["seconds_per_clip_alone"] > 0 and scoring["seconds_per_clip_batched"] > 0
+
+
+def test_gpu_profile_script_rehearses_on_cpu(tmp_path: Path) -> None:
+    # The GPU table is measured in rare sessions with a GPU: its script must not fail
+    # there on a typo. The same script, tiny models, CPU, 2 steps.
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, DEVICE="cpu", MODEL="random:tiny", CODEC="random:tiny",
+               ASR="random:tiny", OUT=str(tmp_path), PYTHON=sys.executable,
+               ECHO_BENCH_WHISPER_CACHE=str(tmp_path / "whisper"))
+    done = subprocess.run(
+        ["bash", str(root / "bench/scripts/profile_gpu.sh"), "--steps", "2", "--repeats", "1",
+         "--asr-tokens", "4", "--asr-batch", "2"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = {p.name.rsplit("-", 1)[1]: p for p in tmp_path.glob("*.json")}
+    assert sorted(runs) == ["compile.json", "eager.json"]
+    full = json.loads(runs["eager.json"].read_text())
+    assert len(full["cases"]) == 16 and full["stages"]["decode"] > 0 and full["scoring"]
