@@ -1,0 +1,51 @@
+"""Seconds per sampler call of a compiled forward as prompts of new lengths arrive.
+
+A sweep feeds each compiled cell prompts of many byte lengths; this shows what each new
+length costs (compilation included) and how many graphs dynamo has built so far.
+
+    python bench/scripts/compile_lengths.py [--model random:tiny] [--steps 4] [--length 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch._dynamo.utils import counters
+
+from echo_tts import SamplerConfig, encode_text, load_model
+from echo_tts.acceleration import DiTForward
+from echo_tts.sampling import (
+    Conditioning,
+    encode_speaker_condition,
+    encode_text_condition,
+    sample_conditioned,
+)
+
+PROMPTS = ("Hi.", "Hello there.", "Hello there, friend.", "Hello there, friend.",
+           "Hello there, my good friend.", "Hello there, my good friend.", "Hi.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="random:tiny")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--length", type=int, default=32)
+    args = parser.parse_args()
+    model = load_model(args.model)
+    config = SamplerConfig(num_steps=args.steps, sequence_length=args.length)
+    forward = DiTForward(model, compile=True)
+    speaker, speaker_mask = encode_speaker_condition(model, None, None, 1)
+    for text in PROMPTS:
+        text_state, text_mask = encode_text_condition(model, *encode_text([text]))
+        cond = Conditioning(text_state, text_mask, speaker, speaker_mask)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            sample_conditioned(model, cond, config, 0, forward)
+        print(f"{len(text.encode()):4d} bytes: {time.perf_counter() - start:7.3f} s, "
+              f"graphs so far: {counters['stats']['unique_graphs']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
