@@ -20,8 +20,8 @@ DEFAULT_SPEC = "smoke"
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sweep", help="run a sweep spec (default: the embedded smoke sweep)")
     p.add_argument("spec", nargs="?", default=DEFAULT_SPEC,
-                   help="a TOML file, or the name of a shipped sweep (smoke, nightly, "
-                        "modal-smoke); default smoke")
+                   help="a TOML file, or the name of a shipped sweep "
+                        f"({', '.join(shipped_specs())}); default smoke")
     p.add_argument("--backend", choices=("local", "modal"), default="local")
     p.add_argument("--out", type=Path, default=DEFAULT_RUNS_ROOT,
                    help=f"folder holding run directories (default {DEFAULT_RUNS_ROOT})")
@@ -64,7 +64,8 @@ def print_plan(spec: SweepSpec) -> None:
     per_cell = len(prompts) * len(spec.measure.seeds) * spec.measure.repeats
     print(f"sweep {spec.name}: {len(spec.cells)} cells x {len(prompts)} prompts x "
           f"{len(spec.measure.seeds)} seeds x {spec.measure.repeats} repeats = "
-          f"{per_cell * len(spec.cells)} generations (+{spec.measure.warmup} warm-up per cell)")
+          f"{per_cell * len(spec.cells)} generations (+{spec.measure.warmup} warm-up per cell, "
+          "up to 2 more for compiled cells)")
     print(f"{'cell':<12} {'NFE/chunk':>9}  settings")
     for cell in spec.cells:
         print(f"{cell.id:<12} {cell.sampler.nfe():>9}  {cell.label}")
