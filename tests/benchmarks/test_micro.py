@@ -20,6 +20,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from echo_tts.pipeline import EchoPipeline
 from echo_tts.sampling import (
     CFG_MODES,
+    GUIDANCE_ROWS,
     Conditioning,
     SamplerConfig,
     attention_plan,
@@ -64,6 +65,27 @@ def test_dit_forward(benchmark: BenchmarkFixture, pipe: EchoPipeline, cond: Cond
     modulation = model.modulation(schedule[:-1])
     plan = attention_plan(("cond",), context.segments, cond, None, sliced=True)
     benchmark(lambda: _sync(model(x, modulation.at(0), context.head(1), plan, 0)))
+
+
+@pytest.mark.parametrize("layout", ["sliced", "masked"])
+@torch.inference_mode()
+def test_guided_forward_attention_layout(benchmark: BenchmarkFixture, pipe: EchoPipeline,
+                                         layout: str) -> None:
+    """The three rows of an independent-CFG step with a 160-token speaker reference:
+    key spans without a mask against every key under a mask."""
+    model = pipe.model
+    ids, mask = encode_text(["The quick brown fox jumps over the lazy dog."])
+    text_state, text_mask = encode_text_condition(model, ids, mask)
+    speaker = torch.randn(1, 640, model.config.latent_size, device=DEVICE)
+    speaker_state, speaker_tokens = encode_speaker_condition(
+        model, speaker, torch.ones(1, 640, dtype=torch.bool, device=DEVICE), 1)
+    cond = Conditioning(text_state, text_mask, speaker_state, speaker_tokens)
+    kinds = GUIDANCE_ROWS["independent"]
+    x = initial_noise(3, SEQ, model.config.latent_size, 0, DEVICE)
+    context = model.context_kv(3, SEQ, cond.text_state, cond.speaker_state, None)
+    modulation = model.modulation(SamplerConfig(num_steps=1).schedule().to(DEVICE)[:-1])
+    plan = attention_plan(kinds, context.segments, cond, None, sliced=layout == "sliced")
+    benchmark(lambda: _sync(model(x, modulation.at(0), context, plan, 0)))
 
 
 @pytest.mark.parametrize("mode", CFG_MODES)
