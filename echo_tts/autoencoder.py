@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from echo_tts.model import MLP, rms_normalize
 from echo_tts.weights import (
     WeightsError,
     check_state_dict,
@@ -335,8 +336,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        # Cast back before the weight (the DiT's RMSNorm scales in float32): the codec's
+        # own rounding order, which bit-parity with the reference needs.
+        return rms_normalize(x, self.eps).type_as(x) * self.weight
 
 
 class LayerScale(nn.Module):
@@ -364,24 +366,11 @@ class Attention(nn.Module):
         return self.wo(y.transpose(1, 2).reshape(batch, length, dim))
 
 
-class FeedForward(nn.Module):
-    """SwiGLU: w2(silu(w1 x) * w3 x)."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.w1 = nn.Linear(dim, hidden, bias=False)
-        self.w3 = nn.Linear(dim, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, dim, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
-
-
 class TransformerBlock(nn.Module):
     def __init__(self, dim: int, config: CodecConfig) -> None:
         super().__init__()
         self.attention = Attention(dim, config.head_dim)
-        self.feed_forward = FeedForward(dim, config.mlp_ratio * dim)
+        self.feed_forward = MLP(dim, config.mlp_ratio * dim)
         self.attention_norm = RMSNorm(dim, config.norm_eps)
         self.ffn_norm = RMSNorm(dim, config.norm_eps)
         self.attention_layer_scale = LayerScale(dim)
