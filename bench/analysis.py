@@ -199,8 +199,9 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
             row[f"{stat}_p90"] = _quantile(values, 0.9)
         rtf = row["rtf_median"]
         row["x_realtime"] = 1.0 / rtf if rtf and math.isfinite(rtf) else math.nan
-        per_chunk = _numbers(column(ok, "nfe")) / np.maximum(_numbers_like(ok, "n_chunks"), 1)
-        row["nfe_per_chunk"] = _quantile(per_chunk, 0.5) if len(ok) else math.nan
+        # Aligned per record: a record without nfe gives NaN, which the median skips.
+        per_chunk = _aligned(ok, "nfe", math.nan) / np.maximum(_aligned(ok, "n_chunks", 1.0), 1)
+        row["nfe_per_chunk"] = _nanmedian(per_chunk)
         row["peak_allocated"] = _max_or_nan(column(group, "peak_allocated_bytes"))
         row["peak_reserved"] = _max_or_nan(column(group, "peak_reserved_bytes"))
         row["peak_rss"] = _max_or_nan(column(group, "peak_rss_bytes"))
@@ -209,9 +210,10 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
     return pd.DataFrame(rows).set_index("cell_id", drop=False)
 
 
-def _numbers_like(frame: pd.DataFrame, name: str) -> npt.NDArray[np.float64]:
-    """``frame[name]`` as floats aligned with the frame (missing -> 1)."""
-    return np.asarray([float(v) if _is_number(v) else 1.0 for v in column(frame, name)])
+def _aligned(frame: pd.DataFrame, name: str, missing: float) -> npt.NDArray[np.float64]:
+    """``frame[name]`` as floats aligned with the frame's rows (non-numbers -> missing)."""
+    return np.asarray([float(v) if _is_number(v) else missing for v in column(frame, name)],
+                      dtype=np.float64)
 
 
 def _cell_quality(scored: pd.DataFrame, *, n_boot: int, seed: int) -> dict[str, Any]:
@@ -424,7 +426,7 @@ def _pair_index(group: pd.DataFrame) -> pd.Index:
 
 def _pair_ratios(base: pd.DataFrame, cell: pd.DataFrame) -> dict[str, float]:
     def arr(frame: pd.DataFrame, name: str) -> npt.NDArray[np.float64]:
-        return np.asarray([float(v) if _is_number(v) else math.nan for v in column(frame, name)])
+        return _aligned(frame, name, math.nan)
 
     b_samp, c_samp = arr(base, "t_sampling"), arr(cell, "t_sampling")
     b_tot, c_tot = arr(base, "t_total"), arr(cell, "t_total")

@@ -191,3 +191,15 @@ def test_step_change_needs_ratio_and_significance() -> None:
     assert not step_change(before, [x * 1.05 for x in before])[2]
     # Large but from one sample each: not significant.
     assert not step_change([1.0], [2.0])[2]
+
+
+def test_nfe_per_chunk_skips_records_without_nfe() -> None:
+    # A record without nfe (an older run, a failed field) must neither crash the summary
+    # nor shift the other records' nfe onto the wrong chunk counts.
+    rows = [rec("c", p, steps=4, t_sampling=1.0, nfe=n, n_chunks=k)
+            for p, n, k in (("a", 8, 1), ("b", 9, 1), ("c", 24, 2))]
+    rows[1]["nfe"] = None
+    cells = summarize_cells(pd.DataFrame(rows), n_boot=10)
+    assert cells.loc["c", "nfe_per_chunk"] == 10.0  # median of 8/1 and 24/2
+    cells = summarize_cells(pd.DataFrame(rows[:2]), n_boot=10)
+    assert cells.loc["c", "nfe_per_chunk"] == 8.0
