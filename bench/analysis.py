@@ -570,12 +570,12 @@ def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
                 wer_budget_points: float = DEFAULT_WER_BUDGET_POINTS,
                 n_boot: int = 1000) -> RunAnalysis:
     """Load a run directory and compute every figure of its report."""
-    from bench.store import MANIFEST, StoreError, _read_json, load_records
+    from bench.store import MANIFEST, StoreError, load_records, read_json
 
     run_dir = Path(run_dir)
     try:
         records = load_records(run_dir)
-        manifest = _read_json(run_dir / MANIFEST)
+        manifest = read_json(run_dir / MANIFEST)
     except StoreError as err:
         raise UserError(str(err)) from None
     if not len(records) or "cell_id" not in records.columns:

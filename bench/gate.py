@@ -779,11 +779,12 @@ Scorer = Any  # bench.commands.sweep.CellScorer, called after each cell
 
 def run_gate(baseline: ConfigArg | RunArg, candidate: ConfigArg | RunArg, gate: GateSpec,
              *, backend: Any = None, root: Path = Path("results/runs"),
-             scorer: Scorer = None) -> GateVerdict:
+             scorer: Scorer = None, spec: SweepSpec | None = None) -> GateVerdict:
     """Run what has to run (one sweep for the config sides) and decide.
 
     ``backend`` is a runner backend (needed when a side is a config); ``scorer`` the
-    ``after_cell`` hook that scores each cell as it finishes (None: no scoring).
+    ``after_cell`` hook that scores each cell as it finishes (None: no scoring);
+    ``spec`` the sweep of the config sides when the caller already built it.
     """
     from bench.runner import run_sweep
     from bench.store import load_records
@@ -793,7 +794,7 @@ def run_gate(baseline: ConfigArg | RunArg, candidate: ConfigArg | RunArg, gate: 
     notes: list[str] = []
     frames: dict[str, tuple[pd.DataFrame, Side]] = {}
     if configs:
-        spec = build_sweep(gate, configs)
+        spec = spec or build_sweep(gate, configs)
         ids = {c.id: c for c in spec.cells}
         outcome = run_sweep(spec, backend, root=root, after_cell=scorer)
         records = load_records(outcome.run_dir)

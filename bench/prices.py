@@ -95,6 +95,6 @@ def load_prices(path: str | Path | None = None) -> Prices:
             note=str(raw.get("note", "")),
             origin=origin,
         )
-    except (tomllib.TOMLDecodeError, TypeError, ValueError) as err:
+    except (tomllib.TOMLDecodeError, AttributeError, TypeError, ValueError) as err:
         raise UserError(f"price file {origin} is malformed: {err}; see "
                         "bench/data/gpu_prices.toml for the expected shape") from None

@@ -199,7 +199,7 @@ class RunStore:
             )
         lock_file = _acquire_run_lock(path)
         try:
-            manifest = _read_json(path / MANIFEST)
+            manifest = read_json(path / MANIFEST)
             version = manifest.get("schema_version")
             if version != SCHEMA_VERSION:
                 raise StoreError(
@@ -572,7 +572,8 @@ def _write_json_atomic(path: Path, obj: Mapping[str, Any]) -> None:
         )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file (a manifest); unreadable or not an object is a StoreError."""
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -706,7 +707,7 @@ def list_runs(root: str | os.PathLike[str], spec_name: str | None = None) -> lis
     found = []
     for manifest_path in sorted(root.glob(f"*/{MANIFEST}")):
         try:
-            m = _read_json(manifest_path)
+            m = read_json(manifest_path)
         except StoreError as err:
             log.warning("%s", err)
             continue

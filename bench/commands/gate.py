@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from bench.commands.sweep import CellScorer, make_backend, resolve_spec_path
-from bench.gate import ConfigArg, load_gate_spec, parse_side, run_gate
+from bench.errors import UserError
+from bench.gate import ConfigArg, build_sweep, load_gate_spec, parse_side, run_gate
 from bench.runner import DEFAULT_RUNS_ROOT
 
 DEFAULT_GATE_SPEC = "gate"
@@ -43,19 +44,22 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for option, path in (("--report", args.report), ("--json", args.json)):
+        # Checked first: the verdict comes after a whole sweep and must not be lost.
+        if path is not None and not path.parent.is_dir():
+            raise UserError(f"{option} {path}: folder {path.parent} does not exist; create it "
+                            "or write elsewhere")
     gate = load_gate_spec(resolve_spec_path(args.spec))
     baseline, candidate = parse_side(args.baseline), parse_side(args.candidate)
-    backend = scorer = None
+    backend = scorer = spec = None
     if isinstance(baseline, ConfigArg) or isinstance(candidate, ConfigArg):
-        from bench.gate import build_sweep
-
         configs = [s.config for s in (baseline, candidate) if isinstance(s, ConfigArg)]
         spec = build_sweep(gate, configs)  # validates before anything starts
         backend = make_backend(args, spec)
         if spec.measure.score and not args.no_score:
             scorer = CellScorer(spec)
     verdict = run_gate(baseline, candidate, gate, backend=backend, root=args.out,
-                       scorer=scorer)
+                       scorer=scorer, spec=spec)
     print(verdict.to_text())
     if args.report is not None:
         with open(args.report, "a", encoding="utf-8") as f:  # append: the step summary grows

@@ -14,7 +14,6 @@ fetched again) or ``--force`` is given.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, Protocol
 
 from bench.errors import UserError
 from bench.runner import DEFAULT_RUNS_ROOT
-from bench.store import LOCK, MANIFEST, HistoryIndex, RunStore
+from bench.store import LOCK, MANIFEST, HistoryIndex, RunStore, read_json
 
 OUTPUTS_VOLUME = "echo-bench-outputs"  # bench.backends.modal_app.OUTPUTS_VOLUME
 RUNS_PREFIX = "runs"  # runs sit at /outputs/runs/<id> in containers = runs/<id> on the volume
@@ -121,4 +120,4 @@ def pull_run(volume: VolumeReader, root: Path, run_id: str) -> Path:
 
 def _was_running(run_dir: Path) -> bool:
     manifest = run_dir / MANIFEST
-    return manifest.is_file() and json.loads(manifest.read_text("utf-8")).get("status") == "running"
+    return manifest.is_file() and read_json(manifest).get("status") == "running"

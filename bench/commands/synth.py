@@ -22,6 +22,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"speaker file {args.speaker} does not exist; pass an existing WAV/FLAC")
     if not args.text.strip():
         raise UserError("the text is empty; pass the words to speak")
+    if args.batch_chunks < 1:
+        raise UserError(f"--batch-chunks must be >= 1 (got {args.batch_chunks})")
     device = resolve_device(args.device)
     pipe = EchoPipeline.from_pretrained(args.model, args.codec, args.pca, device=device,
                                         dtype=resolve_dtype(args.dtype, device))

@@ -41,8 +41,10 @@ def make_asr(name: str, device: str = "auto", download_root: str | None = None,
              batch_size: int = 16) -> WhisperASR:
     """The Whisper ASR for a spec's ``asr``/``asr_device`` (download root from
     ``ECHO_BENCH_WHISPER_CACHE`` when set: a Modal Volume in production)."""
+    from bench.devices import resolve_device  # bench.devices imports the error registry
+
     root = download_root or os.environ.get("ECHO_BENCH_WHISPER_CACHE")
-    return WhisperASR(name, device=None if device == "auto" else device, download_root=root,
+    return WhisperASR(name, device=resolve_device(device), download_root=root,
                       batch_size=batch_size)
 
 

@@ -89,6 +89,11 @@ def test_gate_tiny_8_vs_4_steps(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 0
     assert "PASS (speed and memory only; quality NOT CHECKED" in out
 
+    # A report path in a missing folder is refused before anything runs.
+    assert main(["gate", "--baseline", run_dir, "--candidate", run_dir, "--spec",
+                 str(speed_only), "--json", str(tmp_path / "nope" / "v.json")]) == 2
+    assert "folder" in capsys.readouterr().err
+
     # A run with two cells needs @CELL_ID: bad input, exit 2.
     assert main(["gate", "--baseline", run_dir, "--candidate", run_dir,
                  "--spec", str(speed_only)]) == 2

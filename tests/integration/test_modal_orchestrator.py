@@ -34,7 +34,7 @@ from bench.errors import UserError
 from bench.prompts import load_prompts
 from bench.runner import pending_work, run_sweep
 from bench.spec import Cell, SweepSpec, parse_spec
-from bench.store import HistoryIndex, RunStore
+from bench.store import HistoryIndex, RunStore, StoreError
 from echo_tts.text import chunk_bytes_for, split_text
 from tests.tiny import TINY_MODEL_TOML
 
@@ -354,6 +354,10 @@ def test_pull_fetches_runs_indexes_them_and_skips_or_resumes(tmp_path: Path) -> 
     assert pull_runs(volume, local, [run_id], force=True) == [run_id]
     with pytest.raises(UserError, match="no run nope"):
         pull_runs(volume, local, ["nope"])
+    # A damaged local manifest is named in one line, not a JSON traceback.
+    (local / run_id / "manifest.json").write_text("{not json")
+    with pytest.raises(StoreError, match=r"manifest\.json"):
+        pull_runs(volume, local)
 
 
 @pytest.mark.slow  # random Whisper + the HTML report with plots: ~40 s on 2 cores

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -180,6 +181,15 @@ def test_prices_shipped_file_and_lookup() -> None:
     assert prices.per_second(None, "cpu", cpu_cores=2)[0] == pytest.approx(2 * 0.0000131)
     assert prices.per_second(None, "Some Accelerator")[0] is None
     assert math.isnan(cost_per_audio_hour(None, 1.0))
+
+
+@pytest.mark.parametrize("text", ["gpu_per_second = 5", "aliases = [1]",
+                                  "[gpu_per_second]\nH100 = 'cheap'", "date = ["])
+def test_malformed_price_file_is_a_user_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(text)
+    with pytest.raises(UserError, match="is malformed"):
+        load_prices(path)
 
 
 def test_step_change_needs_ratio_and_significance() -> None:

@@ -255,3 +255,14 @@ def test_transcribe_files_matches_direct_transcription(tmp_path: Path, asr: Whis
     (text,) = transcribe_files(asr, [path], cache, progress=False)
     assert text == asr.transcribe([read_audio_16k(path)])[0]
     assert cache.get(hash_audio_file(path), asr.name) == text
+
+
+def test_make_asr_refuses_a_bad_device_in_one_line(tmp_path: Path) -> None:
+    from bench.errors import UserError
+    from bench.scoring.run_scoring import make_asr
+
+    with pytest.raises(UserError, match="unknown device 'gpu'"):
+        make_asr("random:tiny", "gpu", download_root=str(tmp_path))
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU is visible"):
+            make_asr("random:tiny", "cuda", download_root=str(tmp_path))

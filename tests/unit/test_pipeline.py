@@ -141,6 +141,7 @@ def test_bfloat16_stays_close_to_float32() -> None:
     (["--sequence-length", "700"], "sequence_length"),
     (["--steps", "0"], "num_steps"),
     (["--cfg-mode", "double"], "cfg_mode"),
+    (["--batch-chunks", "0"], "--batch-chunks"),
     (["--no-chunk", "--text-override", "x " * 500], "exceeds"),
 ])
 def test_synth_bad_input_is_one_line(argv: list[str], message: str, tmp_path: Path,
