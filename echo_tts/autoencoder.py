@@ -37,6 +37,7 @@ from echo_tts.model import MLP, rms_normalize
 from echo_tts.weights import (
     WeightsError,
     check_state_dict,
+    config_from_metadata,
     randomize_,
     read_safetensors,
     resolve_source,
@@ -665,8 +666,9 @@ def load_codec(
         assert resolved.path is not None
         state, metadata = read_safetensors(resolved.path)
         if config is None:
-            config = (CodecConfig.from_dict(json.loads(metadata[CONFIG_METADATA_KEY]))
-                      if CONFIG_METADATA_KEY in metadata else CodecConfig.preset("s1-dac"))
+            config = config_from_metadata(metadata, CONFIG_METADATA_KEY, resolved.path,
+                                          CodecConfig.from_dict,
+                                          lambda: CodecConfig.preset("s1-dac"), "an S1-DAC codec")
         state = {k: v for k, v in state.items() if not k.endswith(_BUFFER_SUFFIXES)}
         with torch.device("meta"):
             dac = S1DAC(config)

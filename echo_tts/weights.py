@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import torch
@@ -33,6 +34,7 @@ from echo_tts.model import EchoDiT, is_blockwise_key
 DEFAULT_MODEL_REPO = "jordand/echo-tts-base"
 MODEL_FILENAME = "pytorch_model.safetensors"
 CONFIG_METADATA_KEY = "echo_tts_config"
+C = TypeVar("C")
 RANDOM_PREFIX = "random:"
 
 
@@ -139,13 +141,6 @@ def read_safetensors(path: Path, device: str | torch.device = "cpu"
             f"{path} is not a readable safetensors file ({str(err).splitlines()[0]}); only "
             "safetensors checkpoints are accepted (no pickle), re-download or convert it"
         ) from err
-    if CONFIG_METADATA_KEY in metadata:
-        try:
-            if not isinstance(json.loads(metadata[CONFIG_METADATA_KEY]), dict):
-                raise ValueError("not a JSON object")
-        except ValueError as err:
-            raise WeightsError(f"{path}: the config in its metadata ({CONFIG_METADATA_KEY}) is "
-                               f"not a JSON object ({err}); re-save the checkpoint") from err
     return tensors, metadata
 
 
@@ -247,15 +242,30 @@ def load_model(
     return model.eval()
 
 
+def config_from_metadata(metadata: Mapping[str, str], key: str, path: Path,
+                         build: Callable[[dict[str, Any]], C], default: Callable[[], C],
+                         what: str) -> C:
+    """The config a checkpoint we wrote keeps under metadata ``key`` (``build`` makes it
+    from the JSON object), else ``default()`` (official checkpoints carry none). Anything
+    that does not build is a WeightsError naming the file."""
+    if key not in metadata:
+        return default()
+    try:
+        values = json.loads(metadata[key])
+        if not isinstance(values, dict):
+            raise ValueError("not a JSON object")
+        return build(values)
+    except (TypeError, ValueError) as err:  # bad JSON, unknown or missing fields, bad values
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise WeightsError(f"{path}: the config in its metadata ({key}) does "
+                           f"not describe {what} ({reason}); re-save the checkpoint") from err
+
+
 def _model_config(metadata: Mapping[str, str], path: Path) -> ModelConfig:
     """The config saved in a checkpoint's metadata, else the official size."""
-    if CONFIG_METADATA_KEY not in metadata:
-        return ModelConfig.preset("echo-tts-base")
-    try:
-        return ModelConfig(**json.loads(metadata[CONFIG_METADATA_KEY]))
-    except (TypeError, ValueError) as err:  # unknown or missing fields, bad values
-        raise WeightsError(f"{path}: the config in its metadata does not describe an Echo-TTS "
-                           f"model ({str(err).splitlines()[0]}); re-save the checkpoint") from err
+    return config_from_metadata(metadata, CONFIG_METADATA_KEY, path,
+                                lambda values: ModelConfig(**values),
+                                lambda: ModelConfig.preset("echo-tts-base"), "an Echo-TTS model")
 
 
 def _preset(name: str) -> ModelConfig:

@@ -142,6 +142,16 @@ def test_rope_and_mask_buffers_in_a_checkpoint_are_skipped(codec: Codec, tmp_pat
     load_codec(tmp_path, tmp_path, config=CodecConfig.preset("tiny"))
 
 
+@pytest.mark.parametrize("config", ['{"latent_dim": 128, "nope": 1}', "{broken", "[1, 2]"])
+def test_a_bad_config_in_the_metadata_is_a_weights_error(codec: Codec, tmp_path: Path,
+                                                          config: str) -> None:
+    save_codec(codec, tmp_path)
+    state = load_file(str(tmp_path / CODEC_FILENAME))
+    save_file(state, str(tmp_path / CODEC_FILENAME), metadata={CONFIG_METADATA_KEY: config})
+    with pytest.raises(WeightsError, match="does not describe an S1-DAC codec"):
+        load_codec(tmp_path, tmp_path)
+
+
 def test_missing_checkpoints(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match=r"pytorch_model\.safetensors"):
         load_codec(tmp_path, "random:tiny")
