@@ -218,10 +218,15 @@ def _text(path: Path, number: int, text: Any) -> str:
 
 
 def _speaker_path(path: Path, number: int, wav: str) -> Path:
-    speaker = Path(wav).expanduser()
-    if not speaker.is_absolute():
-        speaker = (path.resolve().parent / speaker).resolve()
-    if not speaker.is_file():
+    try:
+        speaker = Path(wav).expanduser()
+        if not speaker.is_absolute():
+            speaker = (path.resolve().parent / speaker).resolve()
+        exists = speaker.is_file()
+    except (OSError, RuntimeError, ValueError) as err:  # NUL byte, unknown ~user, too long
+        raise PromptError(f"{path}:{number}: speaker clip {wav!r} is not a usable path ({err}); "
+                          "fix the path") from None
+    if not exists:
         raise PromptError(f"{path}:{number}: speaker clip {speaker} does not exist; fix the "
                           "path (relative paths resolve against this file's folder)")
     _check_audio_header(speaker, f"{path}:{number}: speaker clip")

@@ -84,7 +84,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from echo_tts.acceleration import ATTENTION_LAYOUTS, AttentionLayout
-from echo_tts.production import DTYPES
+from echo_tts.production import DTYPES, resolve_relative_source
 from echo_tts.sampling import CFG_MODES, SamplerConfig
 
 LONG_TEXT_MODES: tuple[str, ...] = ("chunk", "truncate", "error")
@@ -541,7 +541,10 @@ class _Parser:
             value = self.get(table, "model", key, str, default, "a source string")
             if not value:
                 raise self.error(f"model.{key} must not be empty", f"model.{key}")
-            sources[key] = self.source_path(value)
+            try:
+                sources[key] = resolve_relative_source(value, self.base_dir)
+            except ValueError as err:
+                raise self.error(f"model.{key}: {err}", f"model.{key}") from None
         device = self.get(table, "model", "device", str, "auto", "a string")
         if not _DEVICE_RE.match(device):
             raise self.error(f"model.device must be one of auto, cpu, cuda, cuda:N "
@@ -556,20 +559,13 @@ class _Parser:
                                     "true or false"),
         )
 
-    def source_path(self, value: str) -> str:
-        """Resolve a weights source that is a relative path against the spec's folder;
-        leave ``random:...``, absolute paths and Hub ids (owner/name) alone."""
-        if value.startswith("random:"):
-            return value
-        if value.startswith(("./", "../", ".\\", "..\\")) or (self.base_dir / value).exists():
-            return str((self.base_dir / value).resolve())
-        if value.startswith("~"):
-            return str(Path(value).expanduser())
-        return value
-
-    def path(self, value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else (self.base_dir / path).resolve()
+    def path(self, value: str, key: str) -> Path:
+        """A file path written in the spec, relative to the spec's folder."""
+        try:
+            path = Path(value).expanduser()
+            return path if path.is_absolute() else (self.base_dir / path).resolve()
+        except (OSError, RuntimeError, ValueError) as err:  # NUL byte, unknown ~user
+            raise self.error(f"{key}: {value!r} is not a usable path ({err})", key) from None
 
     def prompts(self, table: dict[str, Any]) -> PromptSpec:
         self.check_keys(table, _PROMPT_KEYS, "prompts")
@@ -586,10 +582,10 @@ class _Parser:
                 raise self.error("prompts.ids lists an id twice", "prompts.ids")
         speaker = self.get(table, "prompts", "speaker", str, None, "a path to a WAV file")
         return PromptSpec(
-            source="builtin" if source == "builtin" else self.path(source),
+            source="builtin" if source == "builtin" else self.path(source, "prompts.set"),
             limit=self.int_at_least(table, "prompts", "limit", None, 1),
             ids=None if ids is None else tuple(ids),
-            speaker=None if speaker is None else self.path(speaker),
+            speaker=None if speaker is None else self.path(speaker, "prompts.speaker"),
             long_text=self.choice(table, "prompts", "long_text", "chunk", LONG_TEXT_MODES),
         )
 
@@ -607,7 +603,7 @@ class _Parser:
         if not asr:
             raise self.error("measure.asr must not be empty", "measure.asr")
         if not asr.startswith("random:") and ("/" in asr or asr.startswith(".")):
-            asr = str(self.path(asr))  # a local checkpoint, written relative to the spec
+            asr = str(self.path(asr, "measure.asr"))  # a local checkpoint, relative to the spec
         asr_device = self.get(table, "measure", "asr_device", str, "auto", "a string")
         if not _DEVICE_RE.match(asr_device):
             raise self.error(f"measure.asr_device must be one of auto, cpu, cuda, cuda:N "

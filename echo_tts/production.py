@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from echo_tts.sampling import SamplerConfig
+from echo_tts.weights import RANDOM_PREFIX
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 DEFAULT_MODEL = "jordand/echo-tts-base"
@@ -195,14 +196,30 @@ def _source(value: Any, key: str, base_dir: str | Path | None, fail: _Fail) -> s
             f'{key} must be a non-empty source string, e.g. "{DEFAULT_MODEL}", a '
             f'folder or "random:tiny" (got {value!r})'
         )
-    if base_dir is None or value.startswith("random:"):
+    if base_dir is None:
+        return value
+    try:
+        return resolve_relative_source(value, base_dir)
+    except ValueError as err:
+        raise fail(f"{key}: {err}") from None
+
+
+def resolve_relative_source(value: str, base_dir: str | Path) -> str:
+    """A weights source as a config file writes it: a relative folder (``./w``, ``../w``,
+    their Windows spellings, or one that exists there) becomes absolute against
+    ``base_dir``, ``~`` is expanded, and ``random:...``, absolute paths and Hub ids
+    (owner/name) stay as written. A path the OS cannot take is a ValueError."""
+    if value.startswith(RANDOM_PREFIX):
         return value
     base = Path(base_dir)
-    if value.startswith(("./", "../")) or (base / value).exists():
-        return str((base / value).resolve())
-    if value.startswith("~"):
-        return str(Path(value).expanduser())
+    try:
+        if value.startswith(("./", "../", ".\\", "..\\")) or (base / value).exists():
+            return str((base / value).resolve())
+        if value.startswith("~"):
+            return str(Path(value).expanduser())
+    except (OSError, RuntimeError, ValueError) as err:  # NUL byte, unknown ~user, too long
+        raise ValueError(f"{value!r} is not a usable path ({err})") from None
     return value
 
 
-__all__ = ["DTYPES", "ProductionConfig", "ProductionConfigError"]
+__all__ = ["DTYPES", "ProductionConfig", "ProductionConfigError", "resolve_relative_source"]

@@ -59,6 +59,21 @@ def test_relative_folders_resolve_against_the_file(tmp_path: Path) -> None:
     assert config.codec == "random:tiny"
 
 
+@pytest.mark.parametrize("source", ["./w\\u0000x", "~no-such-user-echo/w"])
+def test_unusable_paths_are_config_errors(tmp_path: Path, source: str) -> None:
+    path = tmp_path / "prod.toml"
+    path.write_text(f'[model]\nmodel = "{source}"\n')
+    with pytest.raises(ProductionConfigError, match=r"model\.model: .* is not a usable path"):
+        ProductionConfig.from_file(path)
+
+
+def test_windows_relative_folders_resolve_too(tmp_path: Path) -> None:
+    (tmp_path / "weights").mkdir()
+    path = tmp_path / "prod.toml"
+    path.write_text('[model]\nmodel = ".\\\\weights"\n')
+    assert ProductionConfig.from_file(path).model == str((tmp_path / ".\\weights").resolve())
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ProductionConfigError, match="no such production config"):
         ProductionConfig.from_file(tmp_path / "nope.toml")

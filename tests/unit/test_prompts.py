@@ -188,6 +188,7 @@ def test_spec_and_keywords_are_exclusive() -> None:
         ("meta.lst", "u1|||one\nu1|||two\n", ["meta.lst:2", "duplicate prompt id 'u1'"]),
         ("meta.lst", "u1|||   \n", ["meta.lst:1", "empty text"]),
         ("meta.lst", "|||text\n", ["meta.lst:1", "empty utterance id"]),
+        ("meta.lst", "u1|t|a\x00.wav|Text.\n", ["meta.lst:1", "not a usable path"]),
         ("prompts.csv", "id,text\n", ["prompts.csv", "unknown prompt-set format '.csv'"]),
     ],
 )

@@ -409,3 +409,14 @@ def test_every_shipped_sweep_expands(path: Path) -> None:
     spec = load_spec(path)
     assert spec.cells and len({c.id for c in spec.cells}) == len(spec.cells)
     assert len(spec.cells) <= spec.limits.max_cells
+
+
+@pytest.mark.parametrize("table, key", [
+    ('[model]\nmodel = "./w\\u0000x"\n', "model.model"),
+    ('[model]\nmodel = "random:tiny"\n[prompts]\nset = "p\\u0000.jsonl"\n', "prompts.set"),
+    ('[model]\nmodel = "random:tiny"\n[prompts]\nspeaker = "~no-such-user-echo/a.wav"\n',
+     "prompts.speaker"),
+])
+def test_unusable_paths_are_spec_errors(table: str, key: str) -> None:
+    with pytest.raises(SpecError, match=f"{key}: .* is not a usable path"):
+        parse(table + "[grid]\nnum_steps = [4]\n")
