@@ -77,6 +77,15 @@ class SamplerConfig:
         t = self.schedule()[:-1]
         return ((t >= self.cfg_min_t) & (t <= self.cfg_max_t)).tolist()
 
+    def speaker_kv_restore_step(self) -> int | None:
+        """The step after which scaled speaker keys/values return to their trained scale
+        (the one that crosses speaker_kv_min_t), or None when they stay scaled."""
+        if self.speaker_kv_scale is None or self.speaker_kv_min_t is None:
+            return None
+        t = self.schedule()
+        crossing = ((t[:-1] >= self.speaker_kv_min_t) & (self.speaker_kv_min_t > t[1:])).nonzero()
+        return int(crossing[0]) if len(crossing) else None
+
     def rows_per_step(self) -> list[int]:
         """Forward rows per prompt on each step."""
         guided_rows = len(GUIDANCE_ROWS[self.cfg_mode])
@@ -348,7 +357,9 @@ def euler_loop(model: EchoDiT, x: Tensor, config: SamplerConfig, cond: Condition
     modulation = model.modulation(schedule[:-1])
     plans: dict[tuple[RowKind, ...], AttentionPlan] = {}
 
-    kv_scaled = config.speaker_kv_scale is not None
+    # Decided on the CPU schedule up front: comparing device tensors in the loop would
+    # synchronise with the device on every step.
+    restore_step = config.speaker_kv_restore_step()
     if config.speaker_kv_scale is not None:
         context.scale_segment("speaker", config.speaker_kv_scale, config.speaker_kv_max_layers)
 
@@ -366,12 +377,9 @@ def euler_loop(model: EchoDiT, x: Tensor, config: SamplerConfig, cond: Condition
         v = combine_guidance(dict(zip(kinds, out.chunk(len(kinds)), strict=True)), config)
         if config.rescale_k is not None and config.rescale_sigma is not None:
             v = temporal_score_rescale(v, x, t, config.rescale_k, config.rescale_sigma)
-        min_t = config.speaker_kv_min_t
-        if kv_scaled and min_t is not None and t >= min_t > t_next:
-            # Past this point the speaker keys/values return to their trained scale.
+        if i == restore_step:
             assert config.speaker_kv_scale is not None
             context.scale_segment("speaker", 1.0 / config.speaker_kv_scale,
                                   config.speaker_kv_max_layers)
-            kv_scaled = False
         x = x + v * (t_next - t)
     return x

@@ -98,3 +98,12 @@ def test_dropping_speaker_changes_output_only_with_a_speaker(tiny) -> None:  # t
     none = sample_latents(tiny, text_ids=ids, text_mask=mask, config=cfg)
     assert not torch.allclose(with_spk, none)
     torch.testing.assert_close(masked, none)
+
+
+@pytest.mark.parametrize("min_t", [0.0, 0.3, 0.5, 0.7, 0.999, 1.0])
+def test_speaker_kv_restore_step_is_the_crossing_step(min_t: float) -> None:
+    config = SamplerConfig(speaker_kv_scale=1.5, speaker_kv_min_t=min_t)
+    t = config.schedule().tolist()
+    crossing = [i for i in range(config.num_steps) if t[i] >= min_t > t[i + 1]]
+    assert config.speaker_kv_restore_step() == (crossing[0] if crossing else None)
+    assert SamplerConfig(speaker_kv_min_t=min_t).speaker_kv_restore_step() is None
