@@ -26,16 +26,10 @@ import torch
 from torch import Tensor
 
 from bench.measure import DeviceTimer, capture_environment, pin_allocator
-from echo_tts import SamplerConfig, encode_text, load_model
+from echo_tts import SamplerConfig, encode_text, load_model, sample_latents
 from echo_tts.acceleration import DiTForward
 from echo_tts.flops import sampling_flops
 from echo_tts.model import EchoDiT
-from echo_tts.sampling import (
-    Conditioning,
-    encode_speaker_condition,
-    encode_text_condition,
-    sample_conditioned,
-)
 
 T = TypeVar("T")
 
@@ -154,10 +148,8 @@ def profile_case(model: EchoDiT, sampler: SamplerConfig, batch: int, repeats: in
         spk_mask = torch.zeros(batch, patch, dtype=torch.bool, device=device)
 
     def ours(forward: DiTForward) -> Tensor:
-        text_state, text_mask = encode_text_condition(model, ids, mask)
-        spk, spk_tokens = encode_speaker_condition(model, spk_latent, spk_mask, batch)
-        cond = Conditioning(text_state, text_mask, spk, spk_tokens)
-        return sample_conditioned(model, cond, sampler, 0, forward)
+        return sample_latents(model, text_ids=ids, text_mask=mask, speaker_latent=spk_latent,
+                              speaker_mask=spk_mask, config=sampler, seed=0, forward=forward)
 
     def theirs() -> Tensor:
         assert reference is not None

@@ -312,19 +312,21 @@ def sample_latents(
     speaker_mask: Tensor | None = None,
     config: SamplerConfig | None = None,
     seed: int | Sequence[int] = 0,
+    forward: DiTForward | None = None,
 ) -> Tensor:
     """Sample latents [B, sequence_length, 80] (float32) by Euler integration from t=0.999 to 0.
 
     text_ids/text_mask [B, T] come from :func:`echo_tts.encode_text`. speaker_latent
     [B, L, 80] with speaker_mask [B, L] (L a multiple of the patch size); without a
     speaker, zero latents with an all-False mask are used, as the reference does.
-    See :func:`initial_noise` for how ``seed`` draws the noise of a batch.
+    See :func:`initial_noise` for how ``seed`` draws the noise of a batch; ``forward``
+    is the loop's model call (eager by default; see :mod:`echo_tts.acceleration`).
     """
     text_state, text_mask = encode_text_condition(model, text_ids, text_mask)
     speaker_state, speaker_tokens = encode_speaker_condition(
         model, speaker_latent, speaker_mask, text_ids.shape[0])
     cond = Conditioning(text_state, text_mask, speaker_state, speaker_tokens)
-    return sample_conditioned(model, cond, config or SamplerConfig(), seed)
+    return sample_conditioned(model, cond, config or SamplerConfig(), seed, forward)
 
 
 @torch.inference_mode()

@@ -9,19 +9,12 @@ length costs (compilation included) and how many graphs dynamo has built so far.
 from __future__ import annotations
 
 import argparse
-import time
 
-import torch
 from torch._dynamo.utils import counters
 
-from echo_tts import SamplerConfig, encode_text, load_model
+from bench.measure import DeviceTimer
+from echo_tts import SamplerConfig, encode_text, load_model, sample_latents
 from echo_tts.acceleration import DiTForward
-from echo_tts.sampling import (
-    Conditioning,
-    encode_speaker_condition,
-    encode_text_condition,
-    sample_conditioned,
-)
 
 PROMPTS = ("Hi.", "Hello there.", "Hello there, friend.", "Hello there, friend.",
            "Hello there, my good friend.", "Hello there, my good friend.", "Hi.")
@@ -36,14 +29,11 @@ def main() -> None:
     model = load_model(args.model)
     config = SamplerConfig(num_steps=args.steps, sequence_length=args.length)
     forward = DiTForward(model, compile=True)
-    speaker, speaker_mask = encode_speaker_condition(model, None, None, 1)
     for text in PROMPTS:
-        text_state, text_mask = encode_text_condition(model, *encode_text([text]))
-        cond = Conditioning(text_state, text_mask, speaker, speaker_mask)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            sample_conditioned(model, cond, config, 0, forward)
-        print(f"{len(text.encode()):4d} bytes: {time.perf_counter() - start:7.3f} s, "
+        ids, mask = encode_text([text])
+        with DeviceTimer(model.device) as timing:
+            sample_latents(model, text_ids=ids, text_mask=mask, config=config, forward=forward)
+        print(f"{len(text.encode()):4d} bytes: {timing.seconds:7.3f} s, "
               f"graphs so far: {counters['stats']['unique_graphs']}", flush=True)
 
 
