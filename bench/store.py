@@ -32,7 +32,7 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,7 +102,8 @@ class RunStore:
     """
 
     def __init__(
-        self, path: Path, lock_file: IO[str], manifest: dict[str, Any], repaired: list[str]
+        self, path: Path, lock_file: IO[str], manifest: dict[str, Any], repaired: list[str],
+        records: list[dict[str, Any]], scores: list[dict[str, Any]],
     ) -> None:
         # Private: go through create() or open(), which take the lock and check the files.
         self.path = path
@@ -115,8 +116,8 @@ class RunStore:
         # in-sweep scoring and resumption read memory instead of re-parsing the files
         # after each cell (quadratic over a long sweep). The lock makes this store the
         # files' only writer.
-        self._records = {r["key"]: r for r in _read_jsonl(path / RECORDS)}
-        self._scores = _latest_scores(path / SCORES)
+        self._records = _latest(records)
+        self._scores = _latest(scores)
         self._audio_kept = sum(1 for _ in (path / AUDIO_DIR).glob("*.wav"))
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -178,7 +179,7 @@ class RunStore:
                 "counts": _counts([], {}),
             }
             _write_json_atomic(path / MANIFEST, manifest)
-            store = cls(path, lock_file, manifest, [])
+            store = cls(path, lock_file, manifest, [], [], [])
         except BaseException:
             lock_file.close()
             raise
@@ -208,10 +209,11 @@ class RunStore:
                     "or start a new run"
                 )
             (path / AUDIO_DIR).mkdir(exist_ok=True)
-            repaired = [m for name in (RECORDS, SCORES) if (m := _repair_jsonl(path / name))]
-            if stray := _remove_stray_temporaries(path):
-                repaired.append(stray)
-            store = cls(path, lock_file, manifest, repaired)
+            (records, torn_records), (scores, torn_scores) = (
+                _repair_jsonl(path / RECORDS), _repair_jsonl(path / SCORES))
+            repaired = [m for m in (torn_records, torn_scores, _remove_stray_temporaries(path))
+                        if m]
+            store = cls(path, lock_file, manifest, repaired, records, scores)
         except BaseException:
             lock_file.close()
             raise
@@ -303,12 +305,17 @@ class RunStore:
             raise StoreError("score fields must not contain 'key'; pass the key separately")
         self._scores[key] = _append_line(self._scores_file, {"key": key, **fields})
 
-    def records(self, with_scores: bool = True) -> list[dict[str, Any]]:
-        """Latest record per key, in order of first appearance, merged with its latest score.
+    def records(self, with_scores: bool = True, keys: Iterable[str] | None = None
+                ) -> list[dict[str, Any]]:
+        """Latest record per key, in order of first appearance, merged with its latest score;
+        with ``keys``, only those, in their order (unknown keys are skipped).
 
         Score fields override record fields of the same name.
         """
-        records = list(self._records.values())
+        if keys is None:
+            records = list(self._records.values())
+        else:
+            records = [self._records[k] for k in dict.fromkeys(keys) if k in self._records]
         if not with_scores:
             return [dict(r) for r in records]
         return [{**r, **self._scores.get(r["key"], {})} for r in records]
@@ -485,12 +492,13 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return _scan_jsonl(path).entries
 
 
-def _repair_jsonl(path: Path) -> str | None:
-    """Truncate a torn last line; return a message saying so, or None if the file is whole."""
+def _repair_jsonl(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """Truncate a torn last line. Returns the file's entries and a message saying what was
+    removed (None when the file was whole)."""
     scan = _scan_jsonl(path)
     dropped = scan.total_bytes - scan.valid_bytes
     if not dropped:
-        return None
+        return scan.entries, None
     with open(path, "r+b") as f:
         f.truncate(scan.valid_bytes)
         f.flush()
@@ -501,7 +509,7 @@ def _repair_jsonl(path: Path) -> str | None:
         f"its {redo}"
     )
     log.warning(message)
-    return message
+    return scan.entries, message
 
 
 def _remove_stray_temporaries(run_dir: Path) -> str | None:
@@ -515,23 +523,17 @@ def _remove_stray_temporaries(run_dir: Path) -> str | None:
             f"({', '.join(sorted(p.name for p in stray)[:3])})")
 
 
-def _latest_records(path: Path) -> list[dict[str, Any]]:
-    latest: dict[str, dict[str, Any]] = {}
-    for record in _read_jsonl(path):
-        # dict keeps first-insertion order, so a retried key stays where it first ran.
-        latest[record["key"]] = record
-    return list(latest.values())
-
-
-def _latest_scores(path: Path) -> dict[str, dict[str, Any]]:
-    return {s["key"]: s for s in _read_jsonl(path)}
+def _latest(entries: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The last entry per key, in order of each key's first entry (a retried generation
+    stays where it first ran)."""
+    return {entry["key"]: entry for entry in entries}
 
 
 def _merged(run_dir: Path, *, with_scores: bool) -> list[dict[str, Any]]:
-    records = _latest_records(run_dir / RECORDS)
+    records = list(_latest(_read_jsonl(run_dir / RECORDS)).values())
     if not with_scores:
         return records
-    scores = _latest_scores(run_dir / SCORES)
+    scores = _latest(_read_jsonl(run_dir / SCORES))
     return [{**r, **scores.get(r["key"], {})} for r in records]
 
 

@@ -53,11 +53,10 @@ def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = Non
                   rescore: bool = False) -> ScoringOutcome:
     """Score the ok generations of ``store`` (only ``keys`` when given) with ``asr``."""
     cache = cache or transcript_cache_for(store.path)
-    wanted = None if keys is None else set(keys)
     outcome = ScoringOutcome()
     todo: list[dict[str, Any]] = []
-    for record in store.records(with_scores=True):
-        if record.get("status") != "ok" or (wanted is not None and record["key"] not in wanted):
+    for record in store.records(with_scores=True, keys=keys):
+        if record.get("status") != "ok":
             continue
         if not rescore and record.get("asr_model") == asr.name:
             outcome.already += 1

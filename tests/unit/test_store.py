@@ -137,6 +137,9 @@ def test_records_in_memory_match_what_a_reader_of_the_files_sees(tmp_path: Path)
                 store.path, with_scores=with_scores)
         store.records()[0]["rtf"] = -1.0  # callers get copies
         assert store.records()[0]["rtf"] == 0.3
+        picked = store.records(keys=["c1/p2/0/0", "nope", "c1/p1/0/0", "c1/p2/0/0"])
+        assert [r["key"] for r in picked] == ["c1/p2/0/0", "c1/p1/0/0"]
+        assert picked[1]["wer"] == 0.2
 
 
 @pytest.mark.parametrize("tail", [b'{"key": "c1/p9/0/0", "sta', b'{"key": "c1/p9/0/0", "st\n'])
