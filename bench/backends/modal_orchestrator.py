@@ -242,13 +242,16 @@ class ModalBackend:
         failure_worker = Worker(replace(spec.model, device="cpu"), long_text=spec.prompts.long_text)
         # GPU types in turn, cells in spec order within each: a GPU's queue runs in order.
         order = sorted(pending, key=lambda c: gpus[c])
+        # One payload for every call (each call names its cells): speaker clips are read,
+        # hashed and encoded once, not once per cell.
+        payload = encode_payload(spec, prompts, order)
         with self.workers.session():
             calls: dict[Cell, RemoteCall] = {}
             try:
                 for cell in order:
                     done = _done_keys(cell, pending[cell], prompts, spec)
                     calls[cell] = self.workers.spawn(
-                        gpus[cell], params, encode_payload(spec, prompts, [cell]), [cell.id], done)
+                        gpus[cell], params, payload, [cell.id], done)
                 self._collect(calls, pending, gpus, failure_worker, sink, on_cell_done)
             except BaseException:
                 for call in calls.values():

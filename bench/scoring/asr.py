@@ -218,7 +218,6 @@ def load_checkpoint(
         so two different weight files never share transcripts in the cache.
     """
     path = Path(path)
-    sha = sha256 or _sha256_file(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         dims = ModelDimensions(**checkpoint["dims"])
@@ -227,16 +226,19 @@ def load_checkpoint(
     except Exception as exc:  # any failure here means "not a usable Whisper checkpoint"
         raise ASRError(f"{path} is not a loadable Whisper checkpoint: {exc}") from exc
     random_info = checkpoint.get(_RANDOM_KEY)
-    official = _OFFICIAL_BY_SHA.get(sha)
-    if official is not None:
-        name = f"whisper:{official}"
-        model.set_alignment_heads(whisper._ALIGNMENT_HEADS[official])
-    elif random_info is not None:
+    if random_info is not None:
         # Named by recipe, not by file hash: torch.save stamps each file with a random
-        # serialization id, so two writes of the same weights differ in their bytes.
+        # serialization id, so two writes of the same weights differ in their bytes. (Nor
+        # can one be an official file, which has no such key: no need to hash gigabytes.)
         name = f"whisper:random:{random_info.get('label') or 'custom'}:seed{random_info['seed']}"
     else:
-        name = f"whisper:file:{sha[:16]}"
+        sha = sha256 or _sha256_file(path)
+        official = _OFFICIAL_BY_SHA.get(sha)
+        if official is not None:
+            name = f"whisper:{official}"
+            model.set_alignment_heads(whisper._ALIGNMENT_HEADS[official])
+        else:
+            name = f"whisper:file:{sha[:16]}"
     return model.to(device).eval(), name, random_info is not None
 
 
