@@ -13,19 +13,21 @@ k times the NFE of one block of the same steps (on shorter rows).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from echo_tts.acceleration import DiTForward
 from echo_tts.model import EchoDiT
 from echo_tts.sampling import (
     MAX_SEQUENCE_LENGTH,
     Conditioning,
     SamplerConfig,
     euler_loop,
-    initial_noise,
+    sampler_noise,
 )
 from echo_tts.timing import StageTimer
 
@@ -51,20 +53,21 @@ def sample_blockwise(
     prefix: Tensor | None = None,
     on_block: Callable[[int, Tensor], None] | None = None,
     timer: StageTimer | None = None,
+    forward: DiTForward | None = None,
 ) -> Tensor:
     """Latents [B, P + sum(block_sizes), 80]: the prefix [B, P, 80] (kept as given) followed
     by the generated blocks. ``on_block(i, latents_so_far)`` runs after each block; with a
-    ``timer`` the first block's sampling is recorded as stage ``first_block_sampling``."""
+    ``timer`` the first block's sampling is recorded as stage ``first_block_sampling``;
+    ``forward`` is each block's model call (eager by default)."""
     batch = cond.batch
     prefix_len = 0 if prefix is None else prefix.shape[1]
     validate_blocks(block_sizes, prefix_len)
-    if prefix_len and not model.has_blockwise:
-        raise RuntimeError("continuing a prefix needs the blockwise modules; load the model "
-                           "with keep_blockwise=True")
+    # Checked before any block runs: every block after the first attends to a prefix.
+    if (prefix_len or len(block_sizes) > 1) and not model.has_blockwise:
+        raise RuntimeError("continuing a prefix, or any block after the first, needs the "
+                           "blockwise modules; load the model with keep_blockwise=True")
     latent_size, patch = model.config.latent_size, model.config.speaker_patch_size
-    noise = initial_noise(batch, sum(block_sizes), latent_size, seed, model.device)
-    if config.truncation_factor is not None:
-        noise = noise * config.truncation_factor
+    noise = sampler_noise(config, batch, sum(block_sizes), latent_size, seed, model.device)
     out = (torch.zeros(batch, 0, latent_size, device=model.device) if prefix is None
            else prefix.to(model.device).float())
     offset = 0
@@ -72,21 +75,17 @@ def sample_blockwise(
         start_pos = out.shape[1]
         prefix_state = prefix_mask = None
         if start_pos:
-            if not model.has_blockwise:
-                raise RuntimeError("blocks after the first need the blockwise modules; load the "
-                                   "model with keep_blockwise=True")
             tokens = -(-start_pos // patch)
             padded = F.pad(out, (0, 0, 0, tokens * patch - start_pos))
             prefix_state = model.encode_prefix(padded)
             prefix_mask = (torch.arange(tokens, device=model.device) * patch < start_pos)
             prefix_mask = prefix_mask.expand(batch, tokens)
-        x = noise[:, offset : offset + size]
-        block_config = SamplerConfig(**{**config.to_dict(), "sequence_length": size})
-        if timer is not None and index == 0:
-            with timer.stage("first_block_sampling"):
-                block = euler_loop(model, x, block_config, cond, prefix_state, prefix_mask, start_pos)
-        else:
-            block = euler_loop(model, x, block_config, cond, prefix_state, prefix_mask, start_pos)
+        x = noise[:, offset : offset + size]  # the loop takes its length from x
+        stage = (timer.stage("first_block_sampling") if timer is not None and index == 0
+                 else contextlib.nullcontext())
+        with stage:
+            block = euler_loop(model, x, config, cond, prefix_state, prefix_mask, start_pos,
+                               forward=forward)
         out = torch.cat([out, block], dim=1)
         offset += size
         if on_block is not None:

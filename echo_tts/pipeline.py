@@ -285,7 +285,7 @@ class EchoPipeline:
             with timer.stage("sampling"):
                 latents = sample_blockwise(self.model, cond, sampler, block_sizes, seed,
                                            prefix=prefix, on_block=on_block,
-                                           timer=timer)[0]
+                                           timer=timer, forward=self.forward)[0]
             with timer.stage("decode"):
                 audio = self.codec.decode(latents[None])
                 end = find_flattening_point(latents)

@@ -334,11 +334,17 @@ def sample_conditioned(model: EchoDiT, cond: Conditioning, config: SamplerConfig
                        seed: int | Sequence[int], forward: DiTForward | None = None) -> Tensor:
     """The sampler after conditioning: noise, then the Euler loop (``forward``: the
     eager model call by default, or a compiled/graphed one)."""
-    x = initial_noise(cond.batch, config.sequence_length, model.config.latent_size, seed,
-                      model.device)
-    if config.truncation_factor is not None:
-        x = x * config.truncation_factor
+    x = sampler_noise(config, cond.batch, config.sequence_length, model.config.latent_size,
+                      seed, model.device)
     return euler_loop(model, x, config, cond, forward=forward)
+
+
+def sampler_noise(config: SamplerConfig, batch: int, length: int, latent_size: int,
+                  seed: int | Sequence[int], device: torch.device) -> Tensor:
+    """The starting noise of a sampler call: :func:`initial_noise` scaled by the config's
+    truncation factor (when set)."""
+    x = initial_noise(batch, length, latent_size, seed, device)
+    return x if config.truncation_factor is None else x * config.truncation_factor
 
 
 def euler_loop(model: EchoDiT, x: Tensor, config: SamplerConfig, cond: Conditioning,

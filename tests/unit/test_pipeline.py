@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 from bench.cli import main
-from echo_tts import SamplerConfig
+from echo_tts import SamplerConfig, load_model
 from echo_tts.acceleration import DiTForward
 from echo_tts.blockwise import sample_blockwise
 from echo_tts.pipeline import STAGES, EchoPipeline
@@ -76,6 +76,20 @@ def test_blockwise_invariants(pipe: EchoPipeline) -> None:
     result = pipe.synthesize_blockwise("Block by block.", [8, 8], sampler=FAST)
     assert result.first_block_seconds is not None
     assert 0 < result.first_block_seconds <= result.timings["total"]
+
+
+def test_blockwise_without_its_modules_fails_before_sampling() -> None:
+    model = load_model("random:tiny", keep_blockwise=False)
+    text_state, text_mask = encode_text_condition(model, *_ids("No prefix modules."))
+    spk, spk_mask = encode_speaker_condition(model, None, None, 1)
+    cond = Conditioning(text_state, text_mask, spk, spk_mask)
+    blocks_done: list[int] = []
+    with pytest.raises(RuntimeError, match="keep_blockwise=True"):
+        sample_blockwise(model, cond, FAST, [8, 8], seed=0,
+                         on_block=lambda i, _: blocks_done.append(i))
+    assert blocks_done == []  # refused up front, not after a wasted first block
+    one = sample_blockwise(model, cond, FAST, [8], seed=0)  # one block needs no prefix
+    assert one.shape == (1, 8, 80)
 
 
 def _ids(text: str) -> tuple[torch.Tensor, torch.Tensor]:
