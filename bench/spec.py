@@ -220,13 +220,11 @@ class Cell:
 
     def values(self) -> dict[str, Any]:
         """Every axis's effective value, in canonical axis order."""
-        out: dict[str, Any] = {
-            "gpu": self.gpu, "dtype": self.dtype, "compile": self.compile,
-            "cuda_graphs": self.cuda_graphs, "attention": self.attention,
-            "batch_size": self.batch_size,
-        }
-        out.update(self.sampler.to_dict())
-        return out
+        return {**self.execution(), **self.sampler.to_dict()}
+
+    def execution(self) -> dict[str, Any]:
+        """The execution axes' values (:data:`EXECUTION_AXES`, which are Cell fields)."""
+        return {axis: getattr(self, axis) for axis in EXECUTION_AXES}
 
     @property
     def label(self) -> str:
@@ -739,12 +737,8 @@ class _Parser:
         if values["cuda_graphs"] and model.device == "cpu" and values["gpu"] is None:
             raise self.error(f"{where} ({_describe(settings)}) asks for cuda_graphs on a CPU "
                              "device; drop cuda_graphs or set [model].device", "model.device")
-        return Cell(
-            id=cell_id(values), sampler=sampler, gpu=values["gpu"],
-            batch_size=values["batch_size"], compile=values["compile"],
-            cuda_graphs=values["cuda_graphs"], attention=values["attention"],
-            dtype=values["dtype"], settings=settings,
-        )
+        return Cell(id=cell_id(values), sampler=sampler, settings=settings,
+                    **{axis: values[axis] for axis in EXECUTION_AXES})
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -50,7 +50,14 @@ import modal  # noqa: E402
 
 from bench.errors import UserError  # noqa: E402
 from bench.prompts import Prompt  # noqa: E402
-from bench.spec import MAX_GPU_COUNT, MODAL_GPUS, Cell, ModelSpec, SweepSpec  # noqa: E402
+from bench.spec import (  # noqa: E402
+    EXECUTION_AXES,
+    MAX_GPU_COUNT,
+    MODAL_GPUS,
+    Cell,
+    ModelSpec,
+    SweepSpec,
+)
 
 APP_NAME = "echo-bench"
 DEFAULT_GPU = "L4"
@@ -221,19 +228,16 @@ def encode_payload(spec: SweepSpec, prompts: list[Prompt], cells: list[Cell] | N
 
 
 def _cell_to_dict(cell: Cell) -> dict[str, Any]:
-    return {"id": cell.id, "gpu": cell.gpu, "dtype": cell.dtype, "compile": cell.compile,
-            "cuda_graphs": cell.cuda_graphs, "attention": cell.attention,
-            "batch_size": cell.batch_size,
-            "sampler": cell.sampler.to_dict(), "settings": dict(cell.settings)}
+    return {"id": cell.id, **cell.execution(), "sampler": cell.sampler.to_dict(),
+            "settings": dict(cell.settings)}
 
 
 def _cell_from_dict(row: dict[str, Any]) -> Cell:
     from echo_tts.sampling import SamplerConfig
 
-    return Cell(id=row["id"], sampler=SamplerConfig(**row["sampler"]), gpu=row["gpu"],
-                batch_size=row["batch_size"], compile=row["compile"],
-                cuda_graphs=row["cuda_graphs"], attention=row.get("attention", "sliced"),
-                dtype=row["dtype"], settings=row["settings"])
+    # An axis a payload lacks (one from an older orchestrator) takes the Cell default.
+    return Cell(id=row["id"], sampler=SamplerConfig(**row["sampler"]), settings=row["settings"],
+                **{axis: row[axis] for axis in EXECUTION_AXES if axis in row})
 
 
 @dataclass
