@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from bench.errors import USER_ERRORS, UserError
+from echo_tts.autoencoder import DEFAULT_CODEC_REPO
+from echo_tts.weights import DEFAULT_MODEL_REPO
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -24,9 +26,9 @@ def _add_synth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--cfg-mode", default="independent",
                    help="independent | alternating | joint | none (default independent)")
     p.add_argument("--sequence-length", type=int, default=640, help="latents per chunk (<= 640)")
-    p.add_argument("--model", default="jordand/echo-tts-base",
+    p.add_argument("--model", default=DEFAULT_MODEL_REPO,
                    help="DiT weights: folder, HF repo id or random:<preset>")
-    p.add_argument("--codec", default="jordand/fish-s1-dac-min",
+    p.add_argument("--codec", default=DEFAULT_CODEC_REPO,
                    help="codec weights: folder, HF repo id or random:<preset>")
     p.add_argument("--pca", default=None, help="PCA state source (default: the model's)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")

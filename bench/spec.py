@@ -84,6 +84,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from echo_tts.acceleration import ATTENTION_LAYOUTS, AttentionLayout
+from echo_tts.autoencoder import DEFAULT_CODEC_REPO, DEFAULT_PCA_REPO
 from echo_tts.production import DTYPES, resolve_relative_source
 from echo_tts.sampling import CFG_MODES, SamplerConfig
 
@@ -150,8 +151,8 @@ class ModelSpec:
     against the spec's folder."""
 
     model: str
-    codec: str = "jordand/fish-s1-dac-min"
-    pca: str = "jordand/echo-tts-base"
+    codec: str = DEFAULT_CODEC_REPO
+    pca: str = DEFAULT_PCA_REPO
     dtype: str = "bfloat16"
     device: str = "auto"
     compile: bool = False

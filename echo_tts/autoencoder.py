@@ -35,6 +35,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from echo_tts.model import MLP, rms_normalize
 from echo_tts.weights import (
+    DEFAULT_MODEL_REPO,
     WeightsError,
     check_state_dict,
     config_from_metadata,
@@ -44,7 +45,7 @@ from echo_tts.weights import (
 )
 
 DEFAULT_CODEC_REPO = "jordand/fish-s1-dac-min"
-DEFAULT_PCA_REPO = "jordand/echo-tts-base"
+DEFAULT_PCA_REPO = DEFAULT_MODEL_REPO  # the PCA state ships with the DiT checkpoint
 CODEC_FILENAME = "pytorch_model.safetensors"
 PCA_FILENAME = "pca_state.safetensors"
 CONFIG_METADATA_KEY = "echo_tts_codec_config"

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from echo_tts.acceleration import AttentionLayout, DiTForward
 from echo_tts.audio import load_speaker_audio, speaker_latents
-from echo_tts.autoencoder import Codec, find_flattening_point, load_codec
+from echo_tts.autoencoder import DEFAULT_CODEC_REPO, Codec, find_flattening_point, load_codec
 from echo_tts.blockwise import sample_blockwise
 from echo_tts.model import EchoDiT
 from echo_tts.sampling import (
@@ -31,9 +31,8 @@ from echo_tts.sampling import (
 )
 from echo_tts.text import chunk_bytes_for, encode_text, split_text
 from echo_tts.timing import StageTimer
-from echo_tts.weights import DEFAULT_MODEL_REPO, load_model
+from echo_tts.weights import DEFAULT_MODEL_REPO, RANDOM_PREFIX, load_model
 
-DEFAULT_CODEC_REPO = "jordand/fish-s1-dac-min"
 STAGES = ("text_encode", "speaker_encode", "sampling", "decode", "total")
 
 SpeakerInput = str | os.PathLike[str] | Tensor | None
@@ -107,7 +106,7 @@ class EchoPipeline:
         """Load both halves. ``pca`` defaults to the model source (where the official PCA
         state lives); for ``random:`` models it follows the codec's random preset."""
         if pca is None:
-            pca = codec if str(model).startswith("random:") else model
+            pca = codec if str(model).startswith(RANDOM_PREFIX) else model
         dit = load_model(model, device=device, dtype=dtype, keep_blockwise=keep_blockwise)
         return cls(dit, load_codec(codec, pca, device=device, dtype=codec_dtype), compile=compile,
                    cuda_graphs=cuda_graphs, attention=attention)

@@ -28,19 +28,18 @@ Every table and key is checked: an unknown key is an error that names it (a typo
 from __future__ import annotations
 
 import difflib
-import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from echo_tts.autoencoder import DEFAULT_CODEC_REPO as DEFAULT_CODEC
 from echo_tts.sampling import SamplerConfig
+from echo_tts.weights import DEFAULT_MODEL_REPO as DEFAULT_MODEL
 from echo_tts.weights import RANDOM_PREFIX
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
-DEFAULT_MODEL = "jordand/echo-tts-base"
-DEFAULT_CODEC = "jordand/fish-s1-dac-min"
 
 _TABLES: dict[str, tuple[str, ...]] = {
     "sampler": SamplerConfig.field_names(),
@@ -128,12 +127,8 @@ class ProductionConfig:
         for key, default in (("model", DEFAULT_MODEL), ("codec", DEFAULT_CODEC)):
             sources[key] = _source(model_table.get(key, default), f"model.{key}", base_dir, fail)
         # The PCA state ships with the DiT checkpoint, so it follows the model by default.
-        sources["pca"] = _source(
-            model_table.get("pca", model_table.get("model", DEFAULT_MODEL)),
-            "model.pca",
-            base_dir,
-            fail,
-        )
+        sources["pca"] = (_source(model_table["pca"], "model.pca", base_dir, fail)
+                          if "pca" in model_table else sources["model"])
         dtype = model_table.get("dtype", "bfloat16")
         if dtype not in DTYPES:
             raise fail(f"model.dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
@@ -181,8 +176,6 @@ def _sampler(table: Mapping[str, Any], fail: _Fail) -> SamplerConfig:
     for key, value in table.items():
         if key in float_fields and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise fail(f"sampler.{key} must be finite (got {value!r})")
         kwargs[key] = value
     try:
         return SamplerConfig(**kwargs)

@@ -80,8 +80,6 @@ WORKER_SCALEDOWN_S = 5 * 60
 # Name of an optional Modal secret holding HF_TOKEN (the official weights are public, so
 # it is off unless ECHO_BENCH_HF_SECRET names one when deploying / running the app).
 HF_SECRET_ENV = "ECHO_BENCH_HF_SECRET"
-ECHO_TTS_REPO = "jordand/echo-tts-base"
-CODEC_REPO = "jordand/fish-s1-dac-min"
 WHISPER_MODEL = "large-v3"
 
 #: Fields a Modal worker adds to every record, on top of the local backend's.
@@ -389,11 +387,12 @@ def prefetch() -> None:
     import whisper
     from huggingface_hub import hf_hub_download
 
-    from echo_tts.autoencoder import CODEC_FILENAME, PCA_FILENAME
-    from echo_tts.weights import MODEL_FILENAME
+    from echo_tts.autoencoder import CODEC_FILENAME, DEFAULT_CODEC_REPO, PCA_FILENAME
+    from echo_tts.weights import DEFAULT_MODEL_REPO, MODEL_FILENAME
 
-    for repo, filename in ((ECHO_TTS_REPO, MODEL_FILENAME), (ECHO_TTS_REPO, PCA_FILENAME),
-                           (CODEC_REPO, CODEC_FILENAME)):
+    for repo, filename in ((DEFAULT_MODEL_REPO, MODEL_FILENAME),
+                           (DEFAULT_MODEL_REPO, PCA_FILENAME),
+                           (DEFAULT_CODEC_REPO, CODEC_FILENAME)):
         print(f"{repo}/{filename} -> {hf_hub_download(repo, filename)}")
     whisper.load_model(WHISPER_MODEL, device="cpu", download_root=WHISPER_CACHE_DIR)
     print(f"whisper {WHISPER_MODEL} -> {WHISPER_CACHE_DIR}")
