@@ -479,7 +479,6 @@ class Choice:
     hardware: str
     cell_id: str
     cell_label: str
-    baseline_id: str
     rtf: float
     speedup_total: float
     corpus_wer: float
@@ -522,7 +521,7 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
             note = f"speed-only choice: {why}; the fastest cell is shown"
         choices.append(Choice(
             hardware=hw, cell_id=str(pick["cell_id"]), cell_label=str(pick["cell_label"]),
-            baseline_id=base.cell_id, rtf=float(pick["rtf_median"]),
+            rtf=float(pick["rtf_median"]),
             speedup_total=float(pick.get("speedup_total", math.nan)),
             corpus_wer=float(pick["corpus_wer"]), wer_limit=limit,
             cost_per_audio_hour=float(pick.get("cost_per_audio_hour", math.nan)),

@@ -52,34 +52,30 @@ def _environment() -> Environment:
 # --------------------------------------------------------------------------- formatting
 
 
-def _finite(value: Any) -> bool:
-    return plots.is_finite(value)
-
-
 # Shown for a missing figure (an en dash: a hyphen reads as a minus sign in a number column).
 DASH = "\N{EN DASH}"
 
 
 def fmt_number(value: Any, digits: int = 3) -> str:
     """A number with ``digits`` significant digits; a dash when missing."""
-    if not _finite(value):
+    if not plots.is_finite(value):
         return DASH
     return f"{float(value):.{digits}g}"
 
 
 def fmt_pct(value: Any, digits: int = 2) -> str:
     """A fraction as a percentage ("3.14 %"); a dash when missing."""
-    return f"{float(value) * 100:.{digits}f} %" if _finite(value) else DASH
+    return f"{float(value) * 100:.{digits}f} %" if plots.is_finite(value) else DASH
 
 
 def fmt_gb(value: Any) -> str:
     """Bytes as GB (1e9 bytes); a dash when missing."""
-    return f"{float(value) / 1e9:.2f} GB" if _finite(value) else DASH
+    return f"{float(value) / 1e9:.2f} GB" if plots.is_finite(value) else DASH
 
 
 def fmt_money(value: Any) -> str:
     """An amount of money with enough digits for cents and fractions of a cent."""
-    if not _finite(value):
+    if not plots.is_finite(value):
         return DASH
     amount = float(value)
     return f"{amount:.2f}" if amount >= 1 else f"{amount:.4f}" if amount >= 0.001 else f"{amount:.2e}"
@@ -89,7 +85,7 @@ def sort_key(value: Any) -> str:
     """The value a table column sorts by (numbers as numbers, missing last)."""
     if isinstance(value, bool):
         return str(int(value))
-    if _finite(value):
+    if plots.is_finite(value):
         return repr(float(value))
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
@@ -102,9 +98,9 @@ def quality_text(row: Mapping[Any, Any], name: str = "corpus_wer") -> str:
     if status != "ok":
         return NOT_MEANINGFUL
     value, lo, hi = row.get(name), row.get(f"{name}_lo"), row.get(f"{name}_hi")
-    if not _finite(value):
+    if not plots.is_finite(value):
         return DASH
-    interval = f" [{fmt_pct(lo)}{DASH}{fmt_pct(hi)}]" if _finite(lo) and _finite(hi) else ""
+    interval = f" [{fmt_pct(lo)}{DASH}{fmt_pct(hi)}]" if plots.is_finite(lo) and plots.is_finite(hi) else ""
     return fmt_pct(value) + interval
 
 
