@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from bench.errors import USER_ERRORS, UserError
 from echo_tts.autoencoder import DEFAULT_CODEC_REPO
+from echo_tts.errors import first_line
 from echo_tts.weights import DEFAULT_MODEL_REPO
 
 Handler = Callable[[argparse.Namespace], int]
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except USER_ERRORS as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        message = first_line(err)
         print(f"echo-bench: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from typing import Any
 import soundfile as sf
 
 from bench.spec import PromptSpec
+from echo_tts.errors import first_line
 
 BUILTIN = "builtin"
 BUILTIN_FILE = "prompts_en.jsonl"
@@ -238,7 +239,7 @@ def _check_audio_header(wav: Path, where: str) -> None:
     try:
         info = sf.info(str(wav))
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = first_line(err)
         raise PromptError(f"{where} {wav} is not readable audio ({reason}); pass a WAV or "
                           "FLAC file") from None
     if info.frames == 0:

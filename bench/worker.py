@@ -23,6 +23,7 @@ from bench.measure import DeviceTimer, MemoryTracker
 from bench.prompts import Prompt
 from bench.spec import Cell, ModelSpec
 from bench.store import record_key, utc_now
+from echo_tts.errors import first_line
 from echo_tts.pipeline import STAGES, EchoPipeline, SynthesisResult
 from echo_tts.sampling import SamplerConfig
 from echo_tts.weights import WeightsError
@@ -220,7 +221,7 @@ class Worker:
 
     def failed_record(self, gen: Generation, err: BaseException, phase: str) -> dict[str, Any]:
         record = self.base_record(gen)
-        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        message = first_line(err, empty="")
         record.update({
             "status": "failed",
             "error": f"{type(err).__name__}: {message}"[:500],

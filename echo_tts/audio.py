@@ -16,6 +16,7 @@ import torchaudio.functional as AF
 from torch import Tensor
 
 from echo_tts.autoencoder import Codec
+from echo_tts.errors import first_line
 
 SAMPLE_RATE = 44100
 SPEAKER_PATCH_SIZE = 4  # the DiT's speaker encoder reads latents in patches of 4
@@ -44,7 +45,7 @@ def write_wav(path: str | os.PathLike[str], audio: Tensor, sample_rate: int,
     try:
         sf.write(str(target), audio.detach().float().cpu().numpy(), sample_rate, subtype=subtype)
     except (sf.LibsndfileError, OSError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = first_line(err)
         raise AudioError(f"{target}: cannot write audio ({reason}); check that the folder "
                          "exists and is writable and that the suffix is .wav or .flac") from err
     return target
@@ -125,5 +126,5 @@ def _read(path: Path, max_seconds: float | None) -> tuple[Tensor, int]:
 
 
 def _unreadable(path: Path, err: Exception) -> AudioError:
-    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    reason = first_line(err)
     return AudioError(f"{path}: cannot read audio ({reason}); pass a WAV or FLAC file")

@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from echo_tts.config import ModelConfig
+from echo_tts.errors import first_line
 from echo_tts.model import EchoDiT, is_blockwise_key
 
 DEFAULT_MODEL_REPO = "jordand/echo-tts-base"
@@ -106,7 +107,7 @@ def _hub_file(repo_id: str, filename: str) -> Path:
         raise not_cached("no network") from err
     except Exception as err:  # the hub raises many types (auth, 404, connection)
         raise WeightsError(f"could not fetch {repo_id}/{filename}: {type(err).__name__}: "
-                           f"{str(err).splitlines()[0] if str(err) else ''}") from err
+                           f"{first_line(err, empty='')}") from err
 
 
 def _hub_resolvable() -> bool:
@@ -138,7 +139,7 @@ def read_safetensors(path: Path, device: str | torch.device = "cpu"
                 "(safetensors.torch.save_file) and point at that"
             ) from err
         raise WeightsError(
-            f"{path} is not a readable safetensors file ({str(err).splitlines()[0]}); only "
+            f"{path} is not a readable safetensors file ({first_line(err)}); only "
             "safetensors checkpoints are accepted (no pickle), re-download or convert it"
         ) from err
     return tensors, metadata
@@ -256,9 +257,8 @@ def config_from_metadata(metadata: Mapping[str, str], key: str, path: Path,
             raise ValueError("not a JSON object")
         return build(values)
     except (TypeError, ValueError) as err:  # bad JSON, unknown or missing fields, bad values
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise WeightsError(f"{path}: the config in its metadata ({key}) does "
-                           f"not describe {what} ({reason}); re-save the checkpoint") from err
+                           f"not describe {what} ({first_line(err)}); re-save the checkpoint") from err
 
 
 def _model_config(metadata: Mapping[str, str], path: Path) -> ModelConfig:

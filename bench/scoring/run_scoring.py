@@ -19,6 +19,7 @@ from bench.scoring.asr import ASR, WhisperASR, transcribe_files
 from bench.scoring.cache import TranscriptCache
 from bench.scoring.wer import score_utterance
 from bench.store import RunStore
+from echo_tts.errors import first_line
 
 CACHE_DIRNAME = ".transcript-cache"
 
@@ -80,7 +81,7 @@ def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = Non
         transcripts = [_transcribe_one(asr, path, cache) for path in paths]
     for record, transcript in zip(todo, transcripts, strict=True):
         if isinstance(transcript, Exception):
-            error = f"{type(transcript).__name__}: {str(transcript).splitlines()[0] if str(transcript) else ''}"
+            error = f"{type(transcript).__name__}: {first_line(transcript, empty='')}"
             store.append_score(record["key"], {"asr_model": asr.name, "score_status": "failed",
                                                "score_error": error[:300], "wer": None, "cer": None})
             outcome.failed[record["key"]] = error
