@@ -443,15 +443,9 @@ def nightly() -> str:
 def score_hook(run_dir: Path, whisper_root: str = WHISPER_CACHE_DIR) -> None:
     """Score a run's ok generations with Whisper (the spec's ``asr``, weights from the
     cache volume) and rebuild its parquet, as ``echo-bench score`` does."""
-    from bench.scoring.run_scoring import make_asr, score_records
-    from bench.store import RunStore
+    from bench.scoring.run_scoring import score_run
 
-    with RunStore.open(run_dir) as store:
-        measure = store.manifest.get("spec", {}).get("measure", {})
-        asr = make_asr(measure.get("asr", WHISPER_MODEL), measure.get("asr_device", "auto"),
-                       download_root=whisper_root)
-        outcome = score_records(store, asr)
-        store.write_parquet()
+    _, outcome = score_run(run_dir, download_root=whisper_root)
     print(f"scored {outcome.scored} generations of {run_dir.name}")
 
 

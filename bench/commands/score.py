@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.scoring.run_scoring import make_asr, score_records
-from bench.store import RunStore
+from bench.scoring.run_scoring import score_run
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,12 +22,8 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.run_dir.is_dir():
         raise UserError(f"{args.run_dir} is not a folder; pass a run directory from `echo-bench runs`")
-    with RunStore.open(args.run_dir) as store:
-        measure = store.manifest.get("spec", {}).get("measure", {})
-        asr = make_asr(args.asr or measure.get("asr", "large-v3"),
-                       args.device or measure.get("asr_device", "auto"))
-        outcome = score_records(store, asr, progress=True, rescore=args.rescore)
-        store.write_parquet()
+    asr, outcome = score_run(args.run_dir, asr=args.asr, device=args.device, progress=True,
+                             rescore=args.rescore)
     print(f"scored {outcome.scored} generations with {asr.name} "
           f"({outcome.already} already scored)")
     for reason, count in sorted(outcome.skipped.items()):

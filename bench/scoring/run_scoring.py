@@ -49,6 +49,20 @@ def make_asr(name: str, device: str = "auto", download_root: str | None = None,
                       batch_size=batch_size)
 
 
+def score_run(run_dir: Path, *, asr: str | None = None, device: str | None = None,
+              download_root: str | None = None, progress: bool = False,
+              rescore: bool = False) -> tuple[WhisperASR, ScoringOutcome]:
+    """Score a whole run and rebuild its parquet. ``asr``/``device`` default to the run's
+    spec (``measure.asr``, else large-v3; ``measure.asr_device``, else auto)."""
+    with RunStore.open(run_dir) as store:
+        measure = store.manifest.get("spec", {}).get("measure", {})
+        model = make_asr(asr or measure.get("asr", "large-v3"),
+                         device or measure.get("asr_device", "auto"), download_root)
+        outcome = score_records(store, model, progress=progress, rescore=rescore)
+        store.write_parquet()
+    return model, outcome
+
+
 def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = None,
                   cache: TranscriptCache | None = None, progress: bool = False,
                   rescore: bool = False) -> ScoringOutcome:
