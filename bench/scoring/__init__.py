@@ -9,7 +9,7 @@ Typical use::
 """
 
 from bench.scoring.asr import ASR, ASRError, WhisperASR, to_16k, transcribe_files
-from bench.scoring.cache import TranscriptCache, hash_audio_array, hash_audio_file
+from bench.scoring.cache import TranscriptCache, hash_audio_array, sha256_file
 from bench.scoring.wer import (
     CellQuality,
     PairedDiff,
@@ -29,10 +29,10 @@ __all__ = [
     "UtteranceScore",
     "WhisperASR",
     "hash_audio_array",
-    "hash_audio_file",
     "normalize",
     "paired_difference",
     "score_utterance",
+    "sha256_file",
     "summarize",
     "to_16k",
     "transcribe_files",

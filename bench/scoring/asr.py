@@ -18,7 +18,6 @@ comparison of torch versions, so the guarantee is made explicit here.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Sequence
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-import soundfile as sf
 import torch
 import torchaudio.functional as AF
 import whisper
@@ -35,7 +33,8 @@ from tqdm import tqdm
 from whisper.model import ModelDimensions, Whisper
 from whisper.tokenizer import get_tokenizer
 
-from bench.scoring.cache import TranscriptCache, hash_audio_file
+from bench.scoring.cache import TranscriptCache, sha256_file
+from echo_tts.audio import read_wav
 
 __all__ = [
     "ASR",
@@ -131,21 +130,13 @@ def to_16k(audio: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
 
 
 def read_audio_16k(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an audio file with soundfile, average its channels, resample to 16 kHz.
+    """Read an audio file (echo_tts.audio.read_wav), average its channels, resample to 16 kHz.
 
     Returns:
         float32 array of shape [samples] at 16 kHz.
     """
-    data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)  # [frames, ch]
-    return to_16k(data.mean(axis=1), rate)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
+    audio, rate = read_wav(path)  # [channels, samples]
+    return to_16k(audio.mean(dim=0), rate)
 
 
 def write_random_checkpoint(
@@ -232,7 +223,7 @@ def load_checkpoint(
         # can one be an official file, which has no such key: no need to hash gigabytes.)
         name = f"whisper:random:{random_info.get('label') or 'custom'}:seed{random_info['seed']}"
     else:
-        sha = sha256 or _sha256_file(path)
+        sha = sha256 or sha256_file(path)
         official = _OFFICIAL_BY_SHA.get(sha)
         if official is not None:
             name = f"whisper:{official}"
@@ -266,7 +257,7 @@ def _resolve(model: str, root: Path) -> tuple[Path, str | None]:
                 f"network run: python -c \"import whisper; whisper.load_model('{model}', "
                 f"download_root='{root}')\" and copy {file_name} into {root}"
             )
-        if _sha256_file(path) != expected:
+        if sha256_file(path) != expected:
             raise ASRError(
                 f"{path} does not match the published sha256 of Whisper {model!r}; "
                 f"delete it and fetch it again"
@@ -424,7 +415,7 @@ def transcribe_files(
     Returns:
         One transcript per path, in order.
     """
-    hashes = [hash_audio_file(p) for p in paths]
+    hashes = [sha256_file(p) for p in paths]
     found = {h: cache.get(h, asr.name) for h in dict.fromkeys(hashes)}
     first_path = {h: p for h, p in zip(reversed(hashes), reversed(paths), strict=True)}
     misses = [h for h, text in found.items() if text is None]

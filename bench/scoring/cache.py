@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TranscriptCache", "hash_audio_array", "hash_audio_file"]
+__all__ = ["TranscriptCache", "hash_audio_array", "sha256_file"]
 
 _CHUNK = 1 << 20  # bytes read at a time when hashing a file
 
 
-def hash_audio_file(path: str | os.PathLike[str]) -> str:
-    """sha256 hex digest of a file's bytes (container and samples alike)."""
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """sha256 hex digest of a file's bytes (for audio: container and samples alike)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):

@@ -15,7 +15,7 @@ from whisper.model import ModelDimensions
 
 from bench.scoring import ASRError, TranscriptCache, WhisperASR, to_16k, transcribe_files
 from bench.scoring.asr import ASR, RANDOM_DIMS, read_audio_16k, write_random_checkpoint
-from bench.scoring.cache import hash_audio_array, hash_audio_file
+from bench.scoring.cache import hash_audio_array, sha256_file
 
 # Smallest Whisper the real code path accepts: 80 mels and a 1500-frame audio context are
 # fixed by the 30 s log-mel front end, the vocabulary by the tokenizer.
@@ -238,7 +238,7 @@ def test_transcribe_files_uses_cache_and_dedupes(tmp_path: Path) -> None:
         stereo = np.stack([_tone(seconds, 440, seed, 44_100)] * 2, axis=1)
         sf.write(path, stereo, 44_100)
         paths.append(path)
-    assert hash_audio_file(paths[0]) == hash_audio_file(paths[2])
+    assert sha256_file(paths[0]) == sha256_file(paths[2])
     cache = TranscriptCache(tmp_path / "cache")
     fake = _CountingASR()
     out = transcribe_files(fake, paths, cache, progress=False, chunk_size=1)
@@ -254,7 +254,7 @@ def test_transcribe_files_matches_direct_transcription(tmp_path: Path, asr: Whis
     cache = TranscriptCache(tmp_path / "cache")
     (text,) = transcribe_files(asr, [path], cache, progress=False)
     assert text == asr.transcribe([read_audio_16k(path)])[0]
-    assert cache.get(hash_audio_file(path), asr.name) == text
+    assert cache.get(sha256_file(path), asr.name) == text
 
 
 def test_make_asr_refuses_a_bad_device_in_one_line(tmp_path: Path) -> None:
