@@ -43,6 +43,7 @@ from bench.errors import UserError
 from bench.scoring.stats import bootstrap_ratio_replicates, percentile_interval
 from bench.scoring.wer import UtteranceScore, paired_difference, score_utterance
 from bench.spec import SweepSpec, parse_spec
+from bench.store import DEFAULT_RUNS_ROOT, load_records
 from echo_tts.production import ProductionConfig
 from echo_tts.sampling import SamplerConfig
 
@@ -778,7 +779,7 @@ Scorer = Any  # bench.commands.sweep.CellScorer, called after each cell
 
 
 def run_gate(baseline: ConfigArg | RunArg, candidate: ConfigArg | RunArg, gate: GateSpec,
-             *, backend: Any = None, root: Path = Path("results/runs"),
+             *, backend: Any = None, root: Path = DEFAULT_RUNS_ROOT,
              scorer: Scorer = None, spec: SweepSpec | None = None) -> GateVerdict:
     """Run what has to run (one sweep for the config sides) and decide.
 
@@ -787,7 +788,6 @@ def run_gate(baseline: ConfigArg | RunArg, candidate: ConfigArg | RunArg, gate: 
     ``spec`` the sweep of the config sides when the caller already built it.
     """
     from bench.runner import run_sweep
-    from bench.store import load_records
 
     sides = {"baseline": baseline, "candidate": candidate}
     configs = [s.config for s in sides.values() if isinstance(s, ConfigArg)]

@@ -20,11 +20,10 @@ from bench import faults
 from bench.measure import capture_environment
 from bench.prompts import Prompt, load_prompts
 from bench.spec import Cell, SweepSpec, spec_to_dict
-from bench.store import RunStore, StoreError, list_runs
+from bench.store import DEFAULT_RUNS_ROOT, RunStore, StoreError, list_runs
 from bench.worker import Generation, plan
 from echo_tts.audio import wav_bytes
 
-DEFAULT_RUNS_ROOT = Path("results/runs")
 UNFINISHED = {"running", "interrupted"}
 
 RecordSink = Callable[[dict[str, Any], Tensor | bytes | None], None]

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+#: Where run directories go unless a command is told otherwise.
+DEFAULT_RUNS_ROOT = Path("results/runs")
 MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"
 SCORES = "scores.jsonl"

@@ -12,15 +12,14 @@ import math
 from pathlib import Path
 
 from bench.errors import UserError
-
-DEFAULT_ROOT = Path("results/runs")
+from bench.store import DEFAULT_RUNS_ROOT
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("history", help="trend of median RTF and WER over runs; flags step changes")
     p.add_argument("--spec", metavar="NAME", help="only runs of this spec name")
-    p.add_argument("--root", type=Path, default=DEFAULT_ROOT,
-                   help=f"folder holding run directories (default {DEFAULT_ROOT})")
+    p.add_argument("--root", type=Path, default=DEFAULT_RUNS_ROOT,
+                   help=f"folder holding run directories (default {DEFAULT_RUNS_ROOT})")
     p.add_argument("--factor", type=float, default=1.1,
                    help="smallest ratio of medians that counts as a change (default 1.1)")
     p.add_argument("--alpha", type=float, default=0.05,

@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
-
-DEFAULT_ROOT = Path("results/runs")
+from bench.store import DEFAULT_RUNS_ROOT
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("runs", help="list runs (id, spec, status, start, commit, counts)")
-    p.add_argument("--root", type=Path, default=DEFAULT_ROOT,
-                   help=f"folder holding run directories (default {DEFAULT_ROOT})")
+    p.add_argument("--root", type=Path, default=DEFAULT_RUNS_ROOT,
+                   help=f"folder holding run directories (default {DEFAULT_RUNS_ROOT})")
     p.add_argument("--spec", metavar="NAME", help="only runs of this spec name")
     p.set_defaults(handler=run)
 
