@@ -70,6 +70,7 @@ adding a new sampler option (with a default) leaves existing ids unchanged.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import itertools
 import json
@@ -227,7 +228,7 @@ class Cell:
         """The execution axes' values (:data:`EXECUTION_AXES`, which are Cell fields)."""
         return {axis: getattr(self, axis) for axis in EXECUTION_AXES}
 
-    @property
+    @functools.cached_property  # asked for several times per generation
     def label(self) -> str:
         """Short human-readable name, e.g. ``steps=40 cfg=independent len=640 gpu=A10G``."""
         values = self.values()

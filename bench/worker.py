@@ -83,6 +83,7 @@ class Worker:
         self.model_spec = model
         self.long_text = long_text
         self.device = resolve_device(model.device)
+        self.device_name = _device_name(self.device)
         self._pipelines: dict[tuple[str, bool, bool, str], EchoPipeline] = {}
 
     @property
@@ -180,7 +181,7 @@ class Worker:
             "codec": self.model_spec.codec,
             "random_weights": self.random_weights,
             "device": str(self.device),
-            "device_name": _device_name(self.device),
+            "device_name": self.device_name,
             "text": gen.prompt.text,
             "finished_at": utc_now(),
         }
