@@ -42,6 +42,8 @@ SETTINGS: tuple[str, ...] = (
 #: The production default that speed-ups are measured against, on each GPU.
 DEFAULT_BASELINE: dict[str, Any] = {"num_steps": 40, "cfg_mode": "independent",
                                     "sequence_length": 640}
+#: Score lines of audio the scorer refused (see :func:`pair_scores`).
+UNSCORABLE_AUDIO = ("skipped_silent_audio", "skipped_nan_audio")
 #: Among cells with the default baseline's sampler settings (a speed-options sweep has
 #: several), the one that runs the production path: fewest of these changed.
 PLAIN_EXECUTION: dict[str, Any] = {"compile": False, "cuda_graphs": False,
@@ -612,8 +614,8 @@ def compare_runs(candidate: RunAnalysis, baseline: RunAnalysis, n_boot: int = 10
                "rtf_baseline": old["rtf_median"], "rtf_candidate": new["rtf_median"],
                "rtf_ratio": new["rtf_median"] / old["rtf_median"],
                "delta_wer": math.nan, "delta_wer_lo": math.nan, "delta_wer_hi": math.nan}
-        a = _scores_by_pair(baseline.records, str(cell_id))
-        b = _scores_by_pair(candidate.records, str(cell_id))
+        a = pair_scores(_ok_rows(baseline.records, str(cell_id)))
+        b = pair_scores(_ok_rows(candidate.records, str(cell_id)))
         if a and b:
             diff = paired_difference(a, b, n_boot=n_boot)
             row.update(delta_wer=diff.delta_corpus_wer, delta_wer_lo=diff.ci_low,
@@ -622,14 +624,33 @@ def compare_runs(candidate: RunAnalysis, baseline: RunAnalysis, n_boot: int = 10
     return pd.DataFrame(rows)
 
 
-def _scores_by_pair(records: pd.DataFrame, cell_id: str) -> dict[tuple[str, int], Any]:
-    rows = scored_rows(records[(column(records, "cell_id") == cell_id)
-                               & (column(records, "status") == "ok")])
-    if not len(rows):
-        return {}
-    keys = list(zip(column(rows, "prompt_id"), column(rows, "seed"), strict=True))
-    # Repeats of one (prompt, seed) score the same text; the last one stands for the pair.
-    return dict(zip(keys, utterance_scores(rows), strict=True))
+def _ok_rows(records: pd.DataFrame, cell_id: str) -> pd.DataFrame:
+    return records[(column(records, "cell_id") == cell_id) & (column(records, "status") == "ok")]
+
+
+def pair_keys(records: pd.DataFrame) -> list[tuple[str, int]]:
+    """The (prompt_id, seed) of each record: what paired comparisons pair on."""
+    return [(str(p), int(s)) for p, s in zip(column(records, "prompt_id"),
+                                             column(records, "seed"), strict=True)]
+
+
+def pair_scores(records: pd.DataFrame) -> dict[tuple[str, int], Any]:
+    """One UtteranceScore per (prompt_id, seed) of a cell's ok records, for paired WER
+    comparisons (the report's run-to-run table and the CI gate): the first repeat's
+    (repeats score the same text). Audio the scorer refused as silent or NaN counts as
+    an empty transcript, so a candidate that produces silence is judged as saying nothing.
+    """
+    from bench.scoring.wer import score_utterance
+
+    out: dict[tuple[str, int], Any] = {}
+    order = records.sort_values("repeat") if "repeat" in records.columns else records
+    scored = scored_rows(order)
+    for key, score in zip(pair_keys(scored), utterance_scores(scored), strict=True):
+        out.setdefault(key, score)
+    refused = order[column(order, "score_status").isin(UNSCORABLE_AUDIO)]
+    for key, text in zip(pair_keys(refused), column(refused, "text"), strict=True):
+        out.setdefault(key, score_utterance(str(text), ""))
+    return out
 
 
 # --------------------------------------------------------------------------- history

@@ -38,10 +38,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from bench.analysis import column, quality_is_meaningful, scored_rows, utterance_scores
+from bench.analysis import column, pair_keys, pair_scores, quality_is_meaningful, scored_rows
 from bench.errors import UserError
 from bench.scoring.stats import bootstrap_ratio_replicates, percentile_interval
-from bench.scoring.wer import UtteranceScore, paired_difference, score_utterance
+from bench.scoring.wer import paired_difference
 from bench.spec import SweepSpec, parse_spec
 from bench.store import DEFAULT_RUNS_ROOT, load_records
 from echo_tts.production import ProductionConfig
@@ -61,8 +61,6 @@ SPEED_METRICS: tuple[str, ...] = (
     "rtf_full", "rtf", "t_total", "t_sampling", "t_decode", "t_sampling_per_nfe",
     "wall_seconds",
 )
-# Score lines for audio the scorer refused: for the gate, silence is an empty transcript.
-_UNSCORABLE_AUDIO = ("skipped_silent_audio", "skipped_nan_audio")
 _GIB = 2**30
 
 
@@ -260,10 +258,10 @@ def decide(baseline: pd.DataFrame, candidate: pd.DataFrame, thresholds: GateThre
     gives them) and decide. Rows are paired by (prompt_id, seed)."""
     base_ok = _ok(baseline)
     cand_ok = _ok(candidate)
-    pairs = sorted(set(_pair_keys(base_ok)) & set(_pair_keys(cand_ok)), key=repr)
+    pairs = sorted(set(pair_keys(base_ok)) & set(pair_keys(cand_ok)), key=repr)
     n_prompts = len({p for p, _ in pairs})
     all_notes = list(notes)
-    only = len(set(_pair_keys(base_ok)) ^ set(_pair_keys(cand_ok)))
+    only = len(set(pair_keys(base_ok)) ^ set(pair_keys(cand_ok)))
     if only:
         all_notes.append(f"{only} prompt/seed pairs ran on one side only and are not compared")
     checks = [_check_failures(baseline, candidate)]
@@ -305,11 +303,6 @@ def _ok(records: pd.DataFrame) -> pd.DataFrame:
     return records[column(records, "status") == "ok"]
 
 
-def _pair_keys(records: pd.DataFrame) -> list[tuple[str, int]]:
-    return [(str(p), int(s)) for p, s in zip(column(records, "prompt_id"),
-                                             column(records, "seed"), strict=True)]
-
-
 def _check_failures(baseline: pd.DataFrame, candidate: pd.DataFrame) -> Check:
     """A candidate that fails generations the baseline completes is a regression."""
     def failed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -332,23 +325,6 @@ def _check_failures(baseline: pd.DataFrame, candidate: pd.DataFrame) -> Check:
 # ---- quality
 
 
-def _scores(records: pd.DataFrame) -> dict[tuple[str, int], UtteranceScore]:
-    """One score per (prompt_id, seed): the first repeat's (repeats score the same text).
-
-    Audio the scorer refused as silent or NaN counts as an empty transcript, so a
-    candidate that produces silence is judged as saying nothing.
-    """
-    out: dict[tuple[str, int], UtteranceScore] = {}
-    order = records.sort_values("repeat") if "repeat" in records.columns else records
-    scored = scored_rows(order)
-    for key, score in zip(_pair_keys(scored), utterance_scores(scored), strict=True):
-        out.setdefault(key, score)
-    refused = order[column(order, "score_status").isin(_UNSCORABLE_AUDIO)]
-    for key, text in zip(_pair_keys(refused), column(refused, "text"), strict=True):
-        out.setdefault(key, score_utterance(str(text), ""))
-    return out
-
-
 def _not_meaningful_reason(rows: pd.DataFrame) -> str:
     reasons = []
     if any(bool(v) is True for v in column(rows, "random_weights").dropna()):
@@ -366,7 +342,7 @@ def check_quality(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds) -> 
         reason = _not_meaningful_reason(both)
         return [Check("quality", "NOT_MEANINGFUL", f"NOT MEANINGFUL ({reason})",
                       {"reason": reason})]
-    a, b = _scores(base), _scores(cand)
+    a, b = pair_scores(base), pair_scores(cand)
     if not a or not b:
         return [Check("quality", "SKIPPED", "NOT SCORED (no transcripts; set [measure] "
                       "score = true)", {})]
@@ -451,7 +427,7 @@ def _sim_difference(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds
 def _first_per_pair(records: pd.DataFrame, name: str) -> dict[tuple[str, int], float]:
     out: dict[tuple[str, int], float] = {}
     values = pd.to_numeric(column(records, name), errors="coerce")
-    for key, value in zip(_pair_keys(records), values, strict=True):
+    for key, value in zip(pair_keys(records), values, strict=True):
         if math.isfinite(value):
             out.setdefault(key, float(value))
     return out
@@ -505,7 +481,7 @@ def _numbers(records: pd.DataFrame, name: str) -> npt.NDArray[np.float64]:
 def _medians_per_pair(records: pd.DataFrame, name: str) -> dict[tuple[str, int], float]:
     values = pd.to_numeric(column(records, name), errors="coerce")
     groups: dict[tuple[str, int], list[float]] = {}
-    for key, value in zip(_pair_keys(records), values, strict=True):
+    for key, value in zip(pair_keys(records), values, strict=True):
         if math.isfinite(value) and value > 0:
             groups.setdefault(key, []).append(float(value))
     return {k: float(np.median(v)) for k, v in groups.items()}
