@@ -27,7 +27,7 @@ from echo_tts.audio import wav_bytes
 UNFINISHED = {"running", "interrupted"}
 
 RecordSink = Callable[[dict[str, Any], Tensor | bytes | None], None]
-CellHook = Callable[[Cell, list[str]], None]
+CellHook = Callable[[Cell], None]
 
 
 class Backend(Protocol):
@@ -132,7 +132,8 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
                                  disable=not progress, desc=spec.name, dynamic_ncols=True,
                                  file=sys.stderr))
             return bars[0]
-        labels = {cell.id: cell.label for cell in spec.cells}
+        # Keys recorded per cell, handed to after_cell when the backend says a cell is done.
+        keys_by_cell: dict[str, list[str]] = {}
 
         def sink(record: dict[str, Any], audio: Tensor | bytes | None) -> None:
             if record["status"] == "ok" and audio is not None:
@@ -146,17 +147,19 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
                         # sweep: record the failure (it will run again on resume) and go on.
                         record = failed_audio_record(record, err)
             store.append(record)
+            keys_by_cell.setdefault(record["cell_id"], []).append(record["key"])
             faults.after_event("kill_after_record")
             if record["status"] == "ok":
                 outcome.ok += 1
             else:
                 outcome.failed += 1
-                outcome.failures.setdefault(labels.get(record["cell_id"], record["cell_id"]),
+                outcome.failures.setdefault(record.get("cell_label", record["cell_id"]),
                                             str(record.get("error")))
             progress_bar().update(1)
 
-        def on_cell_done(cell: Cell, keys: list[str]) -> None:
+        def on_cell_done(cell: Cell) -> None:
             progress_bar().set_postfix_str(f"cell {cell.label}")
+            keys = keys_by_cell.pop(cell.id, [])
             if after_cell is not None:
                 after_cell(store, cell, keys)
 

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from torch import Tensor
-
 from bench.errors import UserError
 from bench.runner import CellHook, RecordSink
 from bench.spec import Cell, SweepSpec
@@ -30,16 +25,5 @@ class LocalBackend:
                             "all on this machine")
         worker = Worker(spec.model, long_text=spec.prompts.long_text)
         for cell, generations in work.items():
-            keys: list[str] = []
-            worker.run_cell(cell, generations, spec.measure.warmup, _collecting(sink, keys))
-            on_cell_done(cell, keys)
-
-
-def _collecting(sink: RecordSink, keys: list[str]) -> Callable[[dict[str, Any], Tensor | None], None]:
-    """A sink that forwards records and remembers their keys."""
-
-    def forward(record: dict[str, Any], audio: Tensor | None) -> None:
-        sink(record, audio)
-        keys.append(record["key"])
-
-    return forward
+            worker.run_cell(cell, generations, spec.measure.warmup, sink)
+            on_cell_done(cell)

@@ -272,36 +272,33 @@ class ModalBackend:
                 try:
                     records = future.result()
                 except Exception as err:  # the remote call failed: every generation fails
-                    records = [_failed(failure_worker, gen, err, gpus[cell]) for gen in pending[cell]]
-                    keys = [self._emit(r, sink) for r in records]
+                    for gen in pending[cell]:
+                        self._emit(_failed(failure_worker, gen, err, gpus[cell]), sink)
                 else:
-                    keys = self._emit_all(records, pending[cell], failure_worker, gpus[cell], sink)
-                on_cell_done(cell, keys)
+                    self._emit_all(records, pending[cell], failure_worker, gpus[cell], sink)
+                on_cell_done(cell)
         finally:
             # Do not wait for calls still running (interrupted): they were cancelled.
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _emit_all(self, records: list[dict[str, Any]], generations: list[Generation],
-                  failure_worker: Worker, gpu: str, sink: RecordSink) -> list[str]:
+                  failure_worker: Worker, gpu: str, sink: RecordSink) -> None:
         expected = {g.key: g for g in generations}
-        keys = []
         for record in records:
             if record.get("key") not in expected:
                 print(f"modal: ignoring a record for unexpected key {record.get('key')!r}",
                       file=sys.stderr)
                 continue
             del expected[record["key"]]
-            keys.append(self._emit(record, sink))
+            self._emit(record, sink)
         for gen in expected.values():  # a worker that returned too few records
             missing = RuntimeError("the Modal worker returned no record for this generation")
-            keys.append(self._emit(_failed(failure_worker, gen, missing, gpu), sink))
-        return keys
+            self._emit(_failed(failure_worker, gen, missing, gpu), sink)
 
     @staticmethod
-    def _emit(record: dict[str, Any], sink: RecordSink) -> str:
+    def _emit(record: dict[str, Any], sink: RecordSink) -> None:
         encoded = record.pop("audio_wav_b64", None)
         sink(record, base64.b64decode(encoded) if encoded else None)
-        return str(record["key"])
 
     def _confirm(self) -> None:
         if not self.confirm:

@@ -214,7 +214,7 @@ def test_a_half_done_cell_is_sent_with_its_done_keys(tmp_path: Path) -> None:
     workers = FakeWorkers()
     seen: list[str] = []
     backend(workers).execute(spec, {cell: [pending]}, lambda r, a: seen.append(r["key"]),
-                             lambda c, k: None)
+                             lambda c: None)
     [spawned] = workers.spawned
     assert spawned.done_keys == [done.key]
     assert seen == [pending.key]
@@ -225,7 +225,7 @@ def test_the_payload_carries_only_the_prompts_still_needed(tmp_path: Path) -> No
     work, _ = pending_work(spec, load_prompts(spec.prompts), set())
     cell = cell_on(spec, "L4")
     workers = FakeWorkers()
-    backend(workers).execute(spec, {cell: work[cell][1:]}, lambda r, a: None, lambda c, k: None)
+    backend(workers).execute(spec, {cell: work[cell][1:]}, lambda r, a: None, lambda c: None)
     [spawned] = workers.spawned
     payload = decode_payload(spawned.spec_json, tmp_path / "remote")
     assert [p.id for p in payload.prompts] == ["en-010"] and spawned.done_keys == []
@@ -238,12 +238,12 @@ def test_bad_gpu_or_local_weights_are_refused_before_anything_is_sent(tmp_path: 
     workers = FakeWorkers()
     bad = {replace(cell, gpu="Z100"): work[cell]}
     with pytest.raises(UserError, match="unknown Modal GPU type 'Z100'"):
-        backend(workers).execute(spec, bad, lambda r, a: None, lambda c, k: None)
+        backend(workers).execute(spec, bad, lambda r, a: None, lambda c: None)
     weights = tmp_path / "weights"
     weights.mkdir()
     local = replace(spec, model=replace(spec.model, model=str(weights)))
     with pytest.raises(UserError, match="local path"):
-        backend(workers).execute(local, work, lambda r, a: None, lambda c, k: None)
+        backend(workers).execute(local, work, lambda r, a: None, lambda c: None)
     assert workers.spawned == [] and workers.sessions == 0
 
 
@@ -287,11 +287,11 @@ def test_without_a_terminal_or_yes_the_backend_refuses(tmp_path: Path) -> None:
     workers = FakeWorkers()
     refusing = ModalBackend(confirm=True, workers=workers, interactive=lambda: False)
     with pytest.raises(UserError, match="pass --yes"):
-        refusing.execute(spec, work, lambda r, a: None, lambda c, k: None)
+        refusing.execute(spec, work, lambda r, a: None, lambda c: None)
     declined = ModalBackend(confirm=True, workers=workers, interactive=lambda: True,
                             ask=lambda prompt: "n")
     with pytest.raises(UserError, match="not confirmed"):
-        declined.execute(spec, work, lambda r, a: None, lambda c, k: None)
+        declined.execute(spec, work, lambda r, a: None, lambda c: None)
     assert workers.spawned == []
     prompts: list[str] = []
 
@@ -300,7 +300,7 @@ def test_without_a_terminal_or_yes_the_backend_refuses(tmp_path: Path) -> None:
         return "y"
 
     accepted = ModalBackend(confirm=True, workers=workers, interactive=lambda: True, ask=ask)
-    accepted.execute(spec, work, lambda r, a: None, lambda c, k: None)
+    accepted.execute(spec, work, lambda r, a: None, lambda c: None)
     assert prompts == ["proceed? [y/N] "] and len(workers.spawned) == 2
 
 

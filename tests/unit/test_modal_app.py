@@ -132,7 +132,7 @@ def test_payload_of_another_version_is_refused(tmp_path: Path) -> None:
 def _local_records(spec: SweepSpec) -> list[dict[str, Any]]:
     work, _ = pending_work(spec, load_prompts(spec.prompts), set())
     records: list[dict[str, Any]] = []
-    LocalBackend().execute(spec, work, lambda r, a: records.append(r), lambda c, k: None)
+    LocalBackend().execute(spec, work, lambda r, a: records.append(r), lambda c: None)
     return records
 
 
