@@ -20,7 +20,7 @@ from bench import faults
 from bench.measure import capture_environment
 from bench.prompts import Prompt, load_prompts
 from bench.spec import Cell, SweepSpec, spec_to_dict
-from bench.store import DEFAULT_RUNS_ROOT, RunStore, StoreError, list_runs
+from bench.store import DEFAULT_RUNS_ROOT, RunStore, StoreError, atomic_target, list_runs
 from bench.worker import Generation, plan
 from echo_tts.audio import wav_bytes
 
@@ -179,16 +179,13 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
 def write_audio(path: Path, audio: Tensor | bytes) -> None:
     """Write a WAV (float audio [1, T] at 44.1 kHz, or the bytes of a WAV file) atomically.
 
-    On failure (OSError: disk full, I/O error) no partial file is left behind.
+    On failure (OSError: disk full, I/O error) no partial file is left behind; on success
+    the file is on disk before the record that names it is appended.
     """
-    tmp = path.with_suffix(".tmp")
-    try:
-        faults.audio_write(path.name, tmp)
-        tmp.write_bytes(audio if isinstance(audio, bytes) else wav_bytes(audio))
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    faults.audio_write(path.name, path)
+    data = audio if isinstance(audio, bytes) else wav_bytes(audio)
+    with atomic_target(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def failed_audio_record(record: dict[str, Any], err: OSError) -> dict[str, Any]:

@@ -553,8 +553,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _atomic_target(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success it replaces ``target``."""
+def atomic_target(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it replaces ``target``, durably
+    (file and directory entry synced); on failure it is removed."""
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
@@ -569,7 +570,7 @@ def _atomic_target(target: Path) -> Iterator[Path]:
 
 
 def _write_json_atomic(path: Path, obj: Mapping[str, Any]) -> None:
-    with _atomic_target(path) as tmp:
+    with atomic_target(path) as tmp:
         tmp.write_text(
             json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False) + "\n",
             encoding="utf-8",
@@ -612,7 +613,7 @@ def _write_parquet_atomic(frame: pd.DataFrame, target: Path) -> None:
             frame[column] = [
                 None if _missing(v) else json.dumps(v, default=_json_default) for v in frame[column]
             ]
-    with _atomic_target(target) as tmp:
+    with atomic_target(target) as tmp:
         frame.to_parquet(tmp, index=False)
         faults.after_event("kill_during_parquet")
 
