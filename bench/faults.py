@@ -80,13 +80,13 @@ def matches(name: str, subject: str) -> bool:
     return arg is not None and arg in subject
 
 
-def _nth(name: str, default: int = 1) -> bool:
-    """Count one event of ``name``; True on the configured Nth one."""
+def _nth(name: str) -> bool:
+    """Count one event of ``name``; True on the configured Nth one (the first by default)."""
     arg = argument(name)
     if arg is None:
         return False
     _counts[name] = _counts.get(name, 0) + 1
-    return _counts[name] == (int(arg) if arg else default)
+    return _counts[name] == (int(arg) if arg else 1)
 
 
 def kill() -> None:

@@ -545,10 +545,7 @@ class _Parser:
                 sources[key] = resolve_relative_source(value, self.base_dir)
             except ValueError as err:
                 raise self.error(f"model.{key}: {err}", f"model.{key}") from None
-        device = self.get(table, "model", "device", str, "auto", "a string")
-        if not _DEVICE_RE.match(device):
-            raise self.error(f"model.device must be one of auto, cpu, cuda, cuda:N "
-                             f"(got {device!r})", "model.device")
+        device = self.device(table, "model", "device")
         return ModelSpec(
             model=sources["model"], codec=sources["codec"], pca=sources["pca"],
             dtype=self.choice(table, "model", "dtype", "bfloat16", DTYPES),
@@ -558,6 +555,14 @@ class _Parser:
             keep_blockwise=self.get(table, "model", "keep_blockwise", bool, False,
                                     "true or false"),
         )
+
+    def device(self, table: dict[str, Any], section: str, key: str) -> str:
+        """A device name (auto, cpu, cuda, cuda:N), default auto."""
+        value = self.get(table, section, key, str, "auto", "a string")
+        if not _DEVICE_RE.match(value):
+            raise self.error(f"{section}.{key} must be one of auto, cpu, cuda, cuda:N "
+                             f"(got {value!r})", f"{section}.{key}")
+        return typing.cast(str, value)
 
     def path(self, value: str, key: str) -> Path:
         """A file path written in the spec, relative to the spec's folder."""
@@ -604,10 +609,7 @@ class _Parser:
             raise self.error("measure.asr must not be empty", "measure.asr")
         if not asr.startswith("random:") and ("/" in asr or asr.startswith(".")):
             asr = str(self.path(asr, "measure.asr"))  # a local checkpoint, relative to the spec
-        asr_device = self.get(table, "measure", "asr_device", str, "auto", "a string")
-        if not _DEVICE_RE.match(asr_device):
-            raise self.error(f"measure.asr_device must be one of auto, cpu, cuda, cuda:N "
-                             f"(got {asr_device!r})", "measure.asr_device")
+        asr_device = self.device(table, "measure", "asr_device")
         return MeasureSpec(
             warmup=typing.cast(int, self.int_at_least(table, "measure", "warmup", 1, 0)),
             repeats=typing.cast(int, self.int_at_least(table, "measure", "repeats", 1, 1)),

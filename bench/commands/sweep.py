@@ -121,4 +121,4 @@ def run(args: argparse.Namespace) -> int:
         from bench.report import render_run_report
 
         print(f"report: {render_run_report(outcome.run_dir)}")
-    return 1 if outcome.failed or (scorer is not None and scorer.failed) else 0
+    return outcome.exit_code or (1 if scorer is not None and scorer.failed else 0)
