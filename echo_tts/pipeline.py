@@ -191,24 +191,13 @@ class EchoPipeline:
         timer = StageTimer(self.device)
         batch = len(texts)
         with timer.stage("total"):
-            with timer.stage("text_encode"):
-                ids, mask = encode_text(texts, truncate=truncate)
-                text_state, text_mask = encode_text_condition(self.model, ids, mask)
-            with timer.stage("speaker_encode"):
-                ref, cached = self._speaker(speaker)
-                spk_state, spk_tokens = encode_speaker_condition(
-                    self.model,
-                    None if ref is None else ref.latent.expand(batch, -1, -1),
-                    None if ref is None else ref.mask.expand(batch, -1),
-                    batch,
-                )
-            cond = Conditioning(text_state, text_mask, spk_state, spk_tokens)
+            cond, ids, mask, cached = self._condition(texts, speaker, timer, truncate)
             with timer.stage("sampling"):
                 latents = sample_conditioned(self.model, cond, sampler, seeds, self.forward)
             with timer.stage("decode"):
                 audio = self.codec.decode(latents)
                 ends = [find_flattening_point(latents[i]) for i in range(batch)]
-        timings = {stage: timer.seconds.get(stage, 0.0) for stage in STAGES}
+        timings = _stage_seconds(timer)
         full = self.seconds_of(sampler.sequence_length)
         return [
             SynthesisResult(
@@ -224,6 +213,24 @@ class EchoPipeline:
             )
             for i in range(batch)
         ]
+
+    def _condition(self, texts: Sequence[str], speaker: SpeakerInput, timer: StageTimer,
+                   truncate: bool = False) -> tuple[Conditioning, Tensor, Tensor, bool]:
+        """Encode a batch's texts and its (shared) speaker under the timer's text_encode and
+        speaker_encode stages: (conditioning, text ids, text mask, speaker was cached)."""
+        batch = len(texts)
+        with timer.stage("text_encode"):
+            ids, mask = encode_text(texts, truncate=truncate)
+            text_state, text_mask = encode_text_condition(self.model, ids, mask)
+        with timer.stage("speaker_encode"):
+            ref, cached = self._speaker(speaker)
+            spk_state, spk_tokens = encode_speaker_condition(
+                self.model,
+                None if ref is None else ref.latent.expand(batch, -1, -1),
+                None if ref is None else ref.mask.expand(batch, -1),
+                batch,
+            )
+        return Conditioning(text_state, text_mask, spk_state, spk_tokens), ids, mask, cached
 
     def _join(self, chunks: list[SynthesisResult], gap_seconds: float) -> SynthesisResult:
         gap = torch.zeros(1, round(gap_seconds * self.sample_rate))
@@ -260,18 +267,11 @@ class EchoPipeline:
         sampler = sampler or SamplerConfig()
         timer = StageTimer(self.device)
         with timer.stage("total"):
-            with timer.stage("text_encode"):
-                ids, mask = encode_text([text])
-                text_state, text_mask = encode_text_condition(self.model, ids, mask)
-            with timer.stage("speaker_encode"):
-                ref, cached = self._speaker(speaker_audio)
-                spk_state, spk_tokens = encode_speaker_condition(
-                    self.model, None if ref is None else ref.latent,
-                    None if ref is None else ref.mask, 1)
-                prefix = None
-                if prefix_audio is not None:
+            cond, ids, mask, cached = self._condition([text], speaker_audio, timer)
+            prefix = None
+            if prefix_audio is not None:
+                with timer.stage("speaker_encode"):  # the prefix is reference audio too
                     prefix = self.codec.encode(prefix_audio.reshape(1, 1, -1).to(self.codec.device))
-            cond = Conditioning(text_state, text_mask, spk_state, spk_tokens)
             first_block: list[float] = []
 
             def on_block(index: int, latents: Tensor) -> None:
@@ -288,7 +288,7 @@ class EchoPipeline:
             with timer.stage("decode"):
                 audio = self.codec.decode(latents[None])
                 end = find_flattening_point(latents)
-        timings = {stage: timer.seconds.get(stage, 0.0) for stage in STAGES}
+        timings = _stage_seconds(timer)
         return SynthesisResult(
             audio=audio[0, :, : end * self.codec.samples_per_latent].float().cpu(),
             sample_rate=self.sample_rate,
@@ -301,3 +301,8 @@ class EchoPipeline:
             speaker_cached=cached,
             first_block_seconds=first_block[0] if first_block else None,
         )
+
+
+def _stage_seconds(timer: StageTimer) -> dict[str, float]:
+    """Seconds of every pipeline stage (0 for a stage that did not run)."""
+    return {stage: timer.seconds.get(stage, 0.0) for stage in STAGES}
