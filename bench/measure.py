@@ -54,6 +54,9 @@ RECORDED_PACKAGES = (
 
 # The repository this package was imported from (when it is a checkout, not an install).
 _REPO_ROOT = Path(__file__).resolve().parents[1]
+# The lock every environment installs from (uv.lock). A checkout has it at the root; the
+# Modal image copies it next to the packages, which puts it at the same relative place.
+LOCK_FILE = _REPO_ROOT / "uv.lock"
 _PROC_STATUS = Path("/proc/self/status")
 _PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
@@ -334,7 +337,22 @@ def capture_environment(spec_hash: str | None = None) -> dict[str, Any]:
         "gpu_compute_capability": [f"{p.major}.{p.minor}" for p in gpus],
         "driver_version": _driver_version() if cuda else None,
         "packages": {name: _package_version(name) for name in RECORDED_PACKAGES},
+        "lock_sha256": lock_sha256(),
     }
+
+
+def lock_sha256(path: Path = LOCK_FILE) -> str | None:
+    """SHA-256 of the dependency lock the environment was installed from (None if absent).
+
+    With the package versions beside it, this names the whole environment: two runs with
+    the same hash installed the same versions of every package, not only the recorded ones.
+    """
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _package_version(name: str) -> str | None:

@@ -30,7 +30,8 @@ SAMPLES_PER_CELL = 2
 #: Environment fields shown first, in this order; the rest follow.
 ENV_FIRST: tuple[str, ...] = (
     "gpu_names", "driver_version", "cuda_version", "cuda_available", "cpu_model", "cpu_count",
-    "git_commit", "git_dirty", "hostname", "platform", "python_version", "echo_bench_version",
+    "git_commit", "git_dirty", "lock_sha256", "hostname", "platform", "python_version",
+    "echo_bench_version",
 )
 
 

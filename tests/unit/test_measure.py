@@ -17,6 +17,7 @@ from bench.measure import (
     MemoryTracker,
     Samples,
     capture_environment,
+    lock_sha256,
 )
 from echo_tts.timing import StageTimer, synchronize
 
@@ -157,6 +158,14 @@ def test_capture_environment_records_the_machine() -> None:
     assert env["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", env["git_commit"])
     assert env["captured_at"].endswith("+00:00")
     json.dumps(env)
+
+
+def test_environment_names_the_lock_it_was_installed_from(tmp_path: Path) -> None:
+    import hashlib
+
+    lock = Path(__file__).resolve().parents[2] / "uv.lock"
+    assert capture_environment()["lock_sha256"] == hashlib.sha256(lock.read_bytes()).hexdigest()
+    assert lock_sha256(tmp_path / "missing.lock") is None
 
 
 def test_capture_environment_never_records_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
