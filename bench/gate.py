@@ -40,6 +40,7 @@ import pandas as pd
 
 from bench.analysis import column, pair_keys, pair_scores, quality_is_meaningful, scored_rows
 from bench.errors import UserError
+from bench.outcomes import has_scores, no_speech, outcome
 from bench.scoring.stats import bootstrap_ratio_replicates, percentile_interval
 from bench.scoring.wer import paired_difference
 from bench.spec import SweepSpec, parse_spec
@@ -265,7 +266,9 @@ def decide(baseline: pd.DataFrame, candidate: pd.DataFrame, thresholds: GateThre
     if only:
         all_notes.append(f"{only} prompt/seed pairs ran on one side only and are not compared")
     checks = [_check_failures(baseline, candidate)]
-    checks += check_quality(base_ok, cand_ok, thresholds)
+    # Quality sees every generation: failed, NaN and silent ones count as empty
+    # transcripts (bench.outcomes), as in the report and history.
+    checks += check_quality(baseline, candidate, thresholds)
     checks.append(check_speed(base_ok, cand_ok, thresholds))
     checks.append(check_memory(base_ok, cand_ok, thresholds))
     status, headline = _overall(checks, thresholds)
@@ -304,22 +307,29 @@ def _ok(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def _check_failures(baseline: pd.DataFrame, candidate: pd.DataFrame) -> Check:
-    """A candidate that fails generations the baseline completes is a regression."""
-    def failed(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[column(frame, "status") != "ok"]
-
-    cand, base = failed(candidate), failed(baseline)
-    figures = {"candidate_failed": len(cand), "candidate_total": len(candidate),
-               "baseline_failed": len(base), "baseline_total": len(baseline)}
+    """A candidate generation with no speech (failed, NaN or silent audio:
+    :mod:`bench.outcomes`) is a regression: a config that crashes, runs out of memory or
+    says nothing is not faster."""
+    cand_rows, base_rows = candidate.to_dict("records"), baseline.to_dict("records")
+    cand, base = outcome(cand_rows), outcome(base_rows)
+    figures = {"candidate_failed": cand.n_failed, "candidate_nan": cand.n_nan,
+               "candidate_silent": cand.n_silent, "candidate_total": cand.n,
+               "baseline_failed": base.n_failed, "baseline_nan": base.n_nan,
+               "baseline_silent": base.n_silent, "baseline_total": base.n}
     if not len(candidate):
         return Check("generations", "FAIL", "the candidate has no records", figures)
-    if len(cand):
-        error = str(column(cand, "error").iloc[0])
-        return Check("generations", "FAIL", f"{len(cand)} of {len(candidate)} candidate "
-                     f"generations failed (first: {error})", figures)
-    extra = f"; {len(base)} baseline generations failed" if len(base) else ""
-    return Check("generations", "PASS", f"all {len(candidate)} candidate generations "
-                 f"completed{extra}", figures)
+    if cand.n_no_speech:
+        parts = [f"{n} {what}" for n, what in ((cand.n_failed, "failed"), (cand.n_nan, "NaN"),
+                                               (cand.n_silent, "silent")) if n]
+        first = next((r for r in cand_rows if no_speech(r)), {})
+        error = first.get("error") if first.get("status") != "ok" else None
+        detail = f" (first: {error})" if error else ""
+        return Check("generations", "FAIL", f"{cand.n_no_speech} of {cand.n} candidate "
+                     f"generations produced no speech: {', '.join(parts)}{detail}", figures)
+    extra = (f"; {base.n_no_speech} baseline generations produced no speech"
+             if base.n_no_speech else "")
+    return Check("generations", "PASS", f"all {cand.n} candidate generations "
+                 f"completed with speech{extra}", figures)
 
 
 # ---- quality
@@ -335,14 +345,18 @@ def _not_meaningful_reason(rows: pd.DataFrame) -> str:
 
 
 def check_quality(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds) -> list[Check]:
-    """WER and CER non-inferiority (and speaker similarity when a ``sim`` column exists)."""
+    """WER and CER non-inferiority (and speaker similarity when a ``sim`` column exists).
+
+    ``base``/``cand`` are every generation of each side: under the rule of
+    :mod:`bench.outcomes` a failed, NaN or silent generation is an empty transcript."""
     both = pd.concat([base, cand], ignore_index=True)
     if any(bool(v) is True for v in column(both, "random_weights").dropna()) or (
             len(scored_rows(both)) and not quality_is_meaningful(scored_rows(both))):
         reason = _not_meaningful_reason(both)
         return [Check("quality", "NOT_MEANINGFUL", f"NOT MEANINGFUL ({reason})",
                       {"reason": reason})]
-    a, b = pair_scores(base), pair_scores(cand)
+    scored = has_scores(both)
+    a, b = pair_scores(base, scored=scored), pair_scores(cand, scored=scored)
     if not a or not b:
         return [Check("quality", "SKIPPED", "NOT SCORED (no transcripts; set [measure] "
                       "score = true)", {})]
