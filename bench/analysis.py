@@ -12,7 +12,7 @@ in the price file's currency (USD) per hour of audio produced.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -753,51 +753,15 @@ def pair_scores(records: pd.DataFrame, *, scored: bool | None = None
 # --------------------------------------------------------------------------- history
 
 
-def step_change(before: Sequence[float], after: Sequence[float], *, factor: float = 1.1,
-                alpha: float = 0.05, n_perm: int = 2000, seed: int = 0
-                ) -> tuple[float, float, bool]:
-    """(ratio of medians after/before, p-value, flagged) for two samples of a figure.
-
-    Flagged like asv: the ratio is beyond ``factor`` either way AND a two-sided test says
-    the samples differ (p < ``alpha``): Mann-Whitney U from scipy when installed, else a
-    permutation test of the difference in medians with ``n_perm`` shuffles.
-    """
-    a = _numbers(before)
-    b = _numbers(after)
-    if not a.size or not b.size:
-        return math.nan, math.nan, False
-    ratio = float(np.median(b) / np.median(a)) if np.median(a) > 0 else math.nan
-    p = _p_value(a, b, n_perm=n_perm, seed=seed)
-    big = math.isfinite(ratio) and (ratio > factor or ratio < 1.0 / factor)
-    return ratio, p, bool(big and p < alpha)
-
-
-def _p_value(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], *, n_perm: int,
-             seed: int) -> float:
-    try:
-        from scipy.stats import mannwhitneyu
-    except ImportError:
-        pass
-    else:
-        return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
-    observed = abs(np.median(b) - np.median(a))
-    pooled = np.concatenate([a, b])
-    rng = np.random.default_rng(seed)
-    hits = 0
-    for _ in range(n_perm):
-        shuffled = rng.permutation(pooled)
-        hits += abs(np.median(shuffled[a.size:]) - np.median(shuffled[:a.size])) >= observed
-    # The +1s count the observed split itself, so p is never exactly 0.
-    return (hits + 1) / (n_perm + 1)
-
-
 def history_table(root: str | Path, spec_name: str | None = None) -> pd.DataFrame:
     """Key figures of every run under ``root`` (optionally of one spec), oldest first.
 
     One row per (run, cell): ``run_id``, ``started_at``, ``git_commit``, ``spec_name``,
     ``cell_id``, ``cell_label``, ``rtf_median``, ``corpus_wer`` (NaN unless scored and
-    meaningful), and ``rtfs`` (the per-generation RTFs, for significance tests). Runs
-    whose records cannot be read are skipped.
+    meaningful; failed and silent generations count as empty transcripts),
+    ``failure_rate`` (share without speech) and ``rtfs`` (per-generation RTF keyed by
+    (prompt, seed, repeat), so runs pair twin generations). Runs whose records cannot be
+    read are skipped.
     """
     from bench.store import StoreError, list_runs, load_records
 
@@ -814,41 +778,38 @@ def history_table(root: str | Path, spec_name: str | None = None) -> pd.DataFram
         cells = summarize_cells(records, n_boot=200)
         ok = records[column(records, "status") == "ok"]
         for cell_id, cell in cells.iterrows():
-            rtfs = _numbers(column(ok[ok["cell_id"] == cell_id], "rtf")).tolist()
+            mine = ok[ok["cell_id"] == cell_id]
+            rtfs = {key: float(v) for key, v in zip(_pair_index(mine), column(mine, "rtf"),
+                                                    strict=True) if is_number(v)}
             rows.append({
                 "run_id": entry.get("run_id"), "started_at": entry.get("started_at"),
                 "git_commit": entry.get("git_commit"), "spec_name": entry.get("spec_name"),
                 "cell_id": cell_id, "cell_label": cell["cell_label"],
                 "rtf_median": cell["rtf_median"],
                 "corpus_wer": cell["corpus_wer"] if cell["quality"] == "ok" else math.nan,
-                "rtfs": rtfs,
+                "failure_rate": cell["failure_rate"], "rtfs": rtfs,
             })
     return pd.DataFrame(rows)
 
 
 def flag_step_changes(history: pd.DataFrame, factor: float = 1.1, alpha: float = 0.05
                       ) -> pd.DataFrame:
-    """``history`` plus, per row, the change against the same cell's previous run:
-    ``ratio`` (median RTF now / before), ``p_value`` and ``step`` ("slower", "faster" or
-    "")."""
+    """``history`` plus, per row, the change against the same cell's previous run, over
+    the generations both runs made (:func:`bench.steps.paired_step_change`): ``ratio``
+    (median over twins of RTF now / before), ``p_value`` (two-sided signed-rank),
+    ``n_pairs`` and ``step`` ("slower", "faster" or "")."""
+    from bench.steps import NO_PAIRS, paired_step_change
+
     out = history.copy()
-    ratios: list[float] = []
-    pvalues: list[float] = []
-    steps: list[str] = []
-    previous: dict[str, list[float]] = {}
+    changes = []
+    previous: dict[str, Mapping[Hashable, float]] = {}
     for _, row in out.iterrows():
         before = previous.get(str(row["cell_id"]))
-        if before is None:
-            ratios.append(math.nan)
-            pvalues.append(math.nan)
-            steps.append("")
-        else:
-            ratio, p, flagged = step_change(before, row["rtfs"], factor=factor, alpha=alpha)
-            ratios.append(ratio)
-            pvalues.append(p)
-            steps.append(("slower" if ratio > 1 else "faster") if flagged else "")
-        previous[str(row["cell_id"])] = list(row["rtfs"])
-    out["ratio"] = ratios
-    out["p_value"] = pvalues
-    out["step"] = steps
+        changes.append(NO_PAIRS if before is None else paired_step_change(
+            before, row["rtfs"], factor=factor, alpha=alpha))
+        previous[str(row["cell_id"])] = row["rtfs"]
+    out["ratio"] = [c.ratio for c in changes]
+    out["p_value"] = [c.p_value for c in changes]
+    out["n_pairs"] = [c.n_pairs for c in changes]
+    out["step"] = [c.step for c in changes]
     return out

@@ -19,7 +19,6 @@ from bench.analysis import (
     headline,
     load_prices,
     pareto_mask,
-    step_change,
     summarize_cells,
     vram_fit,
 )
@@ -190,17 +189,6 @@ def test_malformed_price_file_is_a_user_error(tmp_path: Path, text: str) -> None
     path.write_text(text)
     with pytest.raises(UserError, match="is malformed"):
         load_prices(path)
-
-
-def test_step_change_needs_ratio_and_significance() -> None:
-    before = [1.0, 1.01, 0.99, 1.02, 0.98, 1.0, 1.01, 0.99]
-    slower = [x * 1.5 for x in before]
-    ratio, p, flagged = step_change(before, slower)
-    assert ratio == pytest.approx(1.5) and p < 0.05 and flagged
-    # Significant but small (x1.05 < x1.1): not a step.
-    assert not step_change(before, [x * 1.05 for x in before])[2]
-    # Large but from one sample each: not significant.
-    assert not step_change([1.0], [2.0])[2]
 
 
 def test_nfe_per_chunk_skips_records_without_nfe() -> None:
