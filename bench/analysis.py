@@ -1,5 +1,6 @@
 """From records to answers: per-cell aggregates, the speed/quality frontier, cost, speed-up
-against a baseline (measured and predicted from NFE), VRAM fit and the headline choice.
+against a baseline (measured and predicted from the FLOP model), VRAM fit and the headline
+choice.
 
 Everything here is a pure function of a record table (``bench.store.load_records``) plus,
 for cost, a price table; the report, the notebook and the history command share it.
@@ -398,18 +399,20 @@ def _present(value: Any) -> bool:
 
 def add_speedups(cells: pd.DataFrame, records: pd.DataFrame,
                  baselines: Mapping[str, Baseline]) -> pd.DataFrame:
-    """Add measured and NFE-predicted speed-ups against each hardware's baseline cell.
+    """Add measured and FLOP-predicted speed-ups against each hardware's baseline cell.
 
     Generations are paired by (prompt, seed, repeat) with the baseline's; each figure is
     the median over pairs of a per-pair ratio (the median resists a slow outlier):
 
     * ``speedup_sampling`` = baseline t_sampling / cell t_sampling (measured);
-    * ``predicted_sampling`` = baseline NFE / cell NFE (sampling time proportional to
-      forward rows, the cost per row unchanged);
+    * ``predicted_sampling`` = baseline sampling FLOPs / cell sampling FLOPs
+      (:func:`bench.prediction.sampling_flops`: NFE x FLOPs per row at the cell's
+      sequence length and context, plus per-step conditioning; sampling time
+      proportional to FLOPs, the cost per FLOP unchanged);
     * ``speedup_total`` = baseline t_total / cell t_total (measured);
     * ``predicted_total`` = baseline t_total / (baseline non-sampling time + baseline
-      t_sampling x cell NFE / baseline NFE): only the sampling share shrinks (Amdahl);
-    * ``*_gap`` = measured - predicted (positive: faster than the NFE count promises).
+      t_sampling x cell FLOPs / baseline FLOPs): only the sampling share shrinks (Amdahl);
+    * ``*_gap`` = measured - predicted (positive: faster than the FLOP count promises).
 
     ``baseline_id`` names the baseline; ``n_pairs`` counts the pairs (0: no figures).
     """
@@ -457,16 +460,22 @@ def _pair_ratios(base: pd.DataFrame, cell: pd.DataFrame) -> dict[str, float]:
 
     b_samp, c_samp = arr(base, "t_sampling"), arr(cell, "t_sampling")
     b_tot, c_tot = arr(base, "t_total"), arr(cell, "t_total")
-    b_nfe, c_nfe = arr(base, "nfe"), arr(cell, "nfe")
+    b_flops, c_flops = _flops(base), _flops(cell)
     with np.errstate(divide="ignore", invalid="ignore"):
-        predicted_total = b_tot / ((b_tot - b_samp) + b_samp * c_nfe / b_nfe)
+        predicted_total = b_tot / ((b_tot - b_samp) + b_samp * c_flops / b_flops)
         ratios = {
             "speedup_sampling": b_samp / c_samp,
-            "predicted_sampling": b_nfe / c_nfe,
+            "predicted_sampling": b_flops / c_flops,
             "speedup_total": b_tot / c_tot,
             "predicted_total": predicted_total,
         }
     return {name: _nanmedian(values) for name, values in ratios.items()}
+
+
+def _flops(frame: pd.DataFrame) -> npt.NDArray[np.float64]:
+    from bench.prediction import sampling_flops
+
+    return np.asarray([sampling_flops(r) for r in frame.to_dict("records")], dtype=np.float64)
 
 
 def _nanmedian(values: npt.NDArray[np.float64]) -> float:

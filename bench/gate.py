@@ -32,6 +32,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
@@ -397,18 +398,28 @@ def _non_inferiority(name: str, what: str, n: int, delta: float, low: float, hig
         return Check(name, "PASS", text, figures)
     if low > margin:
         return Check(name, "FAIL", f"{text}: clearly worse than the margin", figures)
-    hint = (f"~{needed} prompts needed" if needed is not None
+    hint = (f"~{needed} prompts needed for {DECISION_POWER:.0%} power, if the estimate and "
+            "the per-prompt spread hold" if needed is not None
             else "the estimate sits on the margin")
     return Check(name, "INCONCLUSIVE", f"{text}; {hint}", figures, needed)
 
 
-def prompts_needed(n: int, delta: float, low: float, high: float, margin: float) -> int | None:
-    """Prompts for the interval to clear the margin, if the observed spread holds.
+#: Chance that a check re-run with the suggested number of prompts decides (PASS or FAIL),
+#: if the true difference equals the estimate: the usual 80 %.
+DECISION_POWER = 0.80
 
-    A bootstrap interval's half-width shrinks like 1/sqrt(n), so the side of the interval
+
+def prompts_needed(n: int, delta: float, low: float, high: float, margin: float,
+                   power: float = DECISION_POWER, level: float = 0.95) -> int | None:
+    """Prompts for the interval to clear the margin with probability ``power``, if the
+    observed estimate and per-prompt spread hold.
+
+    A bootstrap interval's half-width shrinks like 1/sqrt(n). The side of the interval
     facing the margin (``high - delta`` when the estimate is below it, ``delta - low``
-    when above) must shrink to |margin - delta|: n_needed = n * (half / gap)^2. None when
-    the estimate equals the margin (no sample size decides it).
+    when above) is z_level x se; the margin must sit (z_level + z_power) standard errors
+    from the estimate: n_needed = n x ((z_level + z_power) / z_level x half / gap)^2.
+    (Without the z_power term the estimate is where a re-run decides half the time.)
+    None when the estimate equals the margin (no sample size decides it).
     """
     gap = margin - delta
     if gap == 0:
@@ -416,8 +427,10 @@ def prompts_needed(n: int, delta: float, low: float, high: float, margin: float)
     half = (high - delta) if gap > 0 else (delta - low)
     if half <= 0:
         return n
+    z_level = NormalDist().inv_cdf(0.5 + level / 2)
+    inflate = (z_level + NormalDist().inv_cdf(power)) / z_level
     # The epsilon keeps float noise (4.0000000001) from adding a prompt.
-    return max(n, math.ceil(n * (half / abs(gap)) ** 2 - 1e-9))
+    return max(n, math.ceil(n * (inflate * half / abs(gap)) ** 2 - 1e-9))
 
 
 def _sim_difference(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds
