@@ -40,17 +40,18 @@ def model_config(source: str | None) -> ModelConfig:
 def sampling_flops(record: Mapping[Any, Any]) -> float:
     """FLOPs of one recorded generation's sampling stage; NaN when the record lacks what
     the model needs (NFE, steps, sequence length)."""
-    nfe, steps, length = (record.get(k) for k in ("nfe", "num_steps", "sequence_length"))
-    if not all(_count(v) for v in (nfe, steps, length)):
+    needed: list[Any] = [record.get(k) for k in ("nfe", "num_steps", "sequence_length")]
+    if not all(_count(v) for v in needed):
         return math.nan
+    nfe, steps, length = (float(v) for v in needed)
     chunks = int(record["n_chunks"]) if _count(record.get("n_chunks")) else 1
     text = record.get("normalized_text")
     text_bytes = len(text.encode("utf-8")) if isinstance(text, str) else 0
     speaker: Any = record.get("speaker_tokens")
     context = math.ceil(text_bytes / chunks) + 1 + (int(speaker) if _count(speaker) else 0)
     cfg = model_config(record.get("model") if isinstance(record.get("model"), str) else None)
-    forward = float(nfe) * forward_row_flops(cfg, int(length), context)
-    return forward + chunks * int(steps) * float(modulation_flops(cfg))
+    forward = nfe * forward_row_flops(cfg, int(length), context)
+    return forward + chunks * steps * float(modulation_flops(cfg))
 
 
 def _count(value: Any) -> bool:
