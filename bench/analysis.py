@@ -588,7 +588,7 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
         if not len(ranked):
             continue
         candidates = ranked[[usable(r) for r in ranked.to_dict("records")]]
-        left_out = len(ranked) - len(candidates)
+        left_out = sum(not usable(r) for r in group.to_dict("records"))
         base_row: dict[Any, Any] = cells.loc[base.cell_id].to_dict()
         base_wer = float(base_row["corpus_wer"])
         statuses = set(group["quality"])
