@@ -18,8 +18,9 @@ that cannot be judged), and one verdict:
 * memory: the candidate's peak (reserved CUDA memory; host RSS on CPU runs, and the check
   says which) within the GPU's memory less ``memory_headroom``.
 
-A failed candidate generation is a FAIL of its own (a config that crashes or runs out of
-memory is not faster). Exit codes: 0 pass, 1 fail, 2 bad input, 3 inconclusive. Quality
+A candidate generation without speech (failed, NaN or silent audio) is a FAIL of its own
+(a config that crashes, runs out of memory or says nothing is not faster), and counts as
+an empty transcript in the quality checks, as in the report (:mod:`bench.outcomes`). Exit codes: 0 pass, 1 fail, 2 bad input, 3 inconclusive. Quality
 that could not be checked makes the verdict INCONCLUSIVE (3) unless ``require_quality``
 is false (a deliberate speed-only gate), in which case a pass says "quality not checked".
 """
