@@ -46,7 +46,9 @@ def truthy(value: Any) -> bool:
     return bool(value) and not (isinstance(value, float) and math.isnan(value))
 
 
-def _col(frame: pd.DataFrame, name: str) -> pd.Series:
+def column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """``frame[name]``, or an all-missing column when the records lack it (older runs,
+    unscored runs)."""
     if name in frame.columns:
         return frame[name]
     return pd.Series([None] * len(frame), index=frame.index, dtype=object)
@@ -69,9 +71,9 @@ def is_out_of_memory(record: Mapping[Any, Any]) -> bool:
 
 def has_scores(records: pd.DataFrame) -> bool:
     """Whether the records were scored at all (any score line: a figure or a skip)."""
-    return bool(_col(records, "asr_model").map(lambda v: isinstance(v, str) and v != "").any()
-                or _col(records, "ref_words").map(is_number).any()
-                or _col(records, "score_status").isin(NO_SPEECH_SCORES).any())
+    return bool(column(records, "asr_model").map(lambda v: isinstance(v, str) and v != "").any()
+                or column(records, "ref_words").map(is_number).any()
+                or column(records, "score_status").isin(NO_SPEECH_SCORES).any())
 
 
 def stored_score(r: Mapping[Any, Any]) -> UtteranceScore:

@@ -15,15 +15,8 @@ from typing import Any
 import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from bench.analysis import (
-    CUDA_CONTEXT_BYTES,
-    NOT_MEANINGFUL,
-    RunAnalysis,
-    column,
-    flag_step_changes,
-    history_table,
-    memory_need,
-)
+from bench.analysis import NOT_MEANINGFUL, RunAnalysis, column, flag_step_changes, history_table
+from bench.memory_fit import CUDA_CONTEXT_BYTES, memory_need
 from bench.report import plots
 
 #: Sample clips linked per cell (the first prompts, so every cell offers the same ones).
