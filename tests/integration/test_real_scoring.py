@@ -123,7 +123,7 @@ def test_dnsmos_rates_clean_speech_above_noisy_speech(clips: list[Clip], tmp_pat
     clean_scores, noisy_scores = metric.compute(clean), metric.compute(noisy)
     for c, n in zip(clean_scores, noisy_scores, strict=True):
         sig_c, bak_c, ovrl_c, _ = c
-        sig_n, bak_n, ovrl_n, _ = n
+        _, bak_n, ovrl_n, _ = n
         assert ovrl_c > ovrl_n and bak_c > bak_n
         assert all(1.0 <= x <= 5.0 for x in (sig_c, bak_c, ovrl_c))
 
