@@ -183,9 +183,17 @@ def _score_metric(store: RunStore, metric: Metric, records: list[dict[str, Any]]
         todo.append(record)
     if not todo:
         return
-    vectors = _Vectors(metric, cache)
     refs_of = {r["key"]: {kind: _reference(r, references, kind) for kind in metric.references}
                for r in todo}
+    if metric.references:
+        # Nothing to compare against: say so without spending a model call on the clip.
+        reason = f"no {metric.references[0]} reference"
+        for record in [r for r in todo if not any(refs_of[r["key"]].values())]:
+            updates[record["key"]].update({f"{name}_model": metric.model_id, name: None,
+                                           f"{name}_skipped": reason})
+            outcome.skip(name, reason)
+            todo.remove(record)
+    vectors = _Vectors(metric, cache)
     vectors.fill([store.path / r["audio_path"] for r in todo]
                  + [p for refs in refs_of.values() for p in refs.values() if p is not None])
     for record in todo:
