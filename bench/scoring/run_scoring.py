@@ -45,14 +45,14 @@ def transcript_cache_for(run_dir: Path) -> TranscriptCache:
 
 
 def make_asr(name: str, device: str = "auto", download_root: str | None = None,
-             batch_size: int = 16) -> ASR:
+             batch_size: int = 16, models_root: str | None = None) -> ASR:
     """The ASR for a spec's ``asr``/``asr_device``: ``faster-whisper:<name or folder>``
     (named models from the models folder, see `bench.scoring.models`), else openai-whisper
     (download root from ``ECHO_BENCH_WHISPER_CACHE`` when set: a Modal Volume in production)."""
     from bench.devices import resolve_device  # bench.devices imports the error registry
 
     if name.startswith(FASTER_WHISPER):
-        return FasterWhisperASR(name.removeprefix(FASTER_WHISPER), models_dir(),
+        return FasterWhisperASR(name.removeprefix(FASTER_WHISPER), models_dir(models_root),
                                 device=resolve_device(device).type, batch_size=batch_size)
     root = download_root or os.environ.get("ECHO_BENCH_WHISPER_CACHE")
     return WhisperASR(name, device=resolve_device(device), download_root=root,
@@ -95,7 +95,8 @@ def score_run(run_dir: Path, *, asr: str | None = None, device: str | None = Non
     with RunStore.open(run_dir) as store:
         measure = store.manifest.get("spec", {}).get("measure", {})
         device = device or measure.get("asr_device", "auto")
-        model = make_asr(asr or measure.get("asr", "large-v3"), device, download_root)
+        model = make_asr(asr or measure.get("asr", "large-v3"), device, download_root,
+                         models_root=models_root)
         outcome = score_records(store, model, progress=progress, rescore=rescore)
         quality = QualityScorer.load(sim or measure.get("sim", "none"),
                                      measure.get("mos", []) if mos is None else mos,
