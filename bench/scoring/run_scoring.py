@@ -4,7 +4,8 @@ audio quality metrics the spec asks for (SIM, UTMOS, DNSMOS; `bench.scoring.qual
 Scores go to the run's ``scores.jsonl`` (merged into the records when read), one line per
 generation and ASR model. Scoring is resumable: generations already scored with the same
 ASR are skipped, and transcripts are cached by audio content, so re-scoring costs nothing.
-NaN or silent audio is not scored as a normal output: its score line says why.
+NaN or silent audio is not transcribed: its score line says why and scores it as an empty
+transcript (all deletions), as :mod:`bench.outcomes` counts it everywhere.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import faults
+from bench.outcomes import NO_SPEECH_SCORES
 from bench.scoring.asr import ASR, WhisperASR, transcribe_files
 from bench.scoring.asr_ct2 import PREFIX as FASTER_WHISPER
 from bench.scoring.asr_ct2 import FasterWhisperASR
@@ -120,6 +122,13 @@ def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = Non
             outcome.already += 1
             continue
         reason = _skip_reason(store.path, record)
+        if reason in NO_SPEECH_SCORES:
+            # No speech to transcribe: scored as an empty transcript (every reference word
+            # deleted), the rule of bench.outcomes, so the line carries the cell's loss.
+            store.append_score(record["key"], {**score_fields(record, "", asr),
+                                               "score_status": reason})
+            outcome.skipped[reason] = outcome.skipped.get(reason, 0) + 1
+            continue
         if reason:
             store.append_score(record["key"], {**store.score_of(record["key"]),
                                                "asr_model": asr.name, "score_status": reason,
