@@ -17,7 +17,7 @@ from typing import Any
 from bench import faults
 from bench.scoring.asr import ASR, WhisperASR, transcribe_files
 from bench.scoring.cache import TranscriptCache
-from bench.scoring.wer import score_utterance
+from bench.scoring.protocols import Protocol, get_protocol, protocol_fields
 from bench.store import RunStore
 from echo_tts.errors import first_line
 
@@ -51,22 +51,28 @@ def make_asr(name: str, device: str = "auto", download_root: str | None = None,
 
 def score_run(run_dir: Path, *, asr: str | None = None, device: str | None = None,
               download_root: str | None = None, progress: bool = False,
-              rescore: bool = False) -> tuple[WhisperASR, ScoringOutcome]:
-    """Score a whole run and rebuild its parquet. ``asr``/``device`` default to the run's
-    spec (``measure.asr``, else large-v3; ``measure.asr_device``, else auto)."""
+              rescore: bool = False, protocol: str | None = None
+              ) -> tuple[WhisperASR, ScoringOutcome]:
+    """Score a whole run and rebuild its parquet. ``asr``/``device``/``protocol`` default
+    to the run's spec (``measure.asr``, else large-v3; ``measure.asr_device``, else auto;
+    ``measure.wer_protocol``, else whisper-normalizer)."""
     with RunStore.open(run_dir) as store:
         measure = store.manifest.get("spec", {}).get("measure", {})
+        wer_protocol = get_protocol(protocol or measure.get("wer_protocol"))
         model = make_asr(asr or measure.get("asr", "large-v3"),
                          device or measure.get("asr_device", "auto"), download_root)
-        outcome = score_records(store, model, progress=progress, rescore=rescore)
+        outcome = score_records(store, model, progress=progress, rescore=rescore,
+                                protocol=wer_protocol)
         store.write_parquet()
     return model, outcome
 
 
 def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = None,
                   cache: TranscriptCache | None = None, progress: bool = False,
-                  rescore: bool = False) -> ScoringOutcome:
-    """Score the ok generations of ``store`` (only ``keys`` when given) with ``asr``."""
+                  rescore: bool = False, protocol: Protocol | None = None) -> ScoringOutcome:
+    """Score the ok generations of ``store`` (only ``keys`` when given) with ``asr``,
+    WER under ``protocol`` (default whisper-normalizer)."""
+    protocol = protocol or get_protocol(None)
     cache = cache or transcript_cache_for(store.path)
     outcome = ScoringOutcome()
     todo: list[dict[str, Any]] = []
@@ -100,33 +106,22 @@ def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = Non
                                                "score_error": error[:300], "wer": None, "cer": None})
             outcome.failed[record["key"]] = error
             continue
-        store.append_score(record["key"], score_fields(record, transcript, asr))
+        store.append_score(record["key"], score_fields(record, transcript, asr, protocol))
         outcome.scored += 1
         faults.after_event("kill_during_scoring")
     return outcome
 
 
-def score_fields(record: dict[str, Any], transcript: str, asr: ASR) -> dict[str, Any]:
-    """The score line of one generation."""
-    score = score_utterance(record["text"], transcript)
+def score_fields(record: dict[str, Any], transcript: str, asr: ASR,
+                 protocol: Protocol | None = None) -> dict[str, Any]:
+    """The score line of one generation (the raw transcript is kept, so the WER fields can
+    be recomputed under another protocol without the ASR)."""
     return {
         "asr_model": asr.name,
         "asr_random": asr.is_random,
         "score_status": "ok",
         "transcript": transcript,
-        "transcript_norm": score.hyp_norm,
-        "reference_norm": score.ref_norm,
-        "ref_words": score.ref_words,
-        "hits": score.hits,
-        "substitutions": score.substitutions,
-        "deletions": score.deletions,
-        "insertions": score.insertions,
-        "ref_chars": score.ref_chars,
-        "char_errors": score.char_errors,
-        "wer": score.wer,
-        "cer": score.cer,
-        "empty_hyp": score.empty_hyp,
-        "empty_ref": score.empty_ref,
+        **protocol_fields(record["text"], transcript, protocol or get_protocol(None)),
         # Quality from random weights (either model) says nothing about speech.
         "quality_meaningful": not record.get("random_weights", False) and not asr.is_random,
     }
