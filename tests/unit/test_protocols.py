@@ -82,7 +82,7 @@ def test_unknown_protocol_names_the_known_ones() -> None:
 
 
 def test_spec_parser_knows_the_same_protocols() -> None:
-    assert WER_PROTOCOLS == tuple(PROTOCOLS)
+    assert tuple(PROTOCOLS) == WER_PROTOCOLS
 
 
 def _run_with_transcripts(root: Path) -> Path:
