@@ -91,7 +91,7 @@ def match_folder(folder: Path, prompts: Sequence[Prompt]) -> dict[str, Path]:
     ids = {p.id for p in prompts}
     unmatched = [f.name for f in files if f.stem not in ids]
     if unmatched:
-        example = next(iter(ids))
+        example = prompts[0].id if prompts else "en-001"
         raise UserError(f"{len(unmatched)} file(s) in {folder} match no prompt id of the set "
                         f"(e.g. {unmatched[0]!r}); name each file <prompt id>.wav, e.g. "
                         f"{example}.wav, or pick the matching --prompts set")
