@@ -133,3 +133,42 @@ def test_gate_threshold_rejects_a_negative_utmos_margin() -> None:
 
     with pytest.raises(UserError, match="utmos_margin must be a number >= 0"):
         GateThresholds.from_table({"utmos_margin": -1})
+
+
+def test_html_block_and_frontier_plot() -> None:
+    from bench.quality_table import quality_html
+    from bench.report.quality_plots import frontier_beyond_wer
+
+    section = _section(_records())
+    html = quality_html(section)
+    assert 'id="quality-table"' in html and "0.710 [" in html and "UTMOS" in html
+    png = frontier_beyond_wer(section.figures, section.controls, section.metrics, True)
+    assert png is not None and png.startswith(b"\x89PNG")
+    unscored = quality_figures(pd.DataFrame([_record("c", "p1", 0, rtf=0.1, sim=None,
+                                                     utmos=None)]), n_boot=50)
+    assert frontier_beyond_wer(unscored, pd.DataFrame(), [], True) is None
+
+
+def test_history_carries_sim_and_utmos(tmp_path: Any) -> None:
+    from bench.quality_table import quality_history
+    from bench.store import RunStore
+
+    for random_weights in (False, True):
+        store = RunStore.create(tmp_path, run_id=f"random-{random_weights}", spec={},
+                                spec_name="nightly", spec_hash="h", environment={})
+        with store:
+            for row in _records(random_weights).to_dict("records"):
+                store.append({k: v for k, v in row.items() if k in ("key", "status", "cell_id",
+                              "cell_label", "prompt_id", "seed", "rtf", "text",
+                              "random_weights")})
+                store.append_score(row["key"], {k: v for k, v in row.items()
+                                                if k in ("sim", "utmos", "wer", "ref_words",
+                                                         "wer_protocol", "quality_meaningful",
+                                                         "utmos_skipped")})
+            store.finalize("complete")
+    history = quality_history(tmp_path, "nightly")
+    assert len(history) == 4
+    real = history[history["run_id"] == "random-False"]
+    random = history[history["run_id"] == "random-True"]
+    assert real["sim"].tolist() == pytest.approx([0.61, 0.71])
+    assert random["sim"].isna().all() and random["utmos"].isna().all()
