@@ -82,11 +82,9 @@ def load_meta_lst(path: str | Path) -> list[Prompt]:
             raise PromptError(f"{path}:{number}: empty utterance id in the first field")
         speaker = _speaker_path(path, number, prompt_wav) if prompt_wav else None
         gt_name = fields[4].strip() if len(fields) == 5 else f"wavs/{utt}.wav"
-        gt_wav = (path.resolve().parent / Path(gt_name).expanduser()) if gt_name else None
         prompts.append((number, Prompt(id=utt, text=_text(path, number, infer_text),
                                        speaker_wav=speaker, reference_text=prompt_text or None,
-                                       ground_truth_wav=gt_wav if gt_wav and gt_wav.is_file()
-                                       else None)))
+                                       ground_truth_wav=_optional_file(path, gt_name))))
     return _checked(path, prompts)
 
 
@@ -252,6 +250,18 @@ def _lines(path: Path) -> list[tuple[int, str]]:
         line = data[:exc.start].count(b"\n") + 1
         raise PromptError(f"{path}:{line}: not valid UTF-8; re-save the file as UTF-8") from None
     return list(enumerate(text.splitlines(), 1))
+
+
+def _optional_file(path: Path, name: str) -> Path | None:
+    """``name`` resolved against ``path``'s folder when it is an existing file, else None
+    (an optional file must not fail a set that is otherwise fine)."""
+    if not name:
+        return None
+    try:
+        file = (path.resolve().parent / Path(name).expanduser()).resolve()
+        return file if file.is_file() else None
+    except (OSError, RuntimeError, ValueError):  # NUL byte, unknown ~user, too long
+        return None
 
 
 def _encodable(text: str) -> bool:

@@ -157,3 +157,14 @@ def test_spec_keeps_a_named_set_as_a_name(tmp_path: Path) -> None:
             'set = "seed-tts-eval:en"\n[grid]\nnum_steps = [4]\n')
     spec = parse_spec(text, base_dir=tmp_path, name="t")
     assert spec.prompts.source == "seed-tts-eval:en"
+
+
+def test_meta_lst_fifth_field_names_the_ground_truth(tmp_path: Path) -> None:
+    _wav(tmp_path / "p.wav")
+    _wav(tmp_path / "gt" / "u1.wav")
+    lst = tmp_path / "meta.lst"
+    lst.write_text("u1|ref|p.wav|Say this.|gt/u1.wav\nu2|ref|p.wav|And this.|gt/none.wav\n",
+                   encoding="utf-8")
+    first, second = load_prompts(lst)
+    assert first.ground_truth_wav == (tmp_path / "gt" / "u1.wav").resolve()
+    assert second.ground_truth_wav is None  # optional for a plain meta.lst
