@@ -76,7 +76,8 @@ class GateThresholds:
     """Decision thresholds: the ``[gate]`` table of a gate spec.
 
     ``wer_margin``/``cer_margin`` are absolute percentage points (0.5 = half a point);
-    ``sim_margin`` is in similarity units (cosine); ``speed_factor`` a ratio of medians;
+    ``sim_margin`` is in similarity units (cosine), ``utmos_margin`` in MOS points (1-5
+    scale); ``speed_factor`` a ratio of medians;
     ``alpha`` the one-sided significance level of the speed test; ``memory_headroom`` the
     share of the card kept free; ``memory_budget_gb`` (GiB) overrides the card's size.
     """
@@ -84,6 +85,7 @@ class GateThresholds:
     wer_margin: float = 0.5
     cer_margin: float = 0.5
     sim_margin: float = 0.01
+    utmos_margin: float = 0.1
     speed_factor: float = 1.05
     speed_metric: str = "rtf_full"
     alpha: float = 0.05
@@ -115,7 +117,7 @@ class GateThresholds:
 
     def _problems(self) -> list[str]:
         out = []
-        for name in ("wer_margin", "cer_margin", "sim_margin"):
+        for name in ("wer_margin", "cer_margin", "sim_margin", "utmos_margin"):
             if not _number(getattr(self, name)) or getattr(self, name) < 0:
                 out.append(f"gate.{name} must be a number >= 0")
         if not _number(self.speed_factor) or self.speed_factor < 1:
@@ -272,6 +274,10 @@ def decide(baseline: pd.DataFrame, candidate: pd.DataFrame, thresholds: GateThre
     # Quality sees every generation: failed, NaN and silent ones count as empty
     # transcripts (bench.outcomes), as in the report and history.
     checks += check_quality(baseline, candidate, thresholds)
+    # Imported here: bench.gate_quality builds on this module's Check and thresholds.
+    from bench.gate_quality import check_naturalness
+
+    checks += check_naturalness(base_ok, cand_ok, thresholds)
     checks.append(check_speed(base_ok, cand_ok, thresholds))
     checks.append(check_memory(base_ok, cand_ok, thresholds))
     status, headline = _overall(checks, thresholds)

@@ -1,4 +1,5 @@
-"""Prompt sets: the built-in English set, Seed-TTS-eval ``meta.lst`` files and JSONL.
+"""Prompt sets: the built-in English set, Seed-TTS-eval ``meta.lst`` files and JSONL, the
+standard sets of :mod:`bench.prompt_sets` by name, and the built-in espeak-ng speakers.
 
 Every loader returns :class:`Prompt` objects in file order and checks what a sweep would
 otherwise trip over hours later: missing or non-UTF-8 files, missing fields, duplicate
@@ -9,6 +10,7 @@ whose one-line message names the file, the line and the fix.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -36,6 +38,8 @@ class Prompt:
     ``speaker_wav`` is the speaker reference clip (None: no speaker conditioning) and
     ``reference_text`` its transcript (Seed-TTS-eval's ``prompt_text``); ``category``
     groups the built-in prompts (short, numbers, passage, ...) for per-category reports.
+    ``ground_truth_wav`` is a recording of ``text`` by the reference speaker, where the
+    set has one (Seed-TTS-eval's ``gt_wav``): the control row scores it.
     """
 
     id: str
@@ -43,6 +47,7 @@ class Prompt:
     speaker_wav: Path | None = None
     reference_text: str | None = None
     category: str | None = None
+    ground_truth_wav: Path | None = None
 
 
 # --------------------------------------------------------------------------- loaders
@@ -59,7 +64,8 @@ def load_meta_lst(path: str | Path) -> list[Prompt]:
     """A Seed-TTS-eval list: ``utt|prompt_text|prompt_wav|infer_text[|gt_wav]`` per line.
 
     Relative ``prompt_wav`` paths resolve against the file's folder; blank lines are
-    skipped; ``gt_wav`` (the ground-truth recording) is not needed and not checked.
+    skipped. ``gt_wav`` (the ground-truth recording; when absent, ``wavs/<utt>.wav`` as
+    the published set lays it out) is kept when the file exists and is not required.
     """
     path = Path(path)
     prompts: list[tuple[int, Prompt]] = []
@@ -75,8 +81,10 @@ def load_meta_lst(path: str | Path) -> list[Prompt]:
         if not utt:
             raise PromptError(f"{path}:{number}: empty utterance id in the first field")
         speaker = _speaker_path(path, number, prompt_wav) if prompt_wav else None
+        gt_name = fields[4].strip() if len(fields) == 5 else f"wavs/{utt}.wav"
         prompts.append((number, Prompt(id=utt, text=_text(path, number, infer_text),
-                                       speaker_wav=speaker, reference_text=prompt_text or None)))
+                                       speaker_wav=speaker, reference_text=prompt_text or None,
+                                       ground_truth_wav=_optional_file(path, gt_name))))
     return _checked(path, prompts)
 
 
@@ -133,25 +141,32 @@ def load_prompts(
     limit: int | None = None,
     ids: Sequence[str] | None = None,
     speaker: str | Path | None = None,
+    speakers: str | None = None,
 ) -> list[Prompt]:
     """The prompts a sweep runs: a :class:`PromptSpec`, or a source ("builtin", a
     ``.lst`` or a ``.jsonl`` path) with the same options as keywords.
 
     Selection keeps the set's order: ``ids`` picks prompts (every id must exist), then
     ``limit`` keeps the first N. ``speaker`` replaces every prompt's speaker clip and
-    clears ``reference_text``, which transcribed the replaced clip.
+    clears ``reference_text``, which transcribed the replaced clip. ``speakers``
+    ("espeak" or "espeak-or-none") gives every prompt without a clip one of the built-in
+    speakers (:func:`assign_builtin_speakers`).
     """
     if isinstance(spec, PromptSpec):
-        if limit is not None or ids is not None or speaker is not None:
+        if limit is not None or ids is not None or speaker is not None or speakers is not None:
             raise TypeError("pass either a PromptSpec or keyword options, not both")
         source: str | Path = spec.source
-        limit, ids, speaker = spec.limit, spec.ids, spec.speaker
+        limit, ids, speaker, speakers = spec.limit, spec.ids, spec.speaker, spec.speakers
     else:
         source = spec
     if limit is not None and limit < 1:
         raise PromptError(f"limit must be >= 1 (got {limit})")
 
     prompts = _load_source(source)
+    if speakers is not None:
+        # Assigned over the whole set before selection, so a prompt keeps its voice
+        # whichever subset a spec picks.
+        prompts = assign_builtin_speakers(prompts, required=speakers == "espeak")
     if ids is not None:
         known = {p.id for p in prompts}
         missing = [i for i in ids if i not in known]
@@ -171,19 +186,53 @@ def load_prompts(
     return prompts
 
 
+def assign_builtin_speakers(prompts: Sequence[Prompt], *, required: bool = True
+                            ) -> list[Prompt]:
+    """Give each prompt without a speaker clip a built-in espeak-ng speaker, in turn.
+
+    The n-th such prompt gets voice n mod 6 (the control row reads its text with the same
+    voice, see :mod:`bench.controls`). Without espeak-ng: a PromptError when
+    ``required``, else the prompts unchanged and a one-line note on stderr.
+    """
+    from bench.speakers import EspeakMissing, builtin_speakers
+
+    try:
+        voices = builtin_speakers()
+    except EspeakMissing as err:
+        if required:
+            raise PromptError(str(err)) from None
+        print("echo-bench: note: espeak-ng not found; running without speaker references "
+              "(install espeak-ng for speaker-conditioned runs)", file=sys.stderr)
+        return list(prompts)
+    out = []
+    turn = 0
+    for prompt in prompts:
+        if prompt.speaker_wav is None:
+            voice = voices[turn % len(voices)]
+            turn += 1
+            prompt = replace(prompt, speaker_wav=voice.wav, reference_text=voice.text)
+        out.append(prompt)
+    return out
+
+
 # --------------------------------------------------------------------------- helpers
 
 
 def _load_source(source: str | Path) -> list[Prompt]:
     if str(source) == BUILTIN:
         return load_builtin()
+    from bench.prompt_sets import NAMED_SETS, load_named
+
+    if str(source) in NAMED_SETS:
+        return load_named(str(source))
     path = Path(source)
     if path.suffix == ".lst":
         return load_meta_lst(path)
     if path.suffix == ".jsonl":
         return load_jsonl(path)
     raise PromptError(f"{path}: unknown prompt-set format {path.suffix or '(no suffix)'!r}; "
-                      'use "builtin", a Seed-TTS-eval .lst or a .jsonl file')
+                      f'use "builtin", {", ".join(NAMED_SETS)}, a Seed-TTS-eval .lst or a '
+                      ".jsonl file")
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
@@ -201,6 +250,18 @@ def _lines(path: Path) -> list[tuple[int, str]]:
         line = data[:exc.start].count(b"\n") + 1
         raise PromptError(f"{path}:{line}: not valid UTF-8; re-save the file as UTF-8") from None
     return list(enumerate(text.splitlines(), 1))
+
+
+def _optional_file(path: Path, name: str) -> Path | None:
+    """``name`` resolved against ``path``'s folder when it is an existing file, else None
+    (an optional file must not fail a set that is otherwise fine)."""
+    if not name:
+        return None
+    try:
+        file = (path.resolve().parent / Path(name).expanduser()).resolve()
+        return file if file.is_file() else None
+    except (OSError, RuntimeError, ValueError):  # NUL byte, unknown ~user, too long
+        return None
 
 
 def _encodable(text: str) -> bool:

@@ -165,13 +165,18 @@ class ModelSpec:
 class PromptSpec:
     """Which prompts to run. ``source`` is ``"builtin"`` or the path of a Seed-TTS-eval
     ``meta.lst`` or a ``.jsonl`` file; ``speaker`` (one clip for every prompt) replaces
-    any per-prompt speaker; ``long_text`` says what to do with text over one chunk."""
+    any per-prompt speaker; ``long_text`` says what to do with text over one chunk.
+    ``source`` may also name a standard set (``"seed-tts-eval:en"``,
+    ``"librispeech-pc:test-clean"``, see :mod:`bench.prompt_sets`). ``speakers``
+    (``"espeak"``, or ``"espeak-or-none"`` to run unconditioned where espeak-ng is
+    missing) gives prompts without a speaker clip one from the built-in speaker set."""
 
     source: str | Path = "builtin"
     limit: int | None = None
     ids: tuple[str, ...] | None = None
     speaker: Path | None = None
     long_text: str = "chunk"
+    speakers: str | None = None
 
     @property
     def is_builtin(self) -> bool:
@@ -183,7 +188,9 @@ class MeasureSpec:
     """How each cell is measured: ``warmup`` unmeasured generations (compiled cells add
     up to two, see :func:`bench.worker.warmup_generations`), then ``repeats`` measured
     ones per prompt and seed; ``score`` runs ASR (``asr``: a Whisper model name,
-    a checkpoint path, or ``random:tiny`` for tests) on ``asr_device``."""
+    a checkpoint path, or ``random:tiny`` for tests) on ``asr_device``; WER follows
+    ``wer_protocol`` (:mod:`bench.scoring.protocols`); ``control`` also scores the prompt
+    set's own recordings as a ground-truth control row (:mod:`bench.controls`)."""
 
     warmup: int = 1
     repeats: int = 1
@@ -197,6 +204,8 @@ class MeasureSpec:
     # ("resemblyzer", "wavlm-ecapa" or "none") and MOS predictors ("dnsmos", "utmos").
     sim: str = "none"
     mos: tuple[str, ...] = ()
+    wer_protocol: str = "whisper-normalizer"
+    control: bool = False
 
 
 @dataclass(frozen=True)
@@ -311,6 +320,7 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
             "ids": None if spec.prompts.ids is None else list(spec.prompts.ids),
             "speaker": None if spec.prompts.speaker is None else str(spec.prompts.speaker),
             "long_text": spec.prompts.long_text,
+            "speakers": spec.prompts.speakers,
         },
         "measure": {**asdict(spec.measure), "seeds": list(spec.measure.seeds)},
         "limits": asdict(spec.limits),
@@ -438,11 +448,17 @@ _TOP_KEYS = ("name", "description", "model", "prompts", "grid", "include", "excl
              "measure", "limits", "gate")
 _MODEL_KEYS = ("model", "codec", "pca", "dtype", "device", "compile", "codec_dtype",
                "keep_blockwise")
-_PROMPT_KEYS = ("set", "limit", "ids", "speaker", "long_text")
+_PROMPT_KEYS = ("set", "limit", "ids", "speaker", "long_text", "speakers")
 _MEASURE_KEYS = ("warmup", "repeats", "seeds", "keep_audio", "max_audio_files", "score",
-                 "asr", "asr_device", "sim", "mos")
+                 "asr", "asr_device", "sim", "mos", "wer_protocol", "control")
 _SIM_ENCODERS = ("none", "resemblyzer", "wavlm-ecapa")  # bench.scoring.speaker
 _MOS_METRICS = ("dnsmos", "utmos")  # bench.scoring.quality
+# Names of bench.scoring.protocols.PROTOCOLS, kept here so parsing a spec imports no
+# scoring code (a test checks that the two lists agree).
+WER_PROTOCOLS = ("whisper-normalizer", "seed-tts-eval", "f5-tts")
+SPEAKER_SETS = ("espeak", "espeak-or-none")
+# A standard prompt set's name ("family:split"), resolved by bench.prompt_sets, not a path.
+_NAMED_SET = re.compile(r"[a-z0-9-]+:[a-z0-9-]+")
 _LIMIT_KEYS = ("max_cells",)
 
 
@@ -592,8 +608,16 @@ class _Parser:
             if len(set(ids)) != len(ids):
                 raise self.error("prompts.ids lists an id twice", "prompts.ids")
         speaker = self.get(table, "prompts", "speaker", str, None, "a path to a WAV file")
+        speakers = table.get("speakers")
+        if speakers is not None:
+            speakers = self.choice(table, "prompts", "speakers", "espeak", SPEAKER_SETS)
+            if speaker is not None:
+                raise self.error("prompts.speaker and prompts.speakers both set; keep one",
+                                 "prompts.speakers")
+        named = source == "builtin" or _NAMED_SET.fullmatch(source) is not None
         return PromptSpec(
-            source="builtin" if source == "builtin" else self.path(source, "prompts.set"),
+            source=source if named else self.path(source, "prompts.set"),
+            speakers=speakers,
             limit=self.int_at_least(table, "prompts", "limit", None, 1),
             ids=None if ids is None else tuple(ids),
             speaker=None if speaker is None else self.path(speaker, "prompts.speaker"),
@@ -636,6 +660,9 @@ class _Parser:
             asr_device=asr_device,
             sim=sim,
             mos=tuple(mos),
+            wer_protocol=self.choice(table, "measure", "wer_protocol", "whisper-normalizer",
+                                     WER_PROTOCOLS),
+            control=self.get(table, "measure", "control", bool, False, "true or false"),
         )
 
     # ---- the grid

@@ -133,6 +133,9 @@ def build_image(packages: tuple[str, ...] = IMAGE_PACKAGES) -> modal.Image:
     code does not rebuild the image)."""
     img = (
         modal.Image.debian_slim(python_version="3.11")
+        # The nightly and gate sweeps give prompts speaker references from the built-in
+        # espeak-ng speaker set (bench.speakers), made where the sweep is launched.
+        .apt_install("espeak-ng")
         .pip_install(*packages)
         .env({
             "HF_HOME": HF_CACHE_DIR,

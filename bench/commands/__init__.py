@@ -6,7 +6,8 @@ import argparse
 import importlib
 
 COMMANDS: tuple[str, ...] = (
-    "sweep", "runs", "score", "models", "report", "history", "gate", "profile", "modal", "pull",
+    "sweep", "runs", "score", "score_audio", "models", "prompt_sets", "report", "history",
+    "gate", "profile", "modal", "pull",
 )
 
 

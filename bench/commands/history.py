@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from bench.errors import UserError
 from bench.store import DEFAULT_RUNS_ROOT
@@ -34,8 +36,19 @@ def _fmt(value: float, pattern: str) -> str:
     return pattern.format(value) if math.isfinite(value) else "-"
 
 
+def _beyond_wer(row: Mapping[Any, Any] | None) -> str:
+    """"  SIM 0.712  UTMOS 3.91" for the metrics a run scored (nothing otherwise)."""
+    if row is None:
+        return ""
+    parts = [f"  {label} {row[name]:.3f}" for name, label in
+             (("sim", "SIM"), ("utmos", "UTMOS"), ("dnsmos_ovrl", "DNSMOS"))
+             if math.isfinite(row.get(name, math.nan))]
+    return "".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     from bench.analysis import flag_step_changes, history_table
+    from bench.quality_table import quality_history
 
     if not args.root.is_dir():
         raise UserError(f"no results folder {args.root}; pass --root DIR")
@@ -46,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"no runs with records under {args.root}")
         return 0
     flagged = flag_step_changes(table, factor=args.factor, alpha=args.alpha)
+    beyond = quality_history(args.root, args.spec)
+    extra = ({(r["run_id"], r["cell_id"]): r for r in beyond.to_dict("records")}
+             if len(beyond) else {})
     runs = list(dict.fromkeys(flagged["run_id"]))
     print(f"{len(runs)} runs, {flagged['cell_id'].nunique()} cells (oldest first); "
           f"step change = x{args.factor:g} and p < {args.alpha:g} (paired signed-rank "
@@ -62,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
                 change += f"  <-- STEP: {row['step']}"
             print(f"  {row['run_id']:<40} {commit:<10} RTF {_fmt(row['rtf_median'], '{:.4g}'):>8}"
                   f"  WER {_fmt(row['corpus_wer'] * 100, '{:.2f} %'):>8}"
-                  f"  no speech {_fmt(row['failure_rate'] * 100, '{:.0f} %'):>5}{change}")
+                  f"  no speech {_fmt(row['failure_rate'] * 100, '{:.0f} %'):>5}"
+                  f"{_beyond_wer(extra.get((row['run_id'], cell_id)))}{change}")
     steps = int((flagged["step"] != "").sum())
     print(f"\n{steps} step change{'s' if steps != 1 else ''} flagged")
     return 0

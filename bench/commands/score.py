@@ -1,15 +1,25 @@
 """``echo-bench score``: transcribe a run's audio (WER/CER) and add the quality metrics the
-spec or the options ask for (SIM, UTMOS, DNSMOS) to its records."""
+spec or the options ask for (SIM, UTMOS, DNSMOS) to its records.
+
+With ``--protocol`` the transcripts a run already holds are re-scored under that WER
+protocol first, without loading the ASR; the ASR runs only for generations that have no
+transcript yet.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from bench.controls import control_dirs, prompts_of_run, score_control
 from bench.errors import UserError
+from bench.scoring.asr import ASR
+from bench.scoring.protocols import PROTOCOLS, get_protocol
 from bench.scoring.quality import MOS_METRICS, QualityOutcome
-from bench.scoring.run_scoring import score_run
+from bench.scoring.rescore import rescore_protocol
+from bench.scoring.run_scoring import QualityScorer, score_run
 from bench.scoring.speaker import SPEAKER_ENCODERS
+from bench.store import RunStore
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,6 +36,12 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--models-dir", default=None, help="folder of cached scoring models "
                    "(default $ECHO_BENCH_MODELS, else ~/.cache/echo-bench/models)")
     p.add_argument("--rescore", action="store_true", help="score again even if already scored")
+    p.add_argument("--protocol", default=None,
+                   help=f"WER protocol: {', '.join(PROTOCOLS)} (default: the run's spec, else "
+                   "whisper-normalizer); stored transcripts are re-scored without the ASR")
+    p.add_argument("--control", action="store_true",
+                   help="also score the prompt set's own recordings as a ground-truth control "
+                   "row (<run>/controls/ground-truth)")
     p.set_defaults(handler=run)
 
 
@@ -53,18 +69,53 @@ def print_quality(outcome: QualityOutcome, missing: dict[str, str]) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.run_dir.is_dir():
         raise UserError(f"{args.run_dir} is not a folder; pass a run directory from `echo-bench runs`")
+    if args.protocol is not None and not args.rescore and args.asr is None:
+        protocol = get_protocol(args.protocol)
+        untranscribed = 0
+        # The control rows are re-scored too, so they stay comparable with the cells.
+        for folder in [args.run_dir, *control_dirs(args.run_dir)]:
+            with RunStore.open(folder) as store:
+                done = rescore_protocol(store, protocol)
+                store.write_parquet()
+            untranscribed += done.untranscribed
+            print(f"re-scored {done.rescored} generations of {folder.name} under "
+                  f"{protocol.name} from stored transcripts, no ASR run ({done.already} "
+                  "already under it)")
+        if untranscribed == 0 and not args.control:
+            return 0
+        if untranscribed:
+            print(f"{untranscribed} generations have no transcript yet; running the ASR")
     asr, outcome, quality, quality_outcome = score_run(
         args.run_dir, asr=args.asr, device=args.device, progress=True, rescore=args.rescore,
-        sim=args.sim, mos=parse_mos(args.mos), models_root=args.models_dir)
+        sim=args.sim, mos=parse_mos(args.mos), models_root=args.models_dir,
+        protocol=args.protocol)
     print(f"scored {outcome.scored} generations with {asr.name} "
           f"({outcome.already} already scored)")
     for reason, count in sorted(outcome.skipped.items()):
         print(f"  {reason}: {count}")
     for key, error in list(outcome.failed.items())[:10]:
         print(f"  failed {key}: {error}")
+    failed = len(outcome.failed)
+    if args.control:
+        failed += _control(args.run_dir, asr, args.protocol, quality)
     if asr.is_random:
         print("note: random-weight ASR; WER figures are not meaningful")
     print_quality(quality_outcome, quality.missing)
     if quality.missing:
         return 2  # a metric asked for cannot run: bad input, the line above says how to fix it
-    return 1 if outcome.failed else 0
+    return 1 if failed else 0
+
+
+def _control(run_dir: Path, asr: ASR, protocol: str | None, quality: QualityScorer) -> int:
+    """Score the ground-truth control of ``run_dir``; returns the number of failures."""
+    with RunStore.open(run_dir) as store:
+        manifest = store.manifest
+    wer_protocol = get_protocol(protocol or manifest.get("spec", {}).get("measure", {})
+                                .get("wer_protocol"))
+    done = score_control(run_dir, prompts_of_run(manifest), asr, wer_protocol, quality)
+    if done is None:
+        print("control: the prompt set has no ground-truth recordings; no control row")
+        return 0
+    control_dir, outcome = done
+    print(f"control: {outcome.scored} ground-truth recordings scored in {control_dir}")
+    return len(outcome.failed)

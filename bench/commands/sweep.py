@@ -6,10 +6,12 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
+from bench.controls import score_control
 from bench.errors import UserError
 from bench.prompts import load_prompts
 from bench.runner import DEFAULT_RUNS_ROOT, Backend, run_sweep
 from bench.scoring.asr import ASR
+from bench.scoring.protocols import get_protocol
 from bench.scoring.run_scoring import QualityScorer, make_asr, score_records
 from bench.spec import Cell, SweepSpec, load_spec
 from bench.store import RunStore
@@ -101,7 +103,8 @@ class CellScorer:
         measure = self.spec.measure
         if self.asr is None:
             self.asr = make_asr(measure.asr, measure.asr_device)
-        outcome = score_records(store, self.asr, keys=keys)
+        outcome = score_records(store, self.asr, keys=keys,
+                                protocol=get_protocol(measure.wer_protocol))
         self.failed += len(outcome.failed)
         if self.quality is None:
             self.quality = QualityScorer.load(measure.sim, measure.mos, measure.asr_device)
@@ -109,6 +112,19 @@ class CellScorer:
                 print(f"{name} not scored: {message}")
         if self.quality:
             self.quality.score(store, keys)
+
+    def control(self, run_dir: Path) -> None:
+        """Score the prompt set's own recordings beside the run ([measure] control)."""
+        if self.asr is None:
+            self.asr = make_asr(self.spec.measure.asr, self.spec.measure.asr_device)
+        done = score_control(run_dir, load_prompts(self.spec.prompts), self.asr,
+                             get_protocol(self.spec.measure.wer_protocol), self.quality)
+        if done is None:
+            print("control: the prompt set has no ground-truth recordings; no control row")
+            return
+        control_dir, outcome = done
+        print(f"control: {outcome.scored} ground-truth recordings scored in {control_dir}")
+        self.failed += len(outcome.failed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     outcome = run_sweep(spec, backend, root=args.out, resume=args.resume, new=args.new,
                         after_cell=scorer, before_finalize=None if scorer is None else scorer.score)
     print(f"run directory: {outcome.run_dir}")
+    if scorer is not None and spec.measure.control:
+        scorer.control(outcome.run_dir)
     if scorer is not None and scorer.asr is not None:
         note = " (random-weight ASR: WER not meaningful)" if scorer.asr.is_random else ""
         metrics = [m.model_id for m in scorer.quality.metrics] if scorer.quality else []

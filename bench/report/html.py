@@ -14,10 +14,13 @@ from typing import Any
 
 import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from bench.analysis import NOT_MEANINGFUL, RunAnalysis, column, flag_step_changes, history_table
 from bench.memory_fit import CUDA_CONTEXT_BYTES, memory_need
+from bench.quality_table import quality_html, quality_section
 from bench.report import plots
+from bench.report.quality_plots import frontier_beyond_wer
 
 #: Sample clips linked per cell (the first prompts, so every cell offers the same ones).
 SAMPLES_PER_CELL = 2
@@ -188,6 +191,9 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         row["other_settings"] = other_settings(str(row["cell_label"]))
         row["memory_bytes"], row["memory_text"] = memory_text(row, on_device)
     spec = analysis.manifest.get("spec") or {}
+    quality = quality_section(analysis.run_dir, analysis.records)
+    quality_png = frontier_beyond_wer(quality.figures, quality.controls, quality.metrics,
+                                      quality.meaningful) if len(quality.figures) else None
     context = {
         "run_id": analysis.manifest.get("run_id", analysis.run_dir.name),
         "manifest": analysis.manifest,
@@ -213,6 +219,8 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         "images": {name: plots.data_uri(png) for name, png in images.items()},
         "comparison": None if comparison is None else comparison.to_dict("records"),
         "baseline_run": baseline_run,
+        "quality_block": Markup(quality_html(quality)),
+        "quality_plot": None if quality_png is None else plots.data_uri(quality_png),
     }
     template = _environment().get_template("report.html.j2")
     return template.render(**context)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from bench.analysis import NOT_MEANINGFUL, RunAnalysis
 from bench.outcomes import usable
+from bench.quality_table import quality_markdown, quality_section
 from bench.report.html import DASH, fmt_money, fmt_number, fmt_pct
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
@@ -76,6 +77,7 @@ def render_markdown(analysis: RunAnalysis, comparison: pd.DataFrame | None = Non
     if len(front):
         lines += ["", "Frontier (no other cell is both faster and better): "
                   + ", ".join(f"{escape(label)}" for label in front["cell_label"])]
+    lines += quality_markdown(quality_section(analysis.run_dir, analysis.records), escape)
     failures = analysis.failures
     if len(failures):
         lines += ["", f"**{len(failures)} failed generations**:"]

@@ -24,8 +24,8 @@ from bench.scoring.asr_ct2 import FasterWhisperASR
 from bench.scoring.cache import TranscriptCache
 from bench.scoring.metric import Metric
 from bench.scoring.models import models_dir
+from bench.scoring.protocols import Protocol, get_protocol, protocol_fields
 from bench.scoring.quality import QualityOutcome, load_metrics, score_quality
-from bench.scoring.wer import score_utterance
 from bench.store import RunStore
 from echo_tts.errors import first_line
 
@@ -89,17 +89,20 @@ class QualityScorer:
 def score_run(run_dir: Path, *, asr: str | None = None, device: str | None = None,
               download_root: str | None = None, progress: bool = False,
               rescore: bool = False, sim: str | None = None, mos: Iterable[str] | None = None,
-              models_root: str | None = None
+              models_root: str | None = None, protocol: str | None = None
               ) -> tuple[ASR, ScoringOutcome, QualityScorer, QualityOutcome]:
-    """Score a whole run and rebuild its parquet. ``asr``/``device``/``sim``/``mos`` default
-    to the run's spec (``measure.asr``, else large-v3; ``measure.asr_device``, else auto;
-    ``measure.sim``, else none; ``measure.mos``, else none)."""
+    """Score a whole run and rebuild its parquet. ``asr``/``device``/``sim``/``mos``/
+    ``protocol`` default to the run's spec (``measure.asr``, else large-v3;
+    ``measure.asr_device``, else auto; ``measure.sim``, else none; ``measure.mos``, else
+    none; ``measure.wer_protocol``, else whisper-normalizer)."""
     with RunStore.open(run_dir) as store:
         measure = store.manifest.get("spec", {}).get("measure", {})
         device = device or measure.get("asr_device", "auto")
+        wer_protocol = get_protocol(protocol or measure.get("wer_protocol"))
         model = make_asr(asr or measure.get("asr", "large-v3"), device, download_root,
                          models_root=models_root)
-        outcome = score_records(store, model, progress=progress, rescore=rescore)
+        outcome = score_records(store, model, progress=progress, rescore=rescore,
+                                protocol=wer_protocol)
         quality = QualityScorer.load(sim or measure.get("sim", "none"),
                                      measure.get("mos", []) if mos is None else mos,
                                      device, models_root)
@@ -110,8 +113,10 @@ def score_run(run_dir: Path, *, asr: str | None = None, device: str | None = Non
 
 def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = None,
                   cache: TranscriptCache | None = None, progress: bool = False,
-                  rescore: bool = False) -> ScoringOutcome:
-    """Score the ok generations of ``store`` (only ``keys`` when given) with ``asr``."""
+                  rescore: bool = False, protocol: Protocol | None = None) -> ScoringOutcome:
+    """Score the ok generations of ``store`` (only ``keys`` when given) with ``asr``,
+    WER under ``protocol`` (default whisper-normalizer)."""
+    protocol = protocol or get_protocol(None)
     cache = cache or transcript_cache_for(store.path)
     outcome = ScoringOutcome()
     todo: list[dict[str, Any]] = []
@@ -126,7 +131,7 @@ def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = Non
             # No speech to transcribe: scored as an empty transcript (every reference word
             # deleted), the rule of bench.outcomes, so the line carries the cell's loss.
             store.append_score(record["key"], {**store.score_of(record["key"]),
-                                               **score_fields(record, "", asr),
+                                               **score_fields(record, "", asr, protocol),
                                                "score_status": reason})
             outcome.skipped[reason] = outcome.skipped.get(reason, 0) + 1
             continue
@@ -157,33 +162,23 @@ def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = Non
             continue
         earlier = store.score_of(record["key"])
         earlier.pop("score_error", None)  # from a failed earlier attempt
-        store.append_score(record["key"], {**earlier, **score_fields(record, transcript, asr)})
+        store.append_score(record["key"],
+                           {**earlier, **score_fields(record, transcript, asr, protocol)})
         outcome.scored += 1
         faults.after_event("kill_during_scoring")
     return outcome
 
 
-def score_fields(record: dict[str, Any], transcript: str, asr: ASR) -> dict[str, Any]:
-    """The score line of one generation."""
-    score = score_utterance(record["text"], transcript)
+def score_fields(record: dict[str, Any], transcript: str, asr: ASR,
+                 protocol: Protocol | None = None) -> dict[str, Any]:
+    """The score line of one generation (the raw transcript is kept, so the WER fields can
+    be recomputed under another protocol without the ASR)."""
     return {
         "asr_model": asr.name,
         "asr_random": asr.is_random,
         "score_status": "ok",
         "transcript": transcript,
-        "transcript_norm": score.hyp_norm,
-        "reference_norm": score.ref_norm,
-        "ref_words": score.ref_words,
-        "hits": score.hits,
-        "substitutions": score.substitutions,
-        "deletions": score.deletions,
-        "insertions": score.insertions,
-        "ref_chars": score.ref_chars,
-        "char_errors": score.char_errors,
-        "wer": score.wer,
-        "cer": score.cer,
-        "empty_hyp": score.empty_hyp,
-        "empty_ref": score.empty_ref,
+        **protocol_fields(record["text"], transcript, protocol or get_protocol(None)),
         # Quality from random weights (either model) says nothing about speech.
         "quality_meaningful": not record.get("random_weights", False) and not asr.is_random,
     }

@@ -97,14 +97,16 @@ def _char_counts(ref: str, hyp: str) -> tuple[int, int]:
     )
 
 
-def score_utterance(ref: str, hyp: str) -> UtteranceScore:
+def score_utterance(ref: str, hyp: str, *,
+                    normalizer: Callable[[str], str] = normalize) -> UtteranceScore:
     """Normalise both texts and count word and character errors of ``hyp`` against ``ref``.
 
-    Never raises on empty texts: jiwer rejects an empty reference, so the empty cases
-    are counted here directly (every hypothesis word is an insertion, every reference
-    word a deletion).
+    ``normalizer`` is Whisper's by default; the named protocols
+    (:mod:`bench.scoring.protocols`) pass their own. Never raises on empty texts: jiwer
+    rejects an empty reference, so the empty cases are counted here directly (every
+    hypothesis word is an insertion, every reference word a deletion).
     """
-    ref_norm, hyp_norm = normalize(ref), normalize(hyp)
+    ref_norm, hyp_norm = normalizer(ref), normalizer(hyp)
     ref_tokens, hyp_tokens = ref_norm.split(), hyp_norm.split()
     empty_ref, empty_hyp = not ref_tokens, not hyp_tokens
     nan = float("nan")
