@@ -22,6 +22,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from bench.errors import UserError
+from bench.noise import cell_noise
 from bench.prices import Prices, load_prices
 
 #: Per-generation figures summarised per cell by median, p10 and p90.
@@ -179,7 +180,9 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
     peak memory in bytes (``peak_allocated``, ``peak_reserved``, ``peak_rss``: the max
     over generations; NaN where not measured); quality (``corpus_wer``, ``mean_wer``,
     ``cer`` with ``_lo``/``_hi`` 95 % cluster-bootstrap bounds, ``share_above_50``,
-    ``n_empty_hyp``) and ``quality`` ("ok", "not meaningful" or "not scored").
+    ``n_empty_hyp``) and ``quality`` ("ok", "not meaningful" or "not scored"); timing
+    noise and the machine's state (``dispersion``, ``unstable``, ``interleaved``, ...:
+    :func:`bench.noise.cell_noise`).
     """
     rows: list[dict[str, Any]] = []
     if not len(records) or "cell_id" not in records.columns:
@@ -207,6 +210,7 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
         row["peak_allocated"] = _max_or_nan(column(group, "peak_allocated_bytes"))
         row["peak_reserved"] = _max_or_nan(column(group, "peak_reserved_bytes"))
         row["peak_rss"] = _max_or_nan(column(group, "peak_rss_bytes"))
+        row.update(cell_noise(ok))
         row.update(_cell_quality(scored_rows(ok), n_boot=n_boot, seed=seed))
         rows.append(row)
     return pd.DataFrame(rows).set_index("cell_id", drop=False)

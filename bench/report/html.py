@@ -23,6 +23,7 @@ from bench.analysis import (
     flag_step_changes,
     history_table,
 )
+from bench.noise import UNSTABLE_DISPERSION
 from bench.report import plots
 
 #: Sample clips linked per cell (the first prompts, so every cell offers the same ones).
@@ -194,6 +195,7 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         "vram": analysis.vram.to_dict("records"),
         "vram_budgets": [c for c in analysis.vram.columns if c.endswith(" GB")],
         "context_gb": CUDA_CONTEXT_BYTES / 1e9,
+        "unstable_threshold": UNSTABLE_DISPERSION,
         "on_device": bool(cells["peak_reserved"].astype(float).notna().any()),
         "failures": analysis.failures.to_dict("records"),
         "samples": _samples(analysis, out.parent) if audio else {},
