@@ -58,12 +58,12 @@ TEXTS = ["Thank you for calling.", "Please hold the door for the next person.",
 
 
 def write_prompts(folder: Path, n: int) -> Path:
-    """A JSONL prompt set whose prompts each carry their own speaker clip (0.1-0.4 s)."""
+    """A JSONL prompt set whose prompts each carry their own speaker clip (0.25-0.55 s)."""
     rng = np.random.default_rng(0)
     lines = []
     for i in range(n):
         wav = folder / f"spk{i}.wav"
-        seconds = 0.1 + 0.1 * (i % 4)
+        seconds = 0.25 + 0.1 * (i % 4)
         t = np.arange(int(44100 * seconds)) / 44100
         audio = 0.3 * np.sin(2 * math.pi * (120 + 20 * i) * t) + 0.05 * rng.standard_normal(t.size)
         sf.write(wav, audio.astype(np.float32), 44100)
