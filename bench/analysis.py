@@ -24,6 +24,7 @@ import pandas as pd
 
 from bench.errors import UserError
 from bench.memory_fit import vram_fit
+from bench.noise import cell_noise
 from bench.outcomes import (
     NO_SPEECH_SCORES,
     column,
@@ -147,7 +148,8 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
     ``weights_resident`` and ``working_peak``; quality under the rule of
     :mod:`bench.outcomes` (``corpus_wer``, ``mean_wer``, ``cer`` with ``_lo``/``_hi``
     95 % cluster-bootstrap bounds, ``share_above_50``, ``n_empty_hyp``) and ``quality``
-    ("ok", "not meaningful" or "not scored").
+    ("ok", "not meaningful" or "not scored"); timing noise and the machine's state
+    (``dispersion``, ``unstable``, ``interleaved``, ...: :func:`bench.noise.cell_noise`).
     """
     rows: list[dict[str, Any]] = []
     if not len(records) or "cell_id" not in records.columns:
@@ -178,6 +180,7 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
         row["nfe_per_chunk"] = _nanmedian(per_chunk)
         for name, field in MEMORY_FIELDS.items():
             row[name] = _max_or_nan(column(group, field))
+        row.update(cell_noise(ok))
         cell_scored = scored_rows(ok)
         meaningful = (quality_is_meaningful(cell_scored) if len(cell_scored)
                       else run_meaningful and quality_is_meaningful(group))

@@ -79,7 +79,10 @@ class GateThresholds:
     ``sim_margin`` is in similarity units (cosine), ``utmos_margin`` in MOS points (1-5
     scale); ``speed_factor`` a ratio of medians;
     ``alpha`` the one-sided significance level of the speed test; ``memory_headroom`` the
-    share of the card kept free; ``memory_budget_gb`` (GiB) overrides the card's size.
+    share of the card kept free; ``memory_budget_gb`` (GiB) overrides the card's size;
+    ``max_rounds`` the most interleaved rounds (baseline and candidate once each on a
+    prompt/seed) the gate measures when its speed check is inconclusive (default: three
+    times what the spec plans; see :mod:`bench.gate_rounds`).
     """
 
     wer_margin: float = 0.5
@@ -95,6 +98,7 @@ class GateThresholds:
     seed: int = 0
     min_prompts: int = 10
     require_quality: bool = True
+    max_rounds: int | None = None
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], origin: str = "[gate]") -> GateThresholds:
@@ -135,6 +139,9 @@ class GateThresholds:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 out.append(f"gate.{name} must be an integer >= {low}")
+        if self.max_rounds is not None and (isinstance(self.max_rounds, bool) or not isinstance(
+                self.max_rounds, int) or self.max_rounds < 1):
+            out.append("gate.max_rounds must be an integer >= 1")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             out.append("gate.seed must be an integer")
         if not isinstance(self.require_quality, bool):
@@ -540,6 +547,11 @@ def memory_budget_bytes(gpu: str | None, t: GateThresholds) -> tuple[float | Non
 
 
 def _peak(records: pd.DataFrame) -> tuple[float | None, str]:
+    needed = needed_bytes(records)
+    if needed is not None:
+        on_gpu = any(str(d).startswith("cuda") for d in column(records, "device").dropna())
+        return needed, ("resident weights + working peak (CUDA)" if on_gpu else
+                        "resident + working peak host RSS (CPU run, not GPU memory)")
     reserved = _numbers(records, "peak_reserved_bytes")
     if reserved.size:
         return float(reserved.max()), "peak reserved CUDA memory"
@@ -547,6 +559,16 @@ def _peak(records: pd.DataFrame) -> tuple[float | None, str]:
     if rss.size:
         return float(rss.max()), "peak host RSS (CPU run, not GPU memory)"
     return None, ""
+
+
+def needed_bytes(records: pd.DataFrame) -> float | None:
+    """The most one generation needed: resident weights plus its working peak, each
+    measured after what earlier cells left was freed (None for records without them)."""
+    resident = pd.to_numeric(column(records, "weights_resident_bytes"), errors="coerce")
+    working = pd.to_numeric(column(records, "working_peak_bytes"), errors="coerce")
+    total = (resident + working).to_numpy(np.float64)
+    total = total[np.isfinite(total)]
+    return float(total.max()) if total.size else None
 
 
 def check_memory(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds) -> Check:
@@ -752,17 +774,46 @@ def run_gate(baseline: ConfigArg | RunArg, candidate: ConfigArg | RunArg, gate: 
     ``after_cell`` hook that scores each cell as it finishes (None: no scoring);
     ``spec`` the sweep of the config sides when the caller already built it.
     """
+    from bench.gate_rounds import next_seed, speed_undecided
+    from bench.prompts import load_prompts
     from bench.runner import run_sweep
 
     sides = {"baseline": baseline, "candidate": candidate}
     configs = [s.config for s in sides.values() if isinstance(s, ConfigArg)]
     notes: list[str] = []
-    frames: dict[str, tuple[pd.DataFrame, Side]] = {}
     if configs:
         spec = spec or build_sweep(gate, configs)
+        run_dir = run_sweep(spec, backend, root=root, after_cell=scorer).run_dir
+        if len(spec.cells) == 1 and len(configs) == 2:
+            notes.append("the candidate's settings equal the baseline's: one cell compared "
+                          "with itself")
+        verdict = _decide_sides(sides, gate, spec, run_dir, notes)
+        # Noise, not a verdict: measure more interleaved rounds (new seeds) while the
+        # budget allows, then decide on everything measured.
+        n_prompts = len(load_prompts(spec.prompts))
+        added: list[int] = []
+        while speed_undecided(verdict.check("speed").status, verdict.check("speed").figures):
+            seed = next_seed(spec, added, n_prompts, gate.thresholds.max_rounds)
+            if seed is None:
+                break
+            added.append(seed)
+            run_sweep(spec, backend, root=root, resume=str(run_dir), after_cell=scorer,
+                      extra_seeds=added)
+            more = (f"speed was inconclusive: measured {len(added)} more seed(s) "
+                    f"({', '.join(map(str, added))}) in interleaved rounds")
+            verdict = _decide_sides(sides, gate, spec, run_dir, [*notes, more])
+        return verdict
+    return _decide_sides(sides, gate, None, None, notes)
+
+
+def _decide_sides(sides: Mapping[str, ConfigArg | RunArg], gate: GateSpec,
+                  spec: SweepSpec | None, run_dir: Path | None, notes: list[str]
+                  ) -> GateVerdict:
+    """Load each side's records (the gate's own run for config sides) and decide."""
+    frames: dict[str, tuple[pd.DataFrame, Side]] = {}
+    if spec is not None and run_dir is not None:
         ids = {c.id: c for c in spec.cells}
-        outcome = run_sweep(spec, backend, root=root, after_cell=scorer)
-        records = load_records(outcome.run_dir)
+        records = load_records(run_dir)
         # Cells keep the configs' order; equal configs collapse into one cell.
         cell_of_config = iter([spec.cells[0].id, spec.cells[-1].id])
         for role, side in sides.items():
@@ -770,10 +821,8 @@ def run_gate(baseline: ConfigArg | RunArg, candidate: ConfigArg | RunArg, gate: 
                 cell_id = next(cell_of_config)
                 rows = records[column(records, "cell_id") == cell_id]
                 frames[role] = (rows, Side(role, ids[cell_id].label, str(side.path), cell_id,
-                                           str(outcome.run_dir)))
-        if len(spec.cells) == 1 and len(configs) == 2:
-            notes.append("the candidate's settings equal the baseline's: one cell compared "
-                          "with itself")
+                                           str(run_dir)))
+    notes = list(notes)
     for role, side in sides.items():
         if isinstance(side, RunArg):
             rows, cell_id = _cell_records(load_records(side.run_dir), side.run_dir,
@@ -781,6 +830,7 @@ def run_gate(baseline: ConfigArg | RunArg, candidate: ConfigArg | RunArg, gate: 
             label = str(column(rows, "cell_label").iloc[0])
             frames[role] = (rows, Side(role, label, f"run {side.run_dir.name}", cell_id,
                                        str(side.run_dir)))
+    configs = [s for s in sides.values() if isinstance(s, ConfigArg)]
     if len(configs) < 2 and any(isinstance(s, RunArg) for s in sides.values()):
         hosts = {str(v) for f, _ in frames.values() for v in column(f, "device_name").dropna()}
         if len(hosts) > 1:

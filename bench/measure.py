@@ -198,6 +198,11 @@ class MemoryMeasurement:
     ``peak_rss_bytes``: host resident set size peak; ``peak_rss_scope`` says whether it is
     the peak during the block ("block") or since the process started ("process", when the
     kernel's high-water mark cannot be reset).
+    ``weights_resident_bytes``: what was held when the block started (CUDA tensors
+    allocated on a GPU device, the host RSS on CPU): the loaded model and codec, which a
+    generation does not bring; ``working_peak_bytes``: the block's own peak above that.
+    Their sum is what the block needed; unlike the reserved peak, neither counts blocks
+    the caching allocator kept from earlier work.
     """
 
     peak_allocated_bytes: int | None = None
@@ -205,6 +210,8 @@ class MemoryMeasurement:
     device_used_bytes: int | None = None
     peak_rss_bytes: int | None = None
     peak_rss_scope: Literal["block", "process"] | None = None
+    weights_resident_bytes: int | None = None
+    working_peak_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -226,7 +233,11 @@ class MemoryTracker:
         self._measurement = MemoryMeasurement()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._measurement.weights_resident_bytes = int(torch.cuda.memory_allocated(self.device))
         self._rss_reset = _reset_peak_rss()
+        if self.device.type != "cuda" and self._rss_reset:
+            # Right after the reset the high-water mark is the current RSS.
+            self._measurement.weights_resident_bytes = _read_vmhwm()
         return self._measurement
 
     def __exit__(
@@ -248,6 +259,9 @@ class MemoryTracker:
         else:
             m.peak_rss_bytes = _rusage_peak_rss()
             m.peak_rss_scope = "process" if m.peak_rss_bytes is not None else None
+        peak = m.peak_allocated_bytes if self.device.type == "cuda" else hwm
+        if peak is not None and m.weights_resident_bytes is not None:
+            m.working_peak_bytes = max(0, peak - m.weights_resident_bytes)
 
 
 def _reset_peak_rss() -> bool:

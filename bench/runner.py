@@ -8,7 +8,7 @@ flight. Re-running the same spec finds the unfinished run and skips what is done
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -89,10 +89,12 @@ def open_store(spec: SweepSpec, root: Path, resume: str | None, new: bool) -> tu
     return store, False
 
 
-def pending_work(spec: SweepSpec, prompts: list[Prompt], done: set[str]
-                 ) -> tuple[dict[Cell, list[Generation]], int]:
-    """Generations still to run, grouped by cell (cells in spec order), and the total."""
-    everything = plan(spec.cells, prompts, spec.measure.seeds, spec.measure.repeats)
+def pending_work(spec: SweepSpec, prompts: list[Prompt], done: set[str],
+                 extra_seeds: Sequence[int] = ()) -> tuple[dict[Cell, list[Generation]], int]:
+    """Generations still to run, grouped by cell (cells in spec order), and the total
+    (on the spec's seeds plus ``extra_seeds``)."""
+    seeds = list(dict.fromkeys([*spec.measure.seeds, *extra_seeds]))
+    everything = plan(spec.cells, prompts, seeds, spec.measure.repeats)
     work: dict[Cell, list[Generation]] = {}
     for gen in everything:
         if gen.key not in done:
@@ -104,8 +106,11 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
               resume: str | None = None, new: bool = False,
               after_cell: Callable[[RunStore, Cell, list[str]], None] | None = None,
               before_finalize: Callable[[RunStore], None] | None = None,
-              progress: bool = True) -> SweepOutcome:
+              progress: bool = True, extra_seeds: Sequence[int] = ()) -> SweepOutcome:
     """Run (or resume) a sweep; returns counts and the failures by cell.
+
+    ``extra_seeds`` measure more prompt/seed pairs than the spec plans (the gate's extra
+    rounds when its speed check is inconclusive); the manifest lists them.
 
     ``after_cell(store, cell, keys)`` runs as each cell finishes (in-sweep scoring);
     ``before_finalize(store)`` once all generations are done (catch-up work such as
@@ -116,7 +121,11 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
     with store:
         for message in store.repaired:
             print(f"repaired: {message}", file=sys.stderr)
-        work, total = pending_work(spec, prompts, store.done_keys())
+        # Seeds an earlier call added stay part of the run: a resume finishes them too.
+        extra = list(dict.fromkeys([*(store.manifest.get("extra_seeds") or []), *extra_seeds]))
+        if extra_seeds:
+            store.update_manifest(extra_seeds=extra)
+        work, total = pending_work(spec, prompts, store.done_keys(), extra)
         todo = sum(len(g) for g in work.values())
         outcome = SweepOutcome(store.path, total, total - todo, resumed=resumed)
         if resumed:
@@ -134,8 +143,13 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
             return bars[0]
         # Keys recorded per cell, handed to after_cell when the backend says a cell is done.
         keys_by_cell: dict[str, list[str]] = {}
+        # Each record's place in the whole run, continued across resumes.
+        seq = [1 + max((int(r.get("order_seq", -1)) for r in store.records(with_scores=False)),
+                       default=-1)]
 
         def sink(record: dict[str, Any], audio: Tensor | bytes | None) -> None:
+            record = {**record, "order_seq": seq[0]}
+            seq[0] += 1
             if record["status"] == "ok" and audio is not None:
                 path = store.claim_audio_path(record["key"])
                 if path is not None:

@@ -1,17 +1,20 @@
 """Runs cells on one device: the code every backend (local, Modal) executes.
 
-A worker loads the model and codec once per (dtype, compile) combination and keeps them;
-for each cell it warms up, then runs every generation, measuring each with a
-device-synchronised timer and a memory tracker. It produces one record per generation
-(plus the audio) and never touches the run store: the caller decides where they go.
+A worker loads the model and codec once per (dtype, compile) combination and keeps them
+while the cells it runs need them. It runs a group of cells (:mod:`bench.schedule`):
+first it warms every cell up on every shape the cell will time, then it runs the
+generations in interleaved rounds, measuring each with a device-synchronised timer and a
+memory tracker, beside a snapshot of the machine's state (:mod:`bench.machine`). It
+produces one record per generation (plus the audio) and never touches the run store:
+the caller decides where they go.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import traceback
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
@@ -19,53 +22,47 @@ from torch import Tensor
 
 from bench import faults
 from bench.devices import DTYPES, resolve_device
+from bench.machine import machine_state
 from bench.measure import DeviceTimer, MemoryTracker
-from bench.prompts import Prompt
+from bench.schedule import Generation, Group, Step, plan, schedule
 from bench.spec import Cell, ModelSpec
-from bench.store import record_key, utc_now
+from bench.store import utc_now
 from echo_tts.errors import first_line
 from echo_tts.pipeline import STAGES, EchoPipeline, SynthesisResult
 from echo_tts.sampling import SamplerConfig
 from echo_tts.weights import WeightsError
 
+__all__ = ["SILENCE_PEAK", "Generation", "Worker", "order_fields", "plan",
+           "warmup_generations"]
+
 # Audio whose peak is below this is treated as silent (about -80 dBFS).
 SILENCE_PEAK = 1e-4
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One unit of work: a cell's settings on one prompt, seed and repeat."""
-
-    cell: Cell
-    prompt: Prompt
-    seed: int
-    repeat: int
-
-    @property
-    def key(self) -> str:
-        return record_key(self.cell.id, self.prompt.id, self.seed, self.repeat)
-
-
-def plan(cells: Iterable[Cell], prompts: list[Prompt], seeds: Iterable[int],
-         repeats: int) -> list[Generation]:
-    """Every generation of a sweep, cell by cell (prompts x seeds x repeats within a cell)."""
-    seeds = list(seeds)
-    return [Generation(cell, prompt, seed, repeat)
-            for cell in cells for prompt in prompts for seed in seeds for repeat in range(repeats)]
 
 
 ResultSink = Callable[[dict[str, Any], Tensor | None], None]
 
 
-def warmup_generations(generations: list[Generation], warmup: int, compiled: bool
+def warmup_generations(generations: list[Generation], warmup: int, compiled: bool,
+                       shape: Callable[[Generation], Hashable] | None = None
                        ) -> list[Generation]:
-    """What a cell runs untimed first: the first generation ``warmup`` times, and for a
-    compiled cell also the first with another prompt text and the first with another
-    speaker. A compiled graph turns dynamic when it meets a second shape and compiles
-    again then; that must happen here, not inside a timed generation."""
+    """What a cell runs untimed first: the first generation ``warmup`` times, then the
+    first generation of every other shape (``shape(gen)``: what sets the tensor sizes of
+    a generation, such as its chunk count and speaker length), and for a compiled cell
+    also the first with another prompt text and the first with another speaker.
+
+    Eager kernels pick and cache their plans per shape (oneDNN primitives, cuBLAS
+    heuristics, allocator pools), and a compiled graph turns dynamic when it meets a
+    second shape and compiles again then: all of that must happen here, not inside a
+    timed generation."""
     if not generations or warmup < 1:
         return []
     out = [generations[0]] * warmup
+    if shape is not None:
+        seen = {shape(generations[0])}
+        for gen in generations:
+            if shape(gen) not in seen:
+                seen.add(shape(gen))
+                out.append(gen)
     if compiled:
         first = generations[0].prompt
         for differs in (lambda p: p.text != first.text,
@@ -90,12 +87,16 @@ class Worker:
     def random_weights(self) -> bool:
         return self.model_spec.model.startswith("random:")
 
+    @staticmethod
+    def _key(cell: Cell) -> tuple[str, bool, bool, str]:
+        return (cell.dtype, cell.compile, cell.cuda_graphs, cell.attention)
+
     def pipeline(self, cell: Cell) -> EchoPipeline:
         """The pipeline for a cell's dtype and speed options (loaded on first use, then kept).
 
         Pipelines with the same dtype share the loaded weights.
         """
-        key = (cell.dtype, cell.compile, cell.cuda_graphs, cell.attention)
+        key = self._key(cell)
         if key not in self._pipelines:
             same_weights = [p for k, p in self._pipelines.items() if k[0] == cell.dtype]
             if same_weights:
@@ -114,36 +115,89 @@ class Worker:
 
     def run_cell(self, cell: Cell, generations: list[Generation], warmup: int,
                  sink: ResultSink) -> None:
-        """Warm up, then run each generation and hand its record and audio to ``sink``.
+        """One cell on its own: :meth:`run_group` of a group holding only ``cell``."""
+        for group in schedule({cell: generations}):
+            self.run_group(group, warmup, sink)
 
+    def run_group(self, group: Group, warmup: int, sink: ResultSink,
+                  on_cell_done: Callable[[Cell], None] | None = None) -> None:
+        """Free what other groups left, warm every cell of ``group`` up, then run its
+        steps in order (interleaved rounds), handing each record and its audio to ``sink``.
+
+        ``on_cell_done(cell)`` is called once the cell's last generation is handed over.
         A generation that raises (CUDA out of memory included) yields a failed record with
-        the error, and the cell goes on with the next one. Loading errors (missing or
-        unreadable weights) propagate: they are bad input, not a cell's failure.
+        the error, and the group goes on. A cell that cannot load or warm up yields failed
+        records for all its generations. Loading errors of the weights themselves
+        (missing or unreadable files) propagate: they are bad input, not a cell's failure.
         """
-        if not generations:
-            return
-        try:
-            pipe = self.pipeline(cell)
-            for gen in warmup_generations(generations, warmup, cell.compile or cell.cuda_graphs):
-                self._synthesize(pipe, cell, gen)
-        except WeightsError:
-            # Weights that cannot be found or read are bad input for the whole sweep
-            # (exit 2), not a failure of this cell.
-            raise
-        except Exception as err:  # the whole cell cannot run (e.g. out of memory loading)
-            for gen in generations:
-                sink(self.failed_record(gen, err, phase="load/warm-up"), None)
-            return
-        for gen in generations:
+        self.release(keep=group.cells)
+        generations: dict[Cell, list[Generation]] = {}
+        for step in group.steps:
+            generations.setdefault(step.gen.cell, []).append(step.gen)
+        ready: dict[Cell, EchoPipeline] = {}
+        for cell in group.cells:
             try:
-                with MemoryTracker(self.device) as memory, DeviceTimer(self.device) as wall:
-                    result = self._synthesize(pipe, cell, gen)
-            except Exception as err:
-                sink(self.failed_record(gen, err, phase="generation"), None)
-                _release_memory(self.device)
+                ready[cell] = self.prepare(cell, generations[cell], warmup)
+            except WeightsError:
+                raise
+            except Exception as err:  # the whole cell cannot run (e.g. out of memory loading)
+                for step in group.steps:
+                    if step.gen.cell == cell:
+                        sink(self.failed_record(step.gen, err, phase="load/warm-up")
+                             | order_fields(step, group), None)
+                if on_cell_done is not None:
+                    on_cell_done(cell)
+        last = group.last_steps()
+        for index, step in enumerate(group.steps):
+            cell = step.gen.cell
+            if cell not in ready:
                 continue
-            record = self.ok_record(gen, result, wall.seconds, memory.to_dict())
-            sink(record, result.audio)
+            self._timed(ready[cell], step, group, sink)
+            if on_cell_done is not None and last[cell] == index:
+                on_cell_done(cell)
+
+    def prepare(self, cell: Cell, generations: list[Generation], warmup: int) -> EchoPipeline:
+        """Load the cell's pipeline, encode every speaker its prompts use into the cache,
+        and run the warm-up generations (one per shape the cell will time).
+
+        Speakers are cached for every cell alike, so no cell pays encodes another one
+        skips; ``t_speaker_encode`` is then the speaker encoder alone, in every cell.
+        """
+        pipe = self.pipeline(cell)
+        lengths = {g.prompt.speaker_wav: pipe.prepare_speaker(g.prompt.speaker_wav)
+                   for g in generations}
+
+        def shape(gen: Generation) -> Hashable:
+            chunks = (len(pipe.chunk_texts(gen.prompt.text, cell.sampler))
+                      if self.long_text == "chunk" else 1)
+            return chunks, lengths[gen.prompt.speaker_wav]
+
+        for gen in warmup_generations(generations, warmup, cell.compile or cell.cuda_graphs,
+                                      shape):
+            self._synthesize(pipe, cell, gen)
+        return pipe
+
+    def release(self, keep: tuple[Cell, ...] = ()) -> None:
+        """Unload the pipelines none of ``keep`` uses and hand cached blocks back, so the
+        next cells' memory figures hold only what they load themselves."""
+        wanted = {self._key(c) for c in keep}
+        for key in [k for k in self._pipelines if k not in wanted]:
+            del self._pipelines[key]
+        gc.collect()
+        _release_memory(self.device)
+
+    def _timed(self, pipe: EchoPipeline, step: Step, group: Group, sink: ResultSink) -> None:
+        gen = step.gen
+        context = order_fields(step, group) | machine_state(self.device)
+        try:
+            with MemoryTracker(self.device) as memory, DeviceTimer(self.device) as wall:
+                result = self._synthesize(pipe, gen.cell, gen)
+        except Exception as err:
+            sink(self.failed_record(gen, err, phase="generation") | context, None)
+            _release_memory(self.device)
+            return
+        record = self.ok_record(gen, result, wall.seconds, memory.to_dict())
+        sink(record | context, result.audio)
 
     def _synthesize(self, pipe: EchoPipeline, cell: Cell, gen: Generation) -> SynthesisResult:
         faults.generation(cell.label)
@@ -231,6 +285,14 @@ class Worker:
             "error_where": _where(err),
         })
         return record
+
+
+def order_fields(step: Step, group: Group) -> dict[str, Any]:
+    """Where a generation ran in the order: its group (cells sharing a loaded pipeline),
+    round (one prompt/seed/repeat), place in the round, and whether the group interleaved
+    several cells. The runner adds ``order_seq``, the place in the whole run."""
+    return {"order_group": group.index, "order_round": step.round,
+            "order_position": step.position, "order_interleaved": group.interleaved}
 
 
 def _where(err: BaseException) -> str:

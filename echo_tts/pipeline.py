@@ -144,6 +144,21 @@ class EchoPipeline:
         self._speakers[key] = _Speaker(latent, mask)
         return self._speakers[key], False
 
+    def prepare_speaker(self, speaker: SpeakerInput) -> int:
+        """Encode ``speaker`` into the cache now, so syntheses with it find it cached;
+        returns its number of speaker latents (0 for no speaker), the length it adds
+        to the speaker encoder's and the DiT's speaker sequence."""
+        ref, _ = self._speaker(speaker)
+        return 0 if ref is None else int(ref.latent.shape[1])
+
+    def chunk_texts(self, text: str, sampler: SamplerConfig | None = None,
+                    max_bytes: int | None = None) -> list[str]:
+        """The chunks :meth:`synthesize_long` splits ``text`` into for ``sampler``."""
+        sampler = sampler or SamplerConfig()
+        limit = max_bytes or chunk_bytes_for(sampler.sequence_length, self.codec.samples_per_latent,
+                                             self.codec.sample_rate)
+        return split_text(text, limit)
+
     # ---- synthesis
 
     @torch.inference_mode()
@@ -171,9 +186,7 @@ class EchoPipeline:
         ``chunks`` holds each chunk's own result.
         """
         sampler = sampler or SamplerConfig()
-        limit = max_bytes or chunk_bytes_for(sampler.sequence_length, self.codec.samples_per_latent,
-                                             self.codec.sample_rate)
-        pieces = split_text(text, limit)
+        pieces = self.chunk_texts(text, sampler, max_bytes)
         if not pieces:
             raise ValueError("the text is empty")
         if batch_size < 1:

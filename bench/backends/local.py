@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from bench.errors import UserError
 from bench.runner import CellHook, RecordSink
+from bench.schedule import order_seed, schedule
 from bench.spec import Cell, SweepSpec
 from bench.worker import Generation, Worker
 
 
 class LocalBackend:
-    """Loads the model once and runs the cells one after the other."""
+    """Loads the model once and runs the cells group by group, each group in interleaved
+    rounds (:mod:`bench.schedule`); ``interleave=False`` runs cell after cell."""
 
     name = "local"
 
-    def __init__(self, ignore_gpu: bool = False) -> None:
+    def __init__(self, ignore_gpu: bool = False, *, interleave: bool = True) -> None:
         self.ignore_gpu = ignore_gpu
+        self.interleave = interleave
 
     def execute(self, spec: SweepSpec, work: dict[Cell, list[Generation]], sink: RecordSink,
                 on_cell_done: CellHook) -> None:
@@ -24,6 +27,5 @@ class LocalBackend:
                             "backend provides; use --backend modal, or --ignore-gpu to run them "
                             "all on this machine")
         worker = Worker(spec.model, long_text=spec.prompts.long_text)
-        for cell, generations in work.items():
-            worker.run_cell(cell, generations, spec.measure.warmup, sink)
-            on_cell_done(cell)
+        for group in schedule(work, seed=order_seed(spec.hash), interleave=self.interleave):
+            worker.run_group(group, spec.measure.warmup, sink, on_cell_done)

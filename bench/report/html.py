@@ -18,6 +18,7 @@ from markupsafe import Markup
 
 from bench.analysis import NOT_MEANINGFUL, RunAnalysis, column, flag_step_changes, history_table
 from bench.memory_fit import CUDA_CONTEXT_BYTES, memory_need
+from bench.noise import UNSTABLE_DISPERSION
 from bench.quality_table import quality_html, quality_section
 from bench.report import plots
 from bench.report.quality_plots import frontier_beyond_wer
@@ -208,6 +209,7 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         "vram": analysis.vram.to_dict("records"),
         "vram_budgets": [c for c in analysis.vram.columns if c.endswith(" GB")],
         "context_gb": CUDA_CONTEXT_BYTES / 1e9,
+        "unstable_threshold": UNSTABLE_DISPERSION,
         "on_device": on_device,
         "failures": analysis.failures.to_dict("records"),
         "samples": _samples(analysis, out.parent) if audio else {},

@@ -170,6 +170,23 @@ def test_cpu_run_reports_rss() -> None:
     assert memory.status == "PASS" and "host RSS" in memory.summary
 
 
+def test_memory_uses_resident_weights_plus_working_peak() -> None:
+    # A candidate that halves the working memory shows the saving, even though the
+    # allocator's reserved peak (left over from the baseline) says otherwise.
+    base = records("a", [1] * 10, [1.0] * 10, peak_gib=20.0)
+    cand = records("b", [1] * 10, [1.0] * 10, peak_gib=22.0)
+    for frame, working in ((base, 8.0), (cand, 4.0)):
+        frame["device"] = "cuda:0"
+        frame["weights_resident_bytes"] = 12 * GIB
+        frame["working_peak_bytes"] = working * GIB
+    memory = decide(base, cand, FAST).check("memory")
+    assert memory.status == "PASS" and "resident weights + working peak" in memory.summary
+    assert memory.figures["candidate_peak_bytes"] == 16 * GIB
+    assert memory.figures["baseline_peak_bytes"] == 20 * GIB
+    cand["working_peak_bytes"] = 10 * GIB  # 22 GiB > 21.6 usable on an A10G
+    assert decide(base, cand, FAST).check("memory").status == "FAIL"
+
+
 def test_random_weights_do_not_decide_quality() -> None:
     errs = [1] * 10
     base = records("a", errs, [1.0] * 10, random=True)
@@ -285,6 +302,11 @@ def test_thresholds_reject_unknown_and_bad_values() -> None:
     with pytest.raises(UserError, match="speed_metric"):
         GateThresholds.from_table({"speed_metric": "rtf_ful"})
     assert GateThresholds.from_table({"wer_margin": 1}).wer_margin == 1
+    for bad in (0, 2.5, True):
+        with pytest.raises(UserError, match="max_rounds"):
+            GateThresholds.from_table({"max_rounds": bad})
+    assert GateThresholds.from_table({"max_rounds": 40}).max_rounds == 40
+    assert GateThresholds().max_rounds is None
 
 
 def test_dump_toml_round_trips() -> None:

@@ -119,6 +119,11 @@ def test_memory_tracker_sees_a_100_mb_allocation_in_peak_rss() -> None:
             pass
         assert quiet.peak_rss_bytes is not None
         assert quiet.peak_rss_bytes < memory.peak_rss_bytes - size // 2
+        # What was resident before is counted apart from the block's own working peak.
+        assert memory.weights_resident_bytes is not None and memory.working_peak_bytes is not None
+        assert abs(memory.weights_resident_bytes - before) < size // 4
+        assert memory.working_peak_bytes >= int(0.9 * size)
+        assert quiet.working_peak_bytes is not None and quiet.working_peak_bytes < size // 4
     else:
         assert memory.peak_rss_scope == "process"
 

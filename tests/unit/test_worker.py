@@ -31,3 +31,14 @@ def test_compiled_cells_also_meet_a_second_text_and_speaker() -> None:
     # Nothing else to meet: the first generation alone.
     same = _gens(Prompt("a", "Short."), Prompt("b", "Short."))
     assert warmup_generations(same, 1, compiled=True) == [same[0]]
+
+
+def test_every_shape_a_cell_times_is_warmed_once() -> None:
+    gens = _gens(Prompt("a", "One."), Prompt("b", "Two."), Prompt("c", "Three."),
+                 Prompt("d", "Four."))
+    # Shapes as the worker derives them: (chunk count, speaker latents).
+    shapes = {"a": (1, 0), "b": (2, 0), "c": (1, 0), "d": (1, 12)}
+    out = warmup_generations(gens, 2, compiled=False, shape=lambda g: shapes[g.prompt.id])
+    assert out == [gens[0], gens[0], gens[1], gens[3]]
+    # No warm-up asked for: none, whatever the shapes.
+    assert warmup_generations(gens, 0, compiled=False, shape=lambda g: shapes[g.prompt.id]) == []
