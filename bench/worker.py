@@ -17,15 +17,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench import faults
+from bench import faults, workload_run
+from bench.concurrency import run_concurrently
 from bench.devices import DTYPES, resolve_device
 from bench.measure import DeviceTimer, MemoryTracker
 from bench.prompts import Prompt
 from bench.spec import Cell, ModelSpec
 from bench.store import record_key, utc_now
+from echo_tts.autoencoder import load_codec
 from echo_tts.errors import first_line
 from echo_tts.pipeline import STAGES, EchoPipeline, SynthesisResult
-from echo_tts.sampling import SamplerConfig
 from echo_tts.weights import WeightsError
 
 # Audio whose peak is below this is treated as silent (about -80 dBFS).
@@ -84,7 +85,10 @@ class Worker:
         self.long_text = long_text
         self.device = resolve_device(model.device)
         self.device_name = _device_name(self.device)
-        self._pipelines: dict[tuple[str, bool, bool, str], EchoPipeline] = {}
+        self._pipelines: dict[tuple[str, str, bool, bool, str], EchoPipeline] = {}
+        self.speakers = workload_run.SpeakerClips()
+        # Set by the Modal container to spread chunk_workers cells over containers.
+        self.chunk_dispatcher: workload_run.ChunkDispatcher | None = None
 
     @property
     def random_weights(self) -> bool:
@@ -93,20 +97,26 @@ class Worker:
     def pipeline(self, cell: Cell) -> EchoPipeline:
         """The pipeline for a cell's dtype and speed options (loaded on first use, then kept).
 
-        Pipelines with the same dtype share the loaded weights.
+        Pipelines with the same dtype share the loaded weights (and codec, when its
+        dtype matches too).
         """
-        key = (cell.dtype, cell.compile, cell.cuda_graphs, cell.attention)
+        key = (cell.dtype, cell.codec_dtype, cell.compile, cell.cuda_graphs, cell.attention)
         if key not in self._pipelines:
             same_weights = [p for k, p in self._pipelines.items() if k[0] == cell.dtype]
             if same_weights:
-                pipe = EchoPipeline(same_weights[0].model, same_weights[0].codec,
+                codec = next((p.codec for k, p in self._pipelines.items()
+                              if k[1] == cell.codec_dtype), None)
+                if codec is None:
+                    codec = load_codec(self.model_spec.codec, self.model_spec.pca,
+                                       device=self.device, dtype=DTYPES[cell.codec_dtype])
+                pipe = EchoPipeline(same_weights[0].model, codec,
                                     compile=cell.compile, cuda_graphs=cell.cuda_graphs,
                                     attention=cell.attention)
             else:
                 spec = self.model_spec
                 pipe = EchoPipeline.from_pretrained(
                     spec.model, spec.codec, spec.pca, device=self.device,
-                    dtype=DTYPES[cell.dtype], codec_dtype=DTYPES[spec.codec_dtype],
+                    dtype=DTYPES[cell.dtype], codec_dtype=DTYPES[cell.codec_dtype],
                     keep_blockwise=spec.keep_blockwise, compile=cell.compile,
                     cuda_graphs=cell.cuda_graphs, attention=cell.attention)
             self._pipelines[key] = pipe
@@ -134,6 +144,9 @@ class Worker:
             for gen in generations:
                 sink(self.failed_record(gen, err, phase="load/warm-up"), None)
             return
+        if cell.concurrency > 1:
+            run_concurrently(self, pipe, cell, generations, sink)
+            return
         for gen in generations:
             try:
                 with MemoryTracker(self.device) as memory, DeviceTimer(self.device) as wall:
@@ -145,6 +158,13 @@ class Worker:
             record = self.ok_record(gen, result, wall.seconds, memory.to_dict())
             sink(record, result.audio)
 
+    def synthesize_one(self, pipe: EchoPipeline, cell: Cell, gen: Generation) -> SynthesisResult:
+        """One generation, untimed by the worker (the concurrency runner times it)."""
+        return self._synthesize(pipe, cell, gen)
+
+    def release_memory(self) -> None:
+        _release_memory(self.device)
+
     def _synthesize(self, pipe: EchoPipeline, cell: Cell, gen: Generation) -> SynthesisResult:
         faults.generation(cell.label)
         result = self._run_pipeline(pipe, cell, gen)
@@ -155,14 +175,8 @@ class Worker:
         return result
 
     def _run_pipeline(self, pipe: EchoPipeline, cell: Cell, gen: Generation) -> SynthesisResult:
-        sampler: SamplerConfig = cell.sampler
-        prompt = gen.prompt
-        if self.long_text == "chunk":
-            return pipe.synthesize_long(prompt.text, prompt.speaker_wav, sampler, gen.seed,
-                                        batch_size=cell.batch_size)
-        # "truncate" speaks what fits; "error" lets TextTooLongError fail the generation.
-        return pipe.synthesize(prompt.text, prompt.speaker_wav, sampler, gen.seed,
-                               truncate=self.long_text == "truncate")
+        return workload_run.generate(pipe, cell, gen.prompt, gen.seed, self.long_text,
+                                     self.speakers, self.chunk_dispatcher)
 
     # ---- records
 
@@ -217,6 +231,7 @@ class Worker:
             "audio_peak": peak if math.isfinite(peak) else None,
             "audio_path": None,
             **memory,
+            **workload_run.workload_fields(gen.cell, gen.prompt, result),
         })
         return record
 
