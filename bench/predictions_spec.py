@@ -15,8 +15,9 @@ Each table names one proposal and the cells that test it::
     category = "passage"                   # optional: prompts the row is measured on
     source = "the research's words"
 
-The baseline cell is the spec's base settings (production defaults, [model]'s dtypes)
-with ``baseline`` applied; the candidate is the baseline with ``change`` applied. A
+The baseline cell is the spec's base settings (the first value of every [grid] axis, as
+for ``[[include]]``; production defaults and [model]'s dtypes for the others) with
+``baseline`` applied; the candidate is the baseline with ``change`` applied. A
 table without ``change`` is the baseline row itself. When ``[grid]`` varies ``gpu`` and
 neither table names one, the prediction is tested on every GPU type (one row each).
 Both cells must be in the grid, so a prediction can never silently measure nothing.

@@ -501,6 +501,7 @@ class _Parser:
         self.text = text
         self.base_dir = base_dir
         self.has_speakers: bool | None = None
+        self.first_values: dict[str, Any] = {}  # the first value of each [grid] axis
         self.origin = origin
 
     # ---- errors
@@ -584,7 +585,7 @@ class _Parser:
                              else False if prompts.is_builtin else None)
         cells = self.cells(raw, model, limits, allow_large)
         predictions = parse_predictions(
-            raw.get("predictions"), base=self.base_values(model),
+            raw.get("predictions"), base=dict(self.base_values(model), **self.first_values),
             gpus=list(dict.fromkeys(c.gpu for c in cells if c.gpu is not None)),
             cell_ids={c.id for c in cells}, axes=AXES, axis_value=self.axis_value,
             cell_id=cell_id, error=lambda message, key: self.error(message, key))
@@ -777,6 +778,7 @@ class _Parser:
         elif excludes:
             raise self.error("[[exclude]] needs [grid] axes to exclude from", "exclude")
         first = {k: v[0] for k, v in axes.items()}
+        self.first_values = first
         for index, rule in enumerate(includes, 1):
             rows.append((dict(base, **dict(first, **rule)), f"include[{index}]"))
         if not rows:

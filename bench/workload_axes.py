@@ -17,9 +17,10 @@ first problem as one line naming the key.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from echo_tts.sampling import MAX_SEQUENCE_LENGTH
+from echo_tts.sampling import MAX_SEQUENCE_LENGTH, SamplerConfig
 
 WORKLOAD_AXES: tuple[str, ...] = ("concurrency", "chunk_workers", "speaker_seconds",
                                   "block_sizes", "block_steps", "block_cfg")
@@ -134,3 +135,33 @@ def check_prompt_speakers(cells: Any, prompts: Any) -> str | None:
     return (f"grid.speaker_seconds needs speaker references, and {len(missing)} prompt(s) "
             f"have none (e.g. {missing[0]}); set [prompts].speaker or use a set with speaker "
             "clips")
+
+
+def block_configs(cell: Any) -> list[SamplerConfig] | None:
+    """One sampler config per block from ``block_steps`` and ``block_cfg`` (each block's
+    length as its sequence_length), or None when the cell is not blockwise."""
+    if cell.block_sizes is None:
+        return None
+    out = []
+    for index, size in enumerate(cell.block_sizes):
+        changes: dict[str, Any] = {"sequence_length": size}
+        if cell.block_steps is not None:
+            changes["num_steps"] = cell.block_steps[index]
+        if cell.block_cfg is not None:
+            changes["cfg_scale_text"], changes["cfg_scale_speaker"] = cell.block_cfg[index]
+        out.append(replace(cell.sampler, **changes))
+    return out
+
+
+def nfe_per_chunk(cell: Any) -> int:
+    """Forward rows one chunk of the cell costs (every block's, for a blockwise cell)."""
+    blocks = block_configs(cell)
+    return cell.sampler.nfe() if blocks is None else sum(b.nfe() for b in blocks)
+
+
+def latent_rows_per_chunk(cell: Any) -> int:
+    """Forward rows x latents of one chunk: what its sampling compute scales with."""
+    blocks = block_configs(cell)
+    if blocks is None:
+        return int(cell.sampler.nfe() * cell.sampler.sequence_length)
+    return sum(b.nfe() * b.sequence_length for b in blocks)

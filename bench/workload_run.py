@@ -30,9 +30,9 @@ import torch
 
 from bench.prompts import Prompt
 from bench.spec import Cell
+from bench.workload_axes import block_configs
 from echo_tts.audio import SAMPLE_RATE, load_speaker_audio, write_wav
 from echo_tts.pipeline import STAGES, EchoPipeline, SynthesisResult
-from echo_tts.sampling import SamplerConfig
 from echo_tts.text import chunk_bytes_for, split_text
 
 SAMPLES_PER_LATENT = 2048
@@ -91,22 +91,6 @@ def reference_samples(path: Path | None) -> int | None:
     return round(info.frames * SAMPLE_RATE / info.samplerate)
 
 
-def block_samplers(cell: Cell) -> list[SamplerConfig] | None:
-    """One sampler config per block from ``block_steps`` and ``block_cfg``, or None when
-    every block runs the cell's own sampler."""
-    if cell.block_sizes is None or (cell.block_steps is None and cell.block_cfg is None):
-        return None
-    out = []
-    for index, size in enumerate(cell.block_sizes):
-        changes: dict[str, Any] = {"sequence_length": size}
-        if cell.block_steps is not None:
-            changes["num_steps"] = cell.block_steps[index]
-        if cell.block_cfg is not None:
-            changes["text_cfg_scale"], changes["speaker_cfg_scale"] = cell.block_cfg[index]
-        out.append(replace(cell.sampler, **changes))
-    return out
-
-
 def generate(pipe: EchoPipeline, cell: Cell, prompt: Prompt, seed: int, long_text: str,
              speakers: SpeakerClips, dispatcher: ChunkDispatcher | None = None
              ) -> SynthesisResult:
@@ -130,7 +114,7 @@ def generate(pipe: EchoPipeline, cell: Cell, prompt: Prompt, seed: int, long_tex
 def _blockwise(pipe: EchoPipeline, cell: Cell, text: str, speaker: Path | None, seed: int,
                long_text: str) -> SynthesisResult:
     assert cell.block_sizes is not None
-    samplers = block_samplers(cell)
+    samplers = block_configs(cell) if cell.block_steps or cell.block_cfg else None
     pieces = ([text] if long_text != "chunk"
               else split_text(text, chunk_bytes_for(cell.sampler.sequence_length)))
     # Chunk i uses seed + i, as synthesize_long does.

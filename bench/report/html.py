@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from bench import predictions_report
 from bench.analysis import (
     CUDA_CONTEXT_BYTES,
     NOT_MEANINGFUL,
@@ -205,6 +206,8 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         "images": {name: plots.data_uri(png) for name, png in images.items()},
         "comparison": None if comparison is None else comparison.to_dict("records"),
         "baseline_run": baseline_run,
+        "research": predictions_report.section(analysis.records, analysis.manifest,
+                                               analysis.prices),
     }
     template = _environment().get_template("report.html.j2")
     return template.render(**context)
