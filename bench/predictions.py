@@ -250,6 +250,10 @@ def _verdict(p: Mapping[str, Any], row: PredictionRow, cand_ok: pd.DataFrame) ->
             "cold starts; the Modal backend runs the chunks on containers", tail)
     if row.n_failed:
         return "costs reliability", _join(f"{row.n_failed} generation(s) failed", tail)
+    if _on_cpu(cand_ok):
+        # A CPU (often a tiny model on a shared machine) says nothing about the GPU the
+        # prediction is for; the measured figure stays in its column.
+        return "not measurable here", tail
     harms = [m for m, iv in row.quality.items() if _harmful(m, iv)]
     if harms and row.quality_meaningful:
         return "costs quality", _join("material change in " + ", ".join(harms), tail)
