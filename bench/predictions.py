@@ -228,10 +228,10 @@ def _speedup(pairs: pd.DataFrame, measure: str, clusters: list[Any], ctx: _Conte
 
 def _verdict(p: Mapping[str, Any], row: PredictionRow, cand_ok: pd.DataFrame) -> tuple[str, str]:
     notes = []
-    if not row.quality_meaningful:
-        notes.append("quality not measurable here (random weights or ASR)")
     if _on_cpu(cand_ok):
         notes.append(f"speed measured {_where(cand_ok)}, not on {p.get('gpu') or 'a GPU'}")
+    if not row.quality_meaningful:
+        notes.append("quality from random weights or ASR says nothing")
     tail = "; ".join(notes)
     if p["measure"] == "memory" and p.get("vram_gb"):
         if row.memory_kind != "GPU":

@@ -171,7 +171,8 @@ def workload_fields(cell: Cell, prompt: Prompt, result: SynthesisResult) -> dict
     latency = result.timings["total"]
     mode = None
     if cell.chunk_workers > 1:
-        remote = getattr(result, "parallel_wall_seconds", None)
+        # A dispatcher (bench.backends.modal_parallel) times the real fan-out itself.
+        remote = result.timings.get("parallel_wall")
         latency = remote if remote is not None else parallel_latency(chunk_totals,
                                                                      cell.chunk_workers)
         mode = "containers" if remote is not None else "simulated-one-device"

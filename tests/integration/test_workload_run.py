@@ -185,3 +185,13 @@ def test_modal_chunk_dispatcher_spreads_chunks_and_times_the_wall(worker: Worker
     # The same audio as the local pipeline's synthesize_long of the same chunks and seeds.
     local = worker.pipeline(cell).synthesize_long(TWO_CHUNKS, None, SAMPLER, 0)
     assert torch.allclose(result.audio, local.audio, atol=1e-5)
+    # Through the worker (as in a Modal container): the record's latency is the fan-out's.
+    worker.chunk_dispatcher = dispatcher
+    try:
+        ((record, _),) = _run(worker, cell, [Prompt("p", TWO_CHUNKS)])
+    finally:
+        worker.chunk_dispatcher = None
+    assert record["status"] == "ok", record.get("error")
+    assert record["chunk_parallel_mode"] == "containers"
+    # Each fake call sleeps 0.2 s before its chunk: only the fan-out's wall-clock holds it.
+    assert record["latency_seconds"] >= 0.2 + max(record["chunk_seconds"])
