@@ -39,8 +39,6 @@ from echo_tts.sampling import SamplerConfig
 #: Per-utterance quality columns a run may carry; a prediction row shows each one present.
 QUALITY_METRICS: tuple[str, ...] = ("wer", "cer", "sim", "utmos", "dnsmos_ovrl", "dnsmos_sig",
                                     "dnsmos_bak", "dnsmos_p808")
-#: Error rates are stored as fractions and shown in points.
-_POINTS = ("wer", "cer")
 #: A paired change past these (lower bound of the harm) is material (design map: half a
 #: WER point; the gate's speaker-similarity margin; a tenth of a MOS point).
 MATERIAL_HARM: dict[str, float] = {"wer": 0.005, "cer": 0.005, "sim": -0.01, "utmos": -0.1,

@@ -31,12 +31,12 @@ import torch
 from bench.prompts import Prompt
 from bench.spec import Cell
 from bench.workload_axes import block_configs
-from echo_tts.audio import SAMPLE_RATE, load_speaker_audio, write_wav
+from echo_tts.audio import SAMPLE_RATE, SPEAKER_PATCH_SIZE, load_speaker_audio, write_wav
 from echo_tts.pipeline import STAGES, EchoPipeline, SynthesisResult
 from echo_tts.text import chunk_bytes_for, split_text
 
+# The official codec's hop (the design map: one latent = 2048 samples at 44.1 kHz).
 SAMPLES_PER_LATENT = 2048
-SPEAKER_PATCH = 4
 MAX_SPEAKER_LATENTS = 6400
 # Chunks are joined with this much silence (EchoPipeline.synthesize_long's default).
 GAP_SECONDS = 0.1
@@ -80,7 +80,7 @@ def fit_speaker(audio: torch.Tensor, seconds: float) -> torch.Tensor:
 def speaker_tokens(samples: int) -> int:
     """Speaker-encoder tokens the sampler attends to for a reference of ``samples``
     (44.1 kHz): whole latents, capped at 6400, in patches of 4 (echo_tts.audio)."""
-    return min(samples // SAMPLES_PER_LATENT, MAX_SPEAKER_LATENTS) // SPEAKER_PATCH
+    return min(samples // SAMPLES_PER_LATENT, MAX_SPEAKER_LATENTS) // SPEAKER_PATCH_SIZE
 
 
 def reference_samples(path: Path | None) -> int | None:

@@ -20,6 +20,7 @@ reads ``modal.parameter()`` types at class-definition time.
 
 import base64
 import concurrent.futures as cf
+import hashlib
 import json
 import os
 import time
@@ -70,8 +71,6 @@ def run_chunk(worker: Any, request: str, scratch: Path) -> dict[str, Any]:
     speaker = None
     if data["speaker"] is not None:
         raw = base64.b64decode(data["speaker"]["b64"])
-        import hashlib
-
         speaker = scratch / (hashlib.sha256(raw).hexdigest()[:16] + data["speaker"]["suffix"])
         if not speaker.exists():
             speaker.write_bytes(raw)
