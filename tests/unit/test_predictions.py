@@ -100,7 +100,7 @@ def test_cpu_run_renders_a_row_for_every_proposal_with_not_measurable_rows() -> 
     text = predictions_report.markdown(data)
     assert text.startswith("### The research's predictions, measured")
     assert text.count("not measurable here") >= 4
-    assert "1.33x [" in text and "~12 s for ~48 s of audio" in text
+    assert "1.33 [" in text and "~12 s for ~48 s of audio" in text
     assert "latency p50/p90/p99 s" in text
 
 
