@@ -17,11 +17,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     # Each module defines its own error type; import them here so the CLI knows them all.
     from bench.prompts import PromptError
     from bench.scoring.asr import ASRError
+    from bench.scoring.models import ModelMissingError
     from bench.spec import SpecError
     from bench.store import StoreError
     from echo_tts.audio import AudioError
 
-    errors += [SpecError, PromptError, StoreError, ASRError, AudioError]
+    errors += [SpecError, PromptError, StoreError, ASRError, ModelMissingError, AudioError]
     return tuple(errors)
 
 

@@ -458,11 +458,15 @@ def nightly() -> str:
 
 def score_hook(run_dir: Path, whisper_root: str = WHISPER_CACHE_DIR) -> None:
     """Score a run's ok generations with Whisper (the spec's ``asr``, weights from the
-    cache volume) and rebuild its parquet, as ``echo-bench score`` does."""
+    cache volume) and the spec's quality metrics (models in ``echo-bench-models`` on the
+    same volume), then rebuild its parquet, as ``echo-bench score`` does."""
     from bench.scoring.run_scoring import score_run
 
-    _, outcome = score_run(run_dir, download_root=whisper_root)
+    _, outcome, quality, _ = score_run(run_dir, download_root=whisper_root,
+                                       models_root=f"{whisper_root}/echo-bench-models")
     print(f"scored {outcome.scored} generations of {run_dir.name}")
+    for name, message in quality.missing.items():
+        print(f"{name} not scored: {message}")
 
 
 def report_hook(run_dir: Path) -> None:
