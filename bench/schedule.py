@@ -111,7 +111,10 @@ def schedule(work: Mapping[Cell, Sequence[Generation]], *, seed: int = 0,
     keyed: dict[object, list[Cell]] = {}
     for cell, gens in work.items():
         if gens:
-            keyed.setdefault(group_key(cell) if interleave else cell.id, []).append(cell)
+            # A concurrency cell times rounds of N of its own requests in flight at once;
+            # another cell's generation between them would break the round.
+            alone = not interleave or cell.concurrency > 1
+            keyed.setdefault(cell.id if alone else group_key(cell), []).append(cell)
     groups = []
     for index, cells in enumerate(keyed.values()):
         by_unit: dict[tuple[str, int, int], dict[Cell, Generation]] = {}

@@ -41,8 +41,10 @@ A spec is data only (nothing in it is executed or imported by name)::
     [limits]
     max_cells = 500
 
-Grid axes: :data:`EXECUTION_AXES` (``gpu``, ``dtype``, ``compile``, ``cuda_graphs``,
-``attention``, ``batch_size``) and every :class:`~echo_tts.sampling.SamplerConfig` field. TOML has no
+Grid axes: :data:`EXECUTION_AXES` (``gpu``, ``dtype``, ``codec_dtype``, ``compile``,
+``cuda_graphs``, ``attention``, ``batch_size`` and the workload axes of
+:mod:`bench.workload_axes`: ``concurrency``, ``chunk_workers``, ``speaker_seconds``,
+``block_sizes``, ``block_steps``, ``block_cfg``) and every :class:`~echo_tts.sampling.SamplerConfig` field. TOML has no
 null, so an optional sampler field (``truncation_factor``, ``rescale_k``, ...) is set
 back to "off" with the string ``"unset"``.
 
@@ -84,6 +86,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from bench.predictions_spec import Prediction, parse_predictions
+from bench.workload_axes import (
+    WORKLOAD_AXES,
+    WORKLOAD_AXIS_TYPES,
+    WORKLOAD_DEFAULTS,
+    check_workload,
+    normalise_workload,
+)
 from echo_tts.acceleration import ATTENTION_LAYOUTS, AttentionLayout
 from echo_tts.autoencoder import DEFAULT_CODEC_REPO, DEFAULT_PCA_REPO
 from echo_tts.production import DTYPES, resolve_relative_source
@@ -100,11 +110,13 @@ DEFAULT_MAX_CELLS = 500
 # is certainly a mistake, and materialising it would hang before any error is shown.
 HARD_MAX_COMBINATIONS = 1_000_000
 UNSET = "unset"
+_QUIET_AXES = frozenset(("codec_dtype", *WORKLOAD_AXES))
+# Axes whose single value is itself a list (a block schedule).
+_LIST_KINDS = ("int_list", "pair_list")
 
 #: Grid axes that are not sampler settings, outermost first (each costs a model reload
 #: or a different machine, so the runner wants them grouped).
-EXECUTION_AXES: tuple[str, ...] = ("gpu", "dtype", "compile", "cuda_graphs", "attention",
-                                   "batch_size")
+EXECUTION_AXES: tuple[str, ...] = ("gpu", "dtype", "codec_dtype", "compile", "cuda_graphs", "attention", "batch_size", *WORKLOAD_AXES)
 SAMPLER_AXES: tuple[str, ...] = SamplerConfig.field_names()
 AXES: tuple[str, ...] = EXECUTION_AXES + SAMPLER_AXES
 
@@ -114,10 +126,12 @@ AXES: tuple[str, ...] = EXECUTION_AXES + SAMPLER_AXES
 CELL_DEFAULTS: dict[str, Any] = {
     "gpu": None,
     "dtype": "bfloat16",
+    "codec_dtype": "float32",
     "compile": False,
     "cuda_graphs": False,
     "attention": "sliced",
     "batch_size": 1,
+    **WORKLOAD_DEFAULTS,
     **SamplerConfig().to_dict(),
 }
 
@@ -231,7 +245,20 @@ class Cell:
     cuda_graphs: bool = False
     attention: AttentionLayout = "sliced"
     dtype: str = "bfloat16"
+    codec_dtype: str = "float32"
+    # The workload axes (bench.workload_axes): None / 1 leave generation as it was.
+    concurrency: int = 1
+    chunk_workers: int = 1
+    speaker_seconds: float | None = None
+    block_sizes: tuple[int, ...] | None = None
+    block_steps: tuple[int, ...] | None = None
+    block_cfg: tuple[tuple[float, float], ...] | None = None
     settings: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        # Lists arrive from TOML and JSON payloads; a Cell is a dict key, so keep tuples.
+        for axis, value in normalise_workload(self).items():
+            object.__setattr__(self, axis, value)
 
     def values(self) -> dict[str, Any]:
         """Every axis's effective value, in canonical axis order."""
@@ -270,6 +297,7 @@ class SweepSpec:
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     hash: str = ""
+    predictions: tuple[Prediction, ...] = ()
 
     def cells_by_gpu(self) -> dict[str | None, tuple[Cell, ...]]:
         """Cells grouped by GPU string (None: wherever the backend runs), in cell order."""
@@ -324,6 +352,7 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
         },
         "measure": {**asdict(spec.measure), "seeds": list(spec.measure.seeds)},
         "limits": asdict(spec.limits),
+        "predictions": [p.to_dict() for p in spec.predictions],
         "cells": [
             {"id": c.id, "label": c.label, "settings": dict(c.settings), **c.values()}
             for c in spec.cells
@@ -372,6 +401,12 @@ class _AxisType:
             text = "an integer" + (f" >= {self.minimum}" if self.minimum is not None else "")
         elif self.kind == "float":
             text = "a number"
+        elif self.kind == "positive_float":
+            text = "a number > 0"
+        elif self.kind == "int_list":
+            text = f"a list of integers >= {self.minimum}, e.g. [32, 128, 480]"
+        elif self.kind == "pair_list":
+            text = "a list of [text, speaker] number pairs, e.g. [[2.0, 5.0], [3.0, 8.0]]"
         else:
             text = "true or false"
         return text + (f' or "{UNSET}"' if self.optional else "")
@@ -406,6 +441,8 @@ AXIS_TYPES: dict[str, _AxisType] = {
     "cuda_graphs": _AxisType("bool"),
     "attention": _AxisType("choice", choices=ATTENTION_LAYOUTS),
     "batch_size": _AxisType("int", minimum=1),
+    "codec_dtype": _AxisType("choice", choices=DTYPES),
+    **{name: _AxisType(*spec) for name, spec in WORKLOAD_AXIS_TYPES.items()},
     **_sampler_axis_types(),
 }
 
@@ -425,6 +462,20 @@ def _check_value(axis: _AxisType, value: Any) -> tuple[bool, Any]:
         return ok and math.isfinite(value), float(value) if ok else value
     if axis.kind == "choice":
         return value in axis.choices, value
+    if axis.kind == "positive_float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return ok and math.isfinite(value) and value > 0, float(value) if ok else value
+    if axis.kind == "int_list":
+        ok = (isinstance(value, list) and bool(value)
+              and all(isinstance(v, int) and not isinstance(v, bool)
+                      and v >= (axis.minimum or 0) for v in value))
+        return ok, tuple(value) if ok else value
+    if axis.kind == "pair_list":
+        ok = isinstance(value, list) and bool(value) and all(
+            isinstance(p, list) and len(p) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                    for v in p) for p in value)
+        return ok, tuple((float(a), float(b)) for a, b in value) if ok else value
     if not isinstance(value, str):
         return False, value
     gpu, _, count = value.upper().partition(":")
@@ -433,6 +484,9 @@ def _check_value(axis: _AxisType, value: Any) -> tuple[bool, Any]:
 
 
 def _format_value(value: Any) -> str:
+    if isinstance(value, tuple):  # block schedules: 32/128/480, CFG pairs 2:5/3:8
+        return "/".join(":".join(map(_format_value, v)) if isinstance(v, tuple)
+                        else _format_value(v) for v in value)
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float) and value.is_integer():
@@ -445,7 +499,7 @@ def _format_value(value: Any) -> str:
 
 # [gate] holds the CI gate's thresholds (read by bench.gate); sweeps ignore it.
 _TOP_KEYS = ("name", "description", "model", "prompts", "grid", "include", "exclude",
-             "measure", "limits", "gate")
+             "measure", "limits", "gate", "predictions")
 _MODEL_KEYS = ("model", "codec", "pca", "dtype", "device", "compile", "codec_dtype",
                "keep_blockwise")
 _PROMPT_KEYS = ("set", "limit", "ids", "speaker", "long_text", "speakers")
@@ -468,6 +522,8 @@ class _Parser:
     def __init__(self, text: str, base_dir: Path, origin: str):
         self.text = text
         self.base_dir = base_dir
+        self.has_speakers: bool | None = None
+        self.first_values: dict[str, Any] = {}  # the first value of each [grid] axis
         self.origin = origin
 
     # ---- errors
@@ -545,12 +601,29 @@ class _Parser:
         self.check_keys(limits_table, _LIMIT_KEYS, "limits")
         max_cells = self.int_at_least(limits_table, "limits", "max_cells", DEFAULT_MAX_CELLS, 1)
         limits = LimitsSpec(max_cells=typing.cast(int, max_cells))
+        # Builtin prompts carry no speaker clips; a file's are checked once it loads
+        # (bench.workload_axes.check_prompt_speakers).
+        self.has_speakers = (True if prompts.speaker is not None
+                             else False if prompts.is_builtin else None)
         cells = self.cells(raw, model, limits, allow_large)
+        predictions = parse_predictions(
+            raw.get("predictions"), base=dict(self.base_values(model), **self.first_values),
+            gpus=list(dict.fromkeys(c.gpu for c in cells if c.gpu is not None)),
+            cell_ids={c.id for c in cells}, axes=AXES, axis_value=self.axis_value,
+            cell_id=cell_id, error=lambda message, key: self.error(message, key))
         return SweepSpec(
             name=name, description=description, model=model, prompts=prompts,
             measure=measure, limits=limits, cells=cells, source=None, raw=raw,
             hash=hashlib.sha256(canonical_json(_jsonable(raw)).encode("utf-8")).hexdigest(),
+            predictions=predictions,
         )
+
+    @staticmethod
+    def base_values(model: ModelSpec) -> dict[str, Any]:
+        """Every axis's value in a cell that names none: execution fields absent from the
+        grid follow [model]; sampler fields follow SamplerConfig's defaults."""
+        return dict(CELL_DEFAULTS, dtype=model.dtype, codec_dtype=model.codec_dtype,
+                    compile=model.compile)
 
     def model(self, table: dict[str, Any]) -> ModelSpec:
         self.check_keys(table, _MODEL_KEYS, "model")
@@ -692,7 +765,7 @@ class _Parser:
         self.check_keys(table, AXES, where)
         out = {}
         for key, value in table.items():
-            if isinstance(value, list):
+            if isinstance(value, list) and AXIS_TYPES[key].kind not in _LIST_KINDS:
                 raise self.error(f"{where}.{key} must be a single value, not a list (each "
                                  f"[[{section}]] names one combination)", f"{where}.{key}")
             out[key] = self.axis_value(key, value, f"{where}.{key}")
@@ -732,9 +805,7 @@ class _Parser:
             raise self.error(f"grid has {combinations} combinations, above the hard limit "
                              f"of {HARD_MAX_COMBINATIONS}; split the sweep", "grid")
 
-        # Execution fields absent from the grid follow [model]; sampler fields follow
-        # SamplerConfig's defaults.
-        base = dict(CELL_DEFAULTS, dtype=model.dtype, compile=model.compile)
+        base = self.base_values(model)
         named = [k for k in AXES if k in axes or any(k in inc for inc in includes)]
 
         rows: list[tuple[dict[str, Any], str]] = []
@@ -751,6 +822,7 @@ class _Parser:
         elif excludes:
             raise self.error("[[exclude]] needs [grid] axes to exclude from", "exclude")
         first = {k: v[0] for k, v in axes.items()}
+        self.first_values = first
         for index, rule in enumerate(includes, 1):
             rows.append((dict(base, **dict(first, **rule)), f"include[{index}]"))
         if not rows:
@@ -770,8 +842,11 @@ class _Parser:
     def make_cell(self, values: dict[str, Any], named: Sequence[str], where: str,
                   model: ModelSpec) -> Cell:
         sampler_kwargs = {k: values[k] for k in SAMPLER_AXES}
+        # The newer axes show only where they differ from the default, so an include
+        # that names one does not put "concurrency=1" on every other cell's label.
         settings = {k: values[k] for k in AXES
-                    if k in named or not _same(values[k], CELL_DEFAULTS[k])}
+                    if (k in named and k not in _QUIET_AXES)
+                    or not _same(values[k], CELL_DEFAULTS[k])}
         try:
             sampler = SamplerConfig(**sampler_kwargs)
         except ValueError as exc:
@@ -785,6 +860,12 @@ class _Parser:
         if values["cuda_graphs"] and model.device == "cpu" and values["gpu"] is None:
             raise self.error(f"{where} ({_describe(settings)}) asks for cuda_graphs on a CPU "
                              "device; drop cuda_graphs or set [model].device", "model.device")
+        problem = check_workload(values, keep_blockwise=model.keep_blockwise,
+                                 has_speakers=self.has_speakers)
+        if problem is not None:
+            message, axis = problem
+            section = where if where.startswith("include") else "grid"
+            raise self.error(f"{section}.{axis}: {message}", f"{section}.{axis}")
         return Cell(id=cell_id(values), sampler=sampler, settings=settings,
                     **{axis: values[axis] for axis in EXECUTION_AXES})
 

@@ -20,16 +20,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench import faults
+from bench import faults, workload_run
+from bench.concurrency import run_concurrently
 from bench.devices import DTYPES, resolve_device
 from bench.machine import machine_state
 from bench.measure import DeviceTimer, MemoryTracker
 from bench.schedule import Generation, Group, Step, plan, schedule
 from bench.spec import Cell, ModelSpec
 from bench.store import utc_now
+from echo_tts.autoencoder import load_codec
 from echo_tts.errors import first_line
 from echo_tts.pipeline import STAGES, EchoPipeline, SynthesisResult
-from echo_tts.sampling import SamplerConfig
 from echo_tts.weights import WeightsError
 
 __all__ = ["SILENCE_PEAK", "Generation", "Worker", "order_fields", "plan",
@@ -81,33 +82,42 @@ class Worker:
         self.long_text = long_text
         self.device = resolve_device(model.device)
         self.device_name = _device_name(self.device)
-        self._pipelines: dict[tuple[str, bool, bool, str], EchoPipeline] = {}
+        self._pipelines: dict[tuple[str, str, bool, bool, str], EchoPipeline] = {}
+        self.speakers = workload_run.SpeakerClips()
+        # Set by the Modal container to spread chunk_workers cells over containers.
+        self.chunk_dispatcher: workload_run.ChunkDispatcher | None = None
 
     @property
     def random_weights(self) -> bool:
         return self.model_spec.model.startswith("random:")
 
     @staticmethod
-    def _key(cell: Cell) -> tuple[str, bool, bool, str]:
-        return (cell.dtype, cell.compile, cell.cuda_graphs, cell.attention)
+    def _key(cell: Cell) -> tuple[str, str, bool, bool, str]:
+        return (cell.dtype, cell.codec_dtype, cell.compile, cell.cuda_graphs, cell.attention)
 
     def pipeline(self, cell: Cell) -> EchoPipeline:
         """The pipeline for a cell's dtype and speed options (loaded on first use, then kept).
 
-        Pipelines with the same dtype share the loaded weights.
+        Pipelines with the same dtype share the loaded weights (and codec, when its
+        dtype matches too).
         """
         key = self._key(cell)
         if key not in self._pipelines:
             same_weights = [p for k, p in self._pipelines.items() if k[0] == cell.dtype]
             if same_weights:
-                pipe = EchoPipeline(same_weights[0].model, same_weights[0].codec,
+                codec = next((p.codec for k, p in self._pipelines.items()
+                              if k[1] == cell.codec_dtype), None)
+                if codec is None:
+                    codec = load_codec(self.model_spec.codec, self.model_spec.pca,
+                                       device=self.device, dtype=DTYPES[cell.codec_dtype])
+                pipe = EchoPipeline(same_weights[0].model, codec,
                                     compile=cell.compile, cuda_graphs=cell.cuda_graphs,
                                     attention=cell.attention)
             else:
                 spec = self.model_spec
                 pipe = EchoPipeline.from_pretrained(
                     spec.model, spec.codec, spec.pca, device=self.device,
-                    dtype=DTYPES[cell.dtype], codec_dtype=DTYPES[spec.codec_dtype],
+                    dtype=DTYPES[cell.dtype], codec_dtype=DTYPES[cell.codec_dtype],
                     keep_blockwise=spec.keep_blockwise, compile=cell.compile,
                     cuda_graphs=cell.cuda_graphs, attention=cell.attention)
             self._pipelines[key] = pipe
@@ -147,6 +157,9 @@ class Worker:
                              | order_fields(step, group), None)
                 if on_cell_done is not None:
                     on_cell_done(cell)
+        if len(group.cells) == 1 and group.cells[0].concurrency > 1:
+            self._run_concurrent(group, ready, sink, on_cell_done)
+            return
         last = group.last_steps()
         for index, step in enumerate(group.steps):
             cell = step.gen.cell
@@ -154,6 +167,20 @@ class Worker:
                 continue
             self._timed(ready[cell], step, group, sink)
             if on_cell_done is not None and last[cell] == index:
+                on_cell_done(cell)
+
+    def _run_concurrent(self, group: Group, ready: dict[Cell, EchoPipeline], sink: ResultSink,
+                        on_cell_done: Callable[[Cell], None] | None) -> None:
+        """A concurrency cell's generations, N in flight at once (bench.concurrency)."""
+        cell = group.cells[0]
+        if cell in ready:
+            steps = {step.gen.key: step for step in group.steps}
+
+            def ordered(record: dict[str, Any], audio: Tensor | None) -> None:
+                sink(record | order_fields(steps[record["key"]], group), audio)
+
+            run_concurrently(self, ready[cell], cell, [s.gen for s in group.steps], ordered)
+            if on_cell_done is not None:  # (a cell that failed to load was done already)
                 on_cell_done(cell)
 
     def prepare(self, cell: Cell, generations: list[Generation], warmup: int) -> EchoPipeline:
@@ -199,6 +226,13 @@ class Worker:
         record = self.ok_record(gen, result, wall.seconds, memory.to_dict())
         sink(record | context, result.audio)
 
+    def synthesize_one(self, pipe: EchoPipeline, cell: Cell, gen: Generation) -> SynthesisResult:
+        """One generation, untimed by the worker (the concurrency runner times it)."""
+        return self._synthesize(pipe, cell, gen)
+
+    def release_memory(self) -> None:
+        _release_memory(self.device)
+
     def _synthesize(self, pipe: EchoPipeline, cell: Cell, gen: Generation) -> SynthesisResult:
         faults.generation(cell.label)
         result = self._run_pipeline(pipe, cell, gen)
@@ -209,14 +243,8 @@ class Worker:
         return result
 
     def _run_pipeline(self, pipe: EchoPipeline, cell: Cell, gen: Generation) -> SynthesisResult:
-        sampler: SamplerConfig = cell.sampler
-        prompt = gen.prompt
-        if self.long_text == "chunk":
-            return pipe.synthesize_long(prompt.text, prompt.speaker_wav, sampler, gen.seed,
-                                        batch_size=cell.batch_size)
-        # "truncate" speaks what fits; "error" lets TextTooLongError fail the generation.
-        return pipe.synthesize(prompt.text, prompt.speaker_wav, sampler, gen.seed,
-                               truncate=self.long_text == "truncate")
+        return workload_run.generate(pipe, cell, gen.prompt, gen.seed, self.long_text,
+                                     self.speakers, self.chunk_dispatcher)
 
     # ---- records
 
@@ -271,6 +299,7 @@ class Worker:
             "audio_peak": peak if math.isfinite(peak) else None,
             "audio_path": None,
             **memory,
+            **workload_run.workload_fields(gen.cell, gen.prompt, result),
         })
         return record
 

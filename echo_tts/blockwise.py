@@ -8,7 +8,9 @@ zero-padded to whole patches.
 
 Options: ``block_sizes`` (latents per block, summing to the generated length) and the
 sampler's ``num_steps``, which every block runs in full, so a sequence of k blocks costs
-k times the NFE of one block of the same steps (on shorter rows).
+k times the NFE of one block of the same steps (on shorter rows). ``block_configs`` gives
+each block its own sampler settings instead (steps and CFG scales: a public streaming
+server runs blocks [32, 128, 480] with steps [8, 15, 20], so the first block is cheap).
 """
 
 from __future__ import annotations
@@ -54,14 +56,20 @@ def sample_blockwise(
     on_block: Callable[[int, Tensor], None] | None = None,
     timer: StageTimer | None = None,
     forward: DiTForward | None = None,
+    block_configs: Sequence[SamplerConfig] | None = None,
 ) -> Tensor:
     """Latents [B, P + sum(block_sizes), 80]: the prefix [B, P, 80] (kept as given) followed
     by the generated blocks. ``on_block(i, latents_so_far)`` runs after each block; with a
-    ``timer`` the first block's sampling is recorded as stage ``first_block_sampling``;
-    ``forward`` is each block's model call (eager by default)."""
+    ``timer`` the first block's sampling is recorded as stage ``first_block_sampling`` and
+    block i's as ``block_sampling_<i>``; ``forward`` is each block's model call (eager by
+    default); ``block_configs`` (one per block) replace ``config`` block by block (the
+    initial noise still follows ``config``)."""
     batch = cond.batch
     prefix_len = 0 if prefix is None else prefix.shape[1]
     validate_blocks(block_sizes, prefix_len)
+    if block_configs is not None and len(block_configs) != len(block_sizes):
+        raise ValueError(f"block_configs has {len(block_configs)} entries for "
+                         f"{len(block_sizes)} blocks; give one sampler config per block")
     # Checked before any block runs: every block after the first attends to a prefix.
     if (prefix_len or len(block_sizes) > 1) and not model.has_blockwise:
         raise RuntimeError("continuing a prefix, or any block after the first, needs the "
@@ -81,11 +89,14 @@ def sample_blockwise(
             prefix_mask = (torch.arange(tokens, device=model.device) * patch < start_pos)
             prefix_mask = prefix_mask.expand(batch, tokens)
         x = noise[:, offset : offset + size]  # the loop takes its length from x
-        stage = (timer.stage("first_block_sampling") if timer is not None and index == 0
-                 else contextlib.nullcontext())
-        with stage:
-            block = euler_loop(model, x, config, cond, prefix_state, prefix_mask, start_pos,
-                               forward=forward)
+        block_config = config if block_configs is None else block_configs[index]
+        with contextlib.ExitStack() as stages:
+            if timer is not None:
+                stages.enter_context(timer.stage(f"block_sampling_{index}"))
+                if index == 0:
+                    stages.enter_context(timer.stage("first_block_sampling"))
+            block = euler_loop(model, x, block_config, cond, prefix_state, prefix_mask,
+                               start_pos, forward=forward)
         out = torch.cat([out, block], dim=1)
         offset += size
         if on_block is not None:

@@ -58,6 +58,7 @@ class SynthesisResult:
     speaker_cached: bool = False
     chunks: list[SynthesisResult] = field(default_factory=list)
     first_block_seconds: float | None = None
+    block_seconds: list[float] = field(default_factory=list)  # sampling of each block
 
 
 @dataclass
@@ -270,12 +271,16 @@ class EchoPipeline:
     def synthesize_blockwise(self, text: str, block_sizes: Sequence[int],
                              speaker_audio: SpeakerInput = None,
                              sampler: SamplerConfig | None = None, seed: int = 0,
-                             prefix_audio: Tensor | None = None) -> SynthesisResult:
+                             prefix_audio: Tensor | None = None,
+                             block_samplers: Sequence[SamplerConfig] | None = None
+                             ) -> SynthesisResult:
         """Generate in blocks, each conditioned on the latents before it (experimental).
 
         ``block_sizes`` (latents) sum to the generated length; ``prefix_audio`` [1, T]
-        (44.1 kHz) is continued rather than regenerated. ``first_block_seconds`` is the
-        time to the first decodable block (TTFB): its sampling and decode.
+        (44.1 kHz) is continued rather than regenerated; ``block_samplers`` (one per
+        block) give each block its own steps and CFG scales. ``first_block_seconds`` is
+        the time to the first decodable block (TTFB): its sampling and decode, measured
+        from the start of the block loop; ``block_seconds`` each block's sampling.
         """
         sampler = sampler or SamplerConfig()
         timer = StageTimer(self.device)
@@ -297,7 +302,8 @@ class EchoPipeline:
             with timer.stage("sampling"):
                 latents = sample_blockwise(self.model, cond, sampler, block_sizes, seed,
                                            prefix=prefix, on_block=on_block,
-                                           timer=timer, forward=self.forward)[0]
+                                           timer=timer, forward=self.forward,
+                                           block_configs=block_samplers)[0]
             with timer.stage("decode"):
                 audio = self.codec.decode(latents[None])
                 end = find_flattening_point(latents)
@@ -310,9 +316,11 @@ class EchoPipeline:
             audio_seconds=self.seconds_of(end),
             full_seconds=self.seconds_of(latents.shape[0]),
             timings=timings,
-            nfe=sampler.nfe() * len(block_sizes),
+            nfe=(sum(s.nfe() for s in block_samplers) if block_samplers is not None
+                 else sampler.nfe() * len(block_sizes)),
             speaker_cached=cached,
             first_block_seconds=first_block[0] if first_block else None,
+            block_seconds=[timer.seconds[f"block_sampling_{i}"] for i in range(len(block_sizes))],
         )
 
 

@@ -48,6 +48,12 @@ from typing import Any  # noqa: E402
 
 import modal  # noqa: E402
 
+from bench.backends import modal_parallel  # noqa: E402
+from bench.backends.modal_parallel import (  # noqa: E402
+    MAX_CHUNK_CONTAINERS,
+    ModalChunkDispatcher,
+    modal_spawner,
+)
 from bench.errors import UserError  # noqa: E402
 from bench.prompts import Prompt  # noqa: E402
 from bench.spec import (  # noqa: E402
@@ -300,6 +306,9 @@ class CellRunner:
         self.model = ModelSpec(**data["model"])
         self.worker = Worker(self.model, long_text=data["long_text"])
         self.scratch = Path(tempfile.mkdtemp(prefix="echo-bench-speakers-"))
+        if os.environ.get("MODAL_TASK_ID"):  # in a container: chunk_workers cells fan out
+            self.worker.chunk_dispatcher = ModalChunkDispatcher(
+                self.params, modal_spawner(ChunkWorker), DEFAULT_GPU)
 
     def load(self) -> None:
         """Load the pipeline for the model's own dtype now (cells with another dtype load
@@ -308,7 +317,8 @@ class CellRunner:
 
         start = time.time()
         self.worker.pipeline(Cell(id="preload", sampler=SamplerConfig(),
-                                  dtype=self.model.dtype, compile=self.model.compile))
+                                  dtype=self.model.dtype, compile=self.model.compile,
+                                  codec_dtype=self.model.codec_dtype))
         loaded = time.time()
         self.model_load_seconds = loaded - start
         self.cold_start_seconds = loaded - self.started_at
@@ -381,6 +391,12 @@ class BenchWorker:
     def run_cells(self, spec_json: str, cell_ids: list[str], done_keys: list[str]
                   ) -> list[dict[str, Any]]:
         return self.runner.run(spec_json, cell_ids, done_keys)
+
+
+# Chunk containers for chunk_workers cells (bench.backends.modal_parallel).
+ChunkWorker = app.cls(image=image, gpu=DEFAULT_GPU, volumes=_volumes(), secrets=_secrets(),
+                      timeout=WORKER_TIMEOUT_S, max_containers=MAX_CHUNK_CONTAINERS,
+                      scaledown_window=WORKER_SCALEDOWN_S)(modal_parallel.ChunkWorker)
 
 
 @app.function(image=image, volumes=_volumes(), secrets=_secrets(), timeout=2 * 60 * 60,

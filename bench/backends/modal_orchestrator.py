@@ -51,6 +51,7 @@ from bench.prompts import Prompt
 from bench.runner import CellHook, RecordSink
 from bench.spec import Cell, ModelSpec, SweepSpec
 from bench.worker import Generation, Worker, plan
+from bench.workload_axes import latent_rows_per_chunk
 from echo_tts.text import chunk_bytes_for, split_text
 
 # ---- cost model (rough guesses, stated as such in every estimate)
@@ -114,7 +115,7 @@ def generation_seconds(cell: Cell, prompt: Prompt, gpu: str, long_text: str = "c
     if long_text == "chunk":
         chunks = max(1, len(split_text(prompt.text, chunk_bytes_for(sampler.sequence_length))))
     name = gpu.partition(":")[0]
-    return chunks * sampler.nfe() * sampler.sequence_length * FLOP_PER_LATENT_ROW / EFFECTIVE_FLOPS[name]
+    return chunks * latent_rows_per_chunk(cell) * FLOP_PER_LATENT_ROW / EFFECTIVE_FLOPS[name]
 
 
 def estimate_cost(work: dict[Cell, list[Generation]], warmup: int, prices: Prices,

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from bench.controls import score_control
 from bench.errors import UserError
-from bench.prompts import load_prompts
-from bench.runner import DEFAULT_RUNS_ROOT, Backend, run_sweep
+from bench.prompts import Prompt, load_prompts
+from bench.runner import DEFAULT_RUNS_ROOT, Backend, pending_work, run_sweep
 from bench.scoring.asr import ASR
 from bench.scoring.protocols import get_protocol
 from bench.scoring.run_scoring import QualityScorer, make_asr, score_records
 from bench.spec import Cell, SweepSpec, load_spec
 from bench.store import RunStore
+from bench.workload_axes import check_prompt_speakers, nfe_per_chunk
 
 DEFAULT_SPEC = "smoke"
 
@@ -70,7 +71,9 @@ def print_plan(spec: SweepSpec) -> None:
           "up to 2 more for compiled cells)")
     print(f"{'cell':<12} {'NFE/chunk':>9}  settings")
     for cell in spec.cells:
-        print(f"{cell.id:<12} {cell.sampler.nfe():>9}  {cell.label}")
+        print(f"{cell.id:<12} {nfe_per_chunk(cell):>9}  {cell.label}")
+    if spec.predictions:
+        print_predictions(spec)
 
 
 def make_backend(args: argparse.Namespace, spec: SweepSpec) -> Backend:
@@ -127,10 +130,45 @@ class CellScorer:
         self.failed += len(outcome.failed)
 
 
+def print_predictions(spec: SweepSpec) -> None:
+    """Each [[predictions]] row with the cells that test it."""
+    labels = {c.id: c.label for c in spec.cells}
+    print(f"predictions ({len(spec.predictions)}): proposal -> baseline cell vs proposal cell")
+    for p in spec.predictions:
+        predicted = f"~{p.speedup:g}x" if p.speedup else "no figure"
+        against = ("(baseline row)" if p.candidate_cell is None
+                   else f"vs {p.candidate_cell} [{labels[p.candidate_cell]}]")
+        print(f"  {p.name} ({predicted}, {p.measure}): {p.baseline_cell} {against}")
+
+
+def print_cost(spec: SweepSpec, prompts: list[Prompt]) -> None:
+    """The Modal backend's cost estimate of the whole spec (what --yes would accept)."""
+    from bench.backends.modal_app import DEFAULT_GPU
+    from bench.backends.modal_orchestrator import COLD_START_SECONDS, estimate_cost
+    from bench.backends.modal_parallel import extra_cold_start_cost
+    from bench.prices import load_prices
+
+    prices = load_prices()
+    work = pending_work(spec, prompts, set())[0]
+    print(estimate_cost(work, spec.measure.warmup, prices,
+                        long_text=spec.prompts.long_text).render())
+    extra = extra_cold_start_cost(work, prices, spec.prompts.long_text, COLD_START_SECONDS,
+                                  DEFAULT_GPU)
+    if extra:
+        print(f"chunk_workers cells add {extra[0]} container start(s): +{extra[1]:.2f} USD "
+              "(not in the table above)")
+
+
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(resolve_spec_path(args.spec), allow_large=args.yes)
+    prompts = load_prompts(spec.prompts)
+    problem = check_prompt_speakers(spec.cells, prompts)
+    if problem is not None:
+        raise UserError(problem)
     if args.dry_run:
         print_plan(spec)
+        if args.backend == "modal":
+            print_cost(spec, prompts)
         return 0
     backend = make_backend(args, spec)
     scorer = CellScorer(spec) if spec.measure.score and not args.no_score else None

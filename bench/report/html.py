@@ -16,6 +16,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from bench import predictions_report
 from bench.analysis import NOT_MEANINGFUL, RunAnalysis, column, flag_step_changes, history_table
 from bench.memory_fit import CUDA_CONTEXT_BYTES, memory_need
 from bench.noise import UNSTABLE_DISPERSION
@@ -223,6 +224,8 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         "baseline_run": baseline_run,
         "quality_block": Markup(quality_html(quality)),
         "quality_plot": None if quality_png is None else plots.data_uri(quality_png),
+        "research": predictions_report.section(analysis.records, analysis.manifest,
+                                               analysis.prices),
     }
     template = _environment().get_template("report.html.j2")
     return template.render(**context)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench import predictions_report
 from bench.analysis import NOT_MEANINGFUL, RunAnalysis
 from bench.outcomes import usable
 from bench.quality_table import quality_markdown, quality_section
@@ -94,6 +95,9 @@ def render_markdown(analysis: RunAnalysis, comparison: pd.DataFrame | None = Non
             lines.append(f"| {escape(r['cell_label'])} | {fmt_number(r['rtf_baseline'])} | "
                          f"{fmt_number(r['rtf_candidate'])} | {fmt_number(r['rtf_ratio'])} | "
                          f"{delta} |")
+    research = predictions_report.section(analysis.records, analysis.manifest, analysis.prices)
+    if research is not None:
+        lines += ["", predictions_report.markdown(research)]
     return "\n".join(lines) + "\n"
 
 
