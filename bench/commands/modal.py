@@ -7,7 +7,9 @@ login handling:
 
 * ``prefetch``    -> ``modal run -m bench.backends.modal_app::prefetch``
 * ``deploy``      -> ``modal deploy -m bench.backends.modal_app`` (installs the nightly cron)
-* ``run-nightly`` -> ``modal run --detach -m bench.backends.modal_app::nightly`` (once, now)
+* ``run-nightly`` -> ``modal run --detach -m bench.backends.modal_app::nightly [--spec S]``
+  (once, now; the orchestration runs inside Modal, so the caller, e.g. a GitHub runner,
+  returns as soon as it is started; it resumes tonight's unfinished run of the spec)
 
 ``--dry-run`` prints the command instead. ``--hf-secret NAME`` attaches the Modal secret
 NAME (holding HF_TOKEN) to the app's functions; the official weights are public, so it
@@ -43,10 +45,13 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         q.add_argument("--hf-secret", metavar="NAME",
                        help="Modal secret holding HF_TOKEN, for gated or private weights")
         q.add_argument("--env", metavar="ENV", help="Modal environment (default: your profile's)")
+        if name == "run-nightly":
+            q.add_argument("--spec", default="nightly", choices=("nightly", "weekly"),
+                           help="the canary (nightly, default) or the full grid (weekly)")
     p.set_defaults(handler=run)
 
 
-def modal_command(action: str, env: str | None = None) -> list[str]:
+def modal_command(action: str, env: str | None = None, spec: str = "nightly") -> list[str]:
     """The Modal CLI command line for ``action``."""
     base = [sys.executable, "-m", "modal"]
     env_args = ["--env", env] if env else []
@@ -55,20 +60,35 @@ def modal_command(action: str, env: str | None = None) -> list[str]:
     if action == "deploy":
         return [*base, "deploy", *env_args, "-m", APP_MODULE]
     if action == "run-nightly":
-        return [*base, "run", "--detach", *env_args, "-m", f"{APP_MODULE}::nightly"]
+        return [*base, "run", "--detach", *env_args, "-m", f"{APP_MODULE}::nightly",
+                "--spec", spec]
     raise UserError(f"unknown modal action {action!r}; use prefetch, deploy or run-nightly")
 
 
+def where_runs_appear(spec: str, env: str | None) -> str:
+    """One line telling where the started run will be and how to fetch it."""
+    env_part = f" --env {env}" if env else ""
+    return (f"the {spec} run appears on the Modal volume echo-bench-outputs as "
+            f"runs/<UTC date>-<time>-{spec}-<hex>/ (tonight's unfinished run is resumed "
+            f"instead); fetch it with: echo-bench pull{env_part}")
+
+
 def run(args: argparse.Namespace) -> int:
-    command = modal_command(args.modal_action, args.env)
+    spec = getattr(args, "spec", "nightly")
+    command = modal_command(args.modal_action, args.env, spec)
     child_env = dict(os.environ)
     if args.hf_secret:
         child_env[HF_SECRET_ENV] = args.hf_secret
     if args.dry_run:
         prefix = f"{HF_SECRET_ENV}={shlex.quote(args.hf_secret)} " if args.hf_secret else ""
         print(prefix + shlex.join(command))
+        if args.modal_action == "run-nightly":
+            print(where_runs_appear(spec, args.env))
         return 0
     try:
-        return subprocess.run(command, env=child_env, check=False).returncode
+        code = subprocess.run(command, env=child_env, check=False).returncode
     except FileNotFoundError:
         raise UserError(f"cannot run {command[0]}; is the modal package installed?") from None
+    if code == 0 and args.modal_action == "run-nightly":
+        print(where_runs_appear(spec, args.env))
+    return code

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from importlib import resources
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
-from bench.errors import UserError
 from bench.prompts import load_prompts
 from bench.runner import DEFAULT_RUNS_ROOT, Backend, run_sweep
-from bench.scoring.asr import WhisperASR
+from bench.scoring.asr import ASR
 from bench.scoring.run_scoring import make_asr, score_records
+from bench.shipped import resolve_spec_path, shipped_specs
 from bench.spec import Cell, SweepSpec, load_spec
 from bench.store import RunStore
 
@@ -39,26 +40,6 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run)
 
 
-def resolve_spec_path(name: str) -> Path:
-    """A path as given, or a shipped sweep by name."""
-    path = Path(name)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise UserError(f"spec file {path} does not exist; pass a TOML file or one of "
-                            f"{', '.join(shipped_specs())}")
-        return path
-    shipped = resources.files("bench") / "sweeps" / f"{name}.toml"
-    if not shipped.is_file():
-        raise UserError(f"no spec file {name!r} and no shipped sweep of that name; shipped: "
-                        f"{', '.join(shipped_specs())}")
-    return Path(str(shipped))
-
-
-def shipped_specs() -> list[str]:
-    folder = resources.files("bench") / "sweeps"
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
-
-
 def print_plan(spec: SweepSpec) -> None:
     prompts = load_prompts(spec.prompts)
     per_cell = len(prompts) * len(spec.measure.seeds) * spec.measure.repeats
@@ -71,22 +52,27 @@ def print_plan(spec: SweepSpec) -> None:
         print(f"{cell.id:<12} {cell.sampler.nfe():>9}  {cell.label}")
 
 
-def make_backend(args: argparse.Namespace, spec: SweepSpec) -> Backend:
+def make_backend(args: argparse.Namespace, spec: SweepSpec, stack: contextlib.ExitStack
+                 ) -> tuple[Backend, Callable[[], ASR] | None]:
+    """The backend for ``--backend``, and for Modal the factory of its remote ASR (None:
+    score here). ``stack`` holds what must outlive the sweep (the running Modal app)."""
     if args.backend == "modal":
-        from bench.backends.modal_orchestrator import ModalBackend
+        from bench.commands.modal_backend import modal_backend
 
-        return ModalBackend(confirm=not args.yes)
+        return modal_backend(spec, confirm=not args.yes, stack=stack)
     from bench.backends.local import LocalBackend
 
-    return LocalBackend(ignore_gpu=args.ignore_gpu)
+    return LocalBackend(ignore_gpu=args.ignore_gpu), None
 
 
 class CellScorer:
-    """Scores each cell's generations as soon as the cell finishes (ASR loaded once)."""
+    """Scores each cell's generations as soon as the cell finishes (ASR loaded once:
+    here, or through ``make_remote`` on a remote GPU)."""
 
-    def __init__(self, spec: SweepSpec) -> None:
+    def __init__(self, spec: SweepSpec, make_remote: Callable[[], ASR] | None = None) -> None:
         self.spec = spec
-        self.asr: WhisperASR | None = None
+        self.make_remote = make_remote
+        self.asr: ASR | None = None
         self.failed = 0
 
     def __call__(self, store: RunStore, cell: Cell, keys: list[str]) -> None:
@@ -95,7 +81,8 @@ class CellScorer:
     def score(self, store: RunStore, keys: list[str] | None = None) -> None:
         """Score ``keys`` (None: every generation not yet scored with this ASR)."""
         if self.asr is None:
-            self.asr = make_asr(self.spec.measure.asr, self.spec.measure.asr_device)
+            self.asr = (self.make_remote() if self.make_remote is not None
+                        else make_asr(self.spec.measure.asr, self.spec.measure.asr_device))
         outcome = score_records(store, self.asr, keys=keys)
         self.failed += len(outcome.failed)
 
@@ -105,10 +92,13 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_plan(spec)
         return 0
-    backend = make_backend(args, spec)
-    scorer = CellScorer(spec) if spec.measure.score and not args.no_score else None
-    outcome = run_sweep(spec, backend, root=args.out, resume=args.resume, new=args.new,
-                        after_cell=scorer, before_finalize=None if scorer is None else scorer.score)
+    with contextlib.ExitStack() as stack:
+        backend, remote_asr = make_backend(args, spec, stack)
+        scorer = (CellScorer(spec, remote_asr) if spec.measure.score and not args.no_score
+                  else None)
+        outcome = run_sweep(spec, backend, root=args.out, resume=args.resume, new=args.new,
+                            after_cell=scorer,
+                            before_finalize=None if scorer is None else scorer.score)
     print(f"run directory: {outcome.run_dir}")
     if scorer is not None and scorer.asr is not None:
         note = " (random-weight ASR: WER not meaningful)" if scorer.asr.is_random else ""

@@ -51,10 +51,11 @@ def make_asr(name: str, device: str = "auto", download_root: str | None = None,
 
 def score_run(run_dir: Path, *, asr: str | None = None, device: str | None = None,
               download_root: str | None = None, progress: bool = False,
-              rescore: bool = False) -> tuple[WhisperASR, ScoringOutcome]:
+              rescore: bool = False, lock: bool = True) -> tuple[WhisperASR, ScoringOutcome]:
     """Score a whole run and rebuild its parquet. ``asr``/``device`` default to the run's
-    spec (``measure.asr``, else large-v3; ``measure.asr_device``, else auto)."""
-    with RunStore.open(run_dir) as store:
+    spec (``measure.asr``, else large-v3; ``measure.asr_device``, else auto). ``lock=False``
+    for a run on a Modal Volume (see :meth:`RunStore.create`)."""
+    with RunStore.open(run_dir, lock=lock) as store:
         measure = store.manifest.get("spec", {}).get("measure", {})
         model = make_asr(asr or measure.get("asr", "large-v3"),
                          device or measure.get("asr_device", "auto"), download_root)
