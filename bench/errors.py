@@ -15,13 +15,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [UserError, WeightsError, TextTooLongError,
                                          ProductionConfigError]
     # Each module defines its own error type; import them here so the CLI knows them all.
+    from bench.backends.modal_gpus import GpuError
     from bench.prompts import PromptError
     from bench.scoring.asr import ASRError
     from bench.spec import SpecError
     from bench.store import StoreError
     from echo_tts.audio import AudioError
 
-    errors += [SpecError, PromptError, StoreError, ASRError, AudioError]
+    errors += [SpecError, PromptError, StoreError, ASRError, AudioError, GpuError]
     return tuple(errors)
 
 

@@ -7,14 +7,18 @@ A10 instances support up to 4". "A10G" is the older name of the A10 and still ap
 specs, so it is accepted as an alias. The spec, the CLI, the cost estimate and the Modal
 app all validate through :func:`validate_gpu`, so they cannot disagree.
 
-Leaf module: imports nothing from bench, so ``bench.spec`` may use it.
+Leaf module: imports nothing from bench, so ``bench.spec`` may use it. Its errors are
+:class:`GpuError`, which the CLI's error registry (``bench.errors``) treats as bad input.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.errors import UserError
+
+class GpuError(ValueError):
+    """A GPU string Modal would refuse; the message names the accepted values."""
+
 
 #: Cells that name no GPU run here: the cheapest card that holds the bf16 model, codec
 #: and activations with room to spare.
@@ -62,14 +66,14 @@ def describe_gpus() -> str:
 
 def validate_gpu(gpu: str) -> str:
     """The spec's canonical form of a GPU string (upper-cased, as written: "A10G" stays
-    "A10G" so cell ids do not change); UserError naming the fix when Modal would refuse it."""
+    "A10G" so cell ids do not change); GpuError naming the fix when Modal would refuse it."""
     canonical = gpu.upper()
     if parse_gpu(canonical) is None:
         name = canonical.partition(":")[0]
         if name not in GPU_NAMES:
-            raise UserError(f"unknown Modal GPU type {gpu!r}; use {describe_gpus()}")
+            raise GpuError(f"unknown Modal GPU type {gpu!r}; use {describe_gpus()}")
         limit = GPU_TYPES[GPU_ALIASES.get(name, name)].max_count
-        raise UserError(f"bad GPU count in {gpu!r}; Modal allows {name}:1 to {name}:{limit}")
+        raise GpuError(f"bad GPU count in {gpu!r}; Modal allows {name}:1 to {name}:{limit}")
     return canonical
 
 

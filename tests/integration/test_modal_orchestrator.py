@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from bench.backends.modal_cells import decode_payload, run_cells_local
+from bench.backends.modal_gpus import GpuError
 from bench.backends.modal_orchestrator import (
     COLD_START_SECONDS,
     EFFECTIVE_FLOPS,
@@ -248,7 +249,7 @@ def test_bad_gpu_or_local_weights_are_refused_before_anything_is_sent(tmp_path: 
     cell = cell_on(spec, "L4")
     workers = FakeWorkers()
     bad = {replace(cell, gpu="Z100"): work[cell]}
-    with pytest.raises(UserError, match="unknown Modal GPU type 'Z100'"):
+    with pytest.raises(GpuError, match="unknown Modal GPU type 'Z100'"):
         backend(workers).execute(spec, bad, lambda r, a: None, lambda c: None)
     weights = tmp_path / "weights"
     weights.mkdir()

@@ -29,7 +29,7 @@ from bench.backends.modal_cells import (
     encode_payload,
     run_cells_local,
 )
-from bench.backends.modal_gpus import modal_gpu, validate_gpu
+from bench.backends.modal_gpus import GpuError, modal_gpu, validate_gpu
 from bench.commands.modal import modal_command
 from bench.errors import UserError
 from bench.prompts import Prompt, load_prompts
@@ -154,7 +154,10 @@ def test_gpu_names_are_normalised(given: str, expected: str, sent: str) -> None:
     ("A10:5", "A10:1 to A10:4"), ("A10G:8", "A10G:1 to A10G:4"),
 ])
 def test_bad_gpu_names_are_clear_errors(given: str, fragment: str) -> None:
-    with pytest.raises(UserError, match=fragment.replace("(", r"\(")):
+    from bench.errors import USER_ERRORS
+
+    assert GpuError in USER_ERRORS  # the CLI prints one line and exits 2
+    with pytest.raises(GpuError, match=fragment.replace("(", r"\(")):
         validate_gpu(given)
 
 
@@ -252,10 +255,49 @@ def test_modal_commands_shell_out_to_the_modal_cli() -> None:
     assert modal_command("prefetch") == [*base, "run", "-m", "bench.backends.modal_app::prefetch"]
     assert modal_command("deploy", env="dev") == [*base, "deploy", "--env", "dev", "-m",
                                                   "bench.backends.modal_app"]
-    assert modal_command("run-nightly")[3:5] == ["run", "--detach"]
-    assert modal_command("run-nightly", spec="weekly")[-2:] == ["--spec", "weekly"]
     with pytest.raises(UserError):
         modal_command("launch")
+
+
+def test_run_nightly_spawns_the_deployed_function_and_says_where_the_run_appears(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from modal.exception import NotFoundError
+
+    from bench.commands import modal as modal_cmd
+
+    spawned: list[tuple[str, str, str | None, str]] = []
+
+    class Function:
+        def __init__(self, app: str, name: str, environment_name: str | None) -> None:
+            self.where = (app, name, environment_name)
+
+        def spawn(self, spec: str) -> Any:
+            spawned.append((*self.where, spec))
+            return type("Call", (), {"object_id": "fc-123"})()
+
+    assert modal_cmd.start_nightly("weekly", "prod", Function) == "fc-123"
+    assert spawned == [("echo-bench", "nightly", "prod", "weekly")]
+
+    def missing(*args: Any, **kwargs: Any) -> Any:
+        raise NotFoundError("App 'echo-bench' not found")
+
+    with pytest.raises(UserError, match="deploy it first: echo-bench modal deploy"):
+        modal_cmd.start_nightly("nightly", None, missing)
+
+    monkeypatch.setattr(modal_cmd, "start_nightly", lambda spec, env: f"fc-{spec}")
+    parser = argparse.ArgumentParser()
+    modal_cmd.add(parser.add_subparsers())
+    summary = tmp_path / "summary.md"
+    args = parser.parse_args(["modal", "run-nightly", "--spec", "weekly", "--env", "prod",
+                              "--summary", str(summary)])
+    assert args.handler(args) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("started Modal call fc-weekly (weekly)")
+    assert "echo-bench-outputs" in line and "echo-bench pull --env prod" in line
+    assert summary.read_text() == line + "\n"
 
 
 def test_modal_command_dry_run_prints_the_command(capsys: pytest.CaptureFixture[str]) -> None:
