@@ -1,7 +1,10 @@
 """Developer sessions. `nox` alone runs the tests; `nox -s lint typecheck` for the checks;
-`nox -s reliability` for the full fault and bad-input campaign."""
+`nox -s reliability` for the full fault and bad-input campaign; `nox -s lock` to update
+the lock. Every session's environment is installed from uv.lock, nothing re-resolves."""
 
 from __future__ import annotations
+
+import shutil
 
 import nox
 
@@ -11,8 +14,25 @@ nox.options.reuse_existing_virtualenvs = True
 PYTHON = "3.11"
 
 
+def uv() -> str:
+    """The uv binary: the one the dev extra installs beside nox, else uv on PATH."""
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except ImportError:
+        found = shutil.which("uv")
+        if found is None:
+            raise SystemExit("uv not found: install it with `pip install uv==0.13.9`") from None
+        return found
+
+
 def install(session: nox.Session) -> None:
-    session.install("-e", ".[dev]")
+    """Make the session's virtualenv exactly the lock (project editable, dev extra)."""
+    session.run_install(
+        uv(), "sync", "--locked", "--extra", "dev", external=True,
+        env={"UV_PROJECT_ENVIRONMENT": str(session.virtualenv.location)},
+    )
 
 
 @nox.session(python=PYTHON)
@@ -25,7 +45,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff over the whole tree."""
-    session.install("ruff")
+    install(session)
     session.run("ruff", "check", ".")
 
 
@@ -68,6 +88,16 @@ def example_report(session: nox.Session) -> None:
                 "results/example-report/report.html", "--no-audio")
     session.run("echo-bench", "report", str(run), "--format", "md", "--out",
                 "results/example-report/index.md")
+
+
+@nox.session(python=False)
+def lock(session: nox.Session) -> None:
+    """Re-resolve uv.lock to the newest releases pyproject.toml's ranges allow.
+
+    Commit pyproject.toml and uv.lock together; run the tests on the new lock first
+    (`nox -s tests`, which installs from it).
+    """
+    session.run(uv(), "lock", "--upgrade", external=True)
 
 
 @nox.session(python=PYTHON)

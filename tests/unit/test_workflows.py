@@ -40,7 +40,19 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
 
 
 def test_the_workflows_exist() -> None:
-    assert {p.name for p in WORKFLOWS} == {"ci.yml", "gate.yml", "nightly.yml"}
+    assert {p.name for p in WORKFLOWS} == {"ci.yml", "gate.yml", "lock-refresh.yml",
+                                           "nightly.yml"}
+
+
+def test_lock_refresh_re_resolves_on_a_branch_on_a_schedule_and_tests_it() -> None:
+    data = load(ROOT / ".github" / "workflows" / "lock-refresh.yml")
+    assert data["on"]["schedule"][0]["cron"]
+    lines = run_lines(data)
+    upgrade = next(i for i, line in enumerate(lines) if "nox -s lock" in line)
+    push = next(i for i, line in enumerate(lines) if "git push" in line)
+    tests = next(i for i, line in enumerate(lines) if "nox -s tests" in line)
+    assert upgrade < push < tests
+    assert "lock-refresh" in lines[push] and "main" not in lines[push]
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
