@@ -210,7 +210,8 @@ class Transcriber:
     def load(self) -> None:
         from bench.scoring.run_scoring import make_asr
 
-        self.model = make_asr(self.asr, "cuda", download_root=WHISPER_CACHE_DIR)
+        # "auto" is the GPU in the container (and the CPU in tests, under .local()).
+        self.model = make_asr(self.asr, "auto", download_root=WHISPER_CACHE_DIR)
 
     @modal.method()
     def describe(self) -> tuple[str, bool]:

@@ -52,10 +52,11 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ):
         q = actions.add_parser(name, help=text)
         q.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
-        q.add_argument("--hf-secret", metavar="NAME",
-                       help="Modal secret holding HF_TOKEN, for gated or private weights")
         q.add_argument("--env", metavar="ENV", help="Modal environment (default: your profile's)")
-        if name == "run-nightly":
+        if name != "run-nightly":  # the deployed app already has its secrets
+            q.add_argument("--hf-secret", metavar="NAME",
+                           help="Modal secret holding HF_TOKEN, for gated or private weights")
+        else:
             q.add_argument("--spec", default="nightly", choices=SCHEDULED_SPECS,
                            help="the canary (nightly, default) or the full grid (weekly)")
             q.add_argument("--summary", type=Path, metavar="FILE.md",

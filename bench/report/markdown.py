@@ -15,6 +15,7 @@ import pandas as pd
 
 from bench.analysis import NOT_MEANINGFUL, RunAnalysis
 from bench.report.html import DASH, fmt_money, fmt_number, fmt_pct
+from bench.report.run_cost import run_cost_text
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 
@@ -47,6 +48,9 @@ def render_markdown(analysis: RunAnalysis, comparison: pd.DataFrame | None = Non
         f"{int(analysis.cells['n_failed'].sum())} failed generations",
         "",
     ]
+    cost = run_cost_text(m)
+    if cost:
+        lines += [escape(cost), ""]
     if analysis.quality_status == "not meaningful":
         lines += ["> **Quality figures not meaningful: random weights.** The choices below "
                   "are on speed alone.", ""]

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import modal
 import pytest
@@ -311,3 +311,42 @@ def test_modal_command_dry_run_prints_the_command(capsys: pytest.CaptureFixture[
     assert args.handler(args) == 0
     out = capsys.readouterr().out
     assert out.startswith("ECHO_BENCH_HF_SECRET=hf ") and "deploy -m bench.backends.modal_app" in out
+
+
+def test_bench_worker_runs_through_local_on_the_tiny_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Modal class itself (@modal.enter, then the method), in this process; its
+    # outputs Volume is the stand-in, so the nightly's write-to-Volume path runs too.
+    from bench.backends.modal_cells import model_params
+    from bench.store import audio_filename
+    from tests.modal_standin import FakeVolume
+
+    volume = FakeVolume(tmp_path / "outputs")
+    monkeypatch.setattr(modal_app, "outputs", volume)
+    spec = tiny_spec(tmp_path)
+    audio_dir = volume.mount / "runs" / "r1" / "audio"
+    payload = encode_payload(spec, load_prompts(spec.prompts), audio_dir=str(audio_dir))
+    worker = cast(Any, modal_app.BenchWorker)(
+        params=model_params(spec.model, spec.prompts.long_text))
+    commits = volume.commits
+    records = worker.run_cells.local(payload, [spec.cells[0].id], [], __import__("time").time())
+    assert [r["status"] for r in records] == ["ok"]
+    [record] = records
+    assert record["audio_path"] == f"audio/{audio_filename(record['key'])}"
+    assert (volume.committed / "runs" / "r1" / record["audio_path"]).is_file()
+    assert volume.commits == commits + 1 and INLINE_AUDIO_FIELD not in record
+    assert record["container_call"] == 0 and record["cold_start_seconds"] > 0
+
+
+def test_transcriber_runs_through_local_behind_the_remote_asr(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from bench.scoring.remote_asr import RemoteASR
+
+    monkeypatch.setattr(modal_app, "WHISPER_CACHE_DIR", str(tmp_path))
+    transcriber = cast(Any, modal_app.Transcriber)(asr="random:tiny")
+    asr = RemoteASR(transcriber, call=lambda method, *args: method.local(*args))
+    assert asr.is_random and asr.name.startswith("whisper:random:tiny")
+    texts = asr.transcribe([np.zeros(16_000, dtype=np.float32)])
+    assert len(texts) == 1 and isinstance(texts[0], str)

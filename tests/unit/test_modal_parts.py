@@ -172,3 +172,19 @@ def test_no_import_circle_through_the_modal_modules() -> None:
     # The app is imported by the CLI only; orchestration never imports it.
     importers = sorted(m for m, deps in graph.items() if "bench.backends.modal_app" in deps)
     assert importers == ["bench.commands.modal_backend"]
+
+
+def test_the_report_line_shows_the_estimate_and_the_billed_cost_side_by_side() -> None:
+    from bench.report.run_cost import run_cost_text
+
+    assert run_cost_text({}) is None
+    estimate = {"estimate_usd": 1.844, "estimate_gpu_hours": 1.23,
+                "estimate_basis": "estimate: FLOP model and list prices"}
+    alone = run_cost_text({"cost": estimate})
+    assert alone is not None and "estimated 1.84 USD (1.23 GPU hours" in alone
+    assert "an estimate only" in alone
+    both = run_cost_text({"cost": {**estimate, "billed_usd": 2.1,
+                                   "billed_basis": "Modal billing report for app ap-1"}})
+    assert both is not None and "estimated 1.84 USD" in both
+    assert "billed 2.10 USD (Modal billing report for app ap-1)" in both
+    assert "estimate only" not in both
