@@ -1,5 +1,6 @@
 """From records to answers: per-cell aggregates, the speed/quality frontier, cost, speed-up
-against a baseline (measured and predicted from NFE), VRAM fit and the headline choice.
+against a baseline (measured and predicted from the FLOP model), VRAM fit and the headline
+choice.
 
 Everything here is a pure function of a record table (``bench.store.load_records``) plus,
 for cost, a price table; the report, the notebook and the history command share it.
@@ -12,7 +13,7 @@ in the price file's currency (USD) per hour of audio produced.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,17 @@ import numpy.typing as npt
 import pandas as pd
 
 from bench.errors import UserError
+from bench.memory_fit import vram_fit
+from bench.outcomes import (
+    NO_SPEECH_SCORES,
+    column,
+    has_scores,
+    is_number,
+    outcome,
+    quality_scores,
+    truthy,
+    usable,
+)
 from bench.prices import Prices, load_prices
 
 #: Per-generation figures summarised per cell by median, p10 and p90.
@@ -42,32 +54,15 @@ SETTINGS: tuple[str, ...] = (
 #: The production default that speed-ups are measured against, on each GPU.
 DEFAULT_BASELINE: dict[str, Any] = {"num_steps": 40, "cfg_mode": "independent",
                                     "sequence_length": 640}
-#: Score lines of audio the scorer refused (see :func:`pair_scores`).
-UNSCORABLE_AUDIO = ("skipped_silent_audio", "skipped_nan_audio")
 #: Among cells with the default baseline's sampler settings (a speed-options sweep has
 #: several), the one that runs the production path: fewest of these changed.
 PLAIN_EXECUTION: dict[str, Any] = {"compile": False, "cuda_graphs": False,
                                    "attention": "sliced", "batch_size": 1}
-#: GPU memory budgets (GB) and the cards that have them.
-VRAM_BUDGETS_GB: dict[int, str] = {
-    16: "T4", 24: "L4, A10G", 40: "A100-40GB", 48: "L40S", 80: "A100-80GB, H100", 141: "H200",
-}
-#: Memory a CUDA process holds outside the caching allocator (context, cuBLAS workspaces,
-#: fragmentation), so a cell whose peak reserved memory equals the card size still fails.
-CUDA_CONTEXT_BYTES = 500_000_000
 DEFAULT_WER_BUDGET_POINTS = 0.5
 NOT_MEANINGFUL = "not meaningful (random weights)"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def column(frame: pd.DataFrame, name: str) -> pd.Series:
-    """``frame[name]``, or an all-missing column when the records lack it (older runs,
-    unscored runs)."""
-    if name in frame.columns:
-        return frame[name]
-    return pd.Series([None] * len(frame), index=frame.index, dtype=object)
 
 
 def _numbers(values: Iterable[Any]) -> npt.NDArray[np.float64]:
@@ -83,7 +78,16 @@ def _numbers(values: Iterable[Any]) -> npt.NDArray[np.float64]:
 
 
 def _quantile(values: npt.NDArray[np.float64], q: float) -> float:
-    return float(np.quantile(values, q)) if values.size else math.nan
+    """numpy's linear quantile, where infinite values count as the largest (numpy's own
+    gives NaN between two infinities)."""
+    if not values.size:
+        return math.nan
+    ordered = np.sort(values)
+    pos = q * (ordered.size - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    if math.isinf(ordered[hi]):
+        return math.inf
+    return float(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo))
 
 
 def _max_or_nan(values: Iterable[Any]) -> float:
@@ -103,56 +107,14 @@ def hardware_of(gpu: Any, device_name: Any) -> str:
     return str(device_name) if isinstance(device_name, str) and device_name else "unknown"
 
 
-def _truthy(value: Any) -> bool:
-    return bool(value) and not (isinstance(value, float) and math.isnan(value))
-
-
 # --------------------------------------------------------------------------- quality
-
-
-def utterance_scores(rows: pd.DataFrame) -> list[Any]:
-    """UtteranceScore objects rebuilt from the score fields stored on records.
-
-    Character counts: the stored ``ref_chars``/``char_errors`` when present, else from the
-    normalised reference (CER counts its characters, spaces included) and the stored CER.
-    """
-    from bench.scoring.wer import UtteranceScore
-
-    out = []
-    for r in rows.to_dict("records"):
-        ref_norm = str(r.get("reference_norm") or "")
-        hyp_norm = str(r.get("transcript_norm") or "")
-        ref_words = int(r.get("ref_words") or 0)
-        cer = float(r["cer"]) if r.get("cer") is not None else math.nan
-        stored_chars: Any = r.get("ref_chars")
-        stored_errors: Any = r.get("char_errors")
-        ref_chars = int(stored_chars) if _is_number(stored_chars) else len(ref_norm)
-        if _is_number(stored_errors):
-            char_errors = int(stored_errors)
-        else:
-            char_errors = round(cer * ref_chars) if math.isfinite(cer) else len(hyp_norm)
-        wer = float(r["wer"]) if _is_number(r.get("wer")) else math.nan
-        out.append(UtteranceScore(
-            ref_raw=str(r.get("text") or ""), hyp_raw=str(r.get("transcript") or ""),
-            ref_norm=ref_norm, hyp_norm=hyp_norm, ref_words=ref_words,
-            hits=int(r.get("hits") or 0), substitutions=int(r.get("substitutions") or 0),
-            deletions=int(r.get("deletions") or 0), insertions=int(r.get("insertions") or 0),
-            wer=wer, ref_chars=ref_chars, char_errors=char_errors, cer=cer,
-            empty_hyp=_truthy(r.get("empty_hyp")), empty_ref=ref_words == 0,
-        ))
-    return out
-
-
-def _is_number(value: Any) -> bool:
-    return (isinstance(value, int | float | np.integer | np.floating)
-            and not isinstance(value, bool) and math.isfinite(float(value)))
 
 
 def scored_rows(records: pd.DataFrame) -> pd.DataFrame:
     """Records that carry a score (a numeric ``wer`` or ``ref_words``)."""
     if "ref_words" not in records.columns:
         return records.iloc[0:0]
-    mask = records["ref_words"].map(_is_number)
+    mask = records["ref_words"].map(is_number)
     return records[mask.astype(bool)]
 
 
@@ -162,8 +124,8 @@ def quality_is_meaningful(rows: pd.DataFrame) -> bool:
     flags = column(rows, "quality_meaningful").dropna()
     if len(flags):
         return all(bool(f) for f in flags)
-    return not any(_truthy(v) for v in column(rows, "random_weights")) and not any(
-        _truthy(v) for v in column(rows, "asr_random"))
+    return not any(truthy(v) for v in column(rows, "random_weights")) and not any(
+        truthy(v) for v in column(rows, "asr_random"))
 
 
 # --------------------------------------------------------------------------- per cell
@@ -173,70 +135,115 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
     """One row per cell (in the order cells first appear), indexed by ``cell_id``.
 
     Columns: the settings in :data:`SETTINGS`; ``hardware``; counts ``n``, ``n_ok``,
-    ``n_failed``, ``n_nan``, ``n_silent``, ``n_scored``; ``<stat>_median``, ``_p10`` and
-    ``_p90`` for each of :data:`TIME_STATS` over ok generations (seconds, RTF unitless);
-    ``x_realtime`` (1 / median RTF); ``nfe_per_chunk`` (median forward rows per chunk);
-    peak memory in bytes (``peak_allocated``, ``peak_reserved``, ``peak_rss``: the max
-    over generations; NaN where not measured); quality (``corpus_wer``, ``mean_wer``,
-    ``cer`` with ``_lo``/``_hi`` 95 % cluster-bootstrap bounds, ``share_above_50``,
-    ``n_empty_hyp``) and ``quality`` ("ok", "not meaningful" or "not scored").
+    ``n_failed`` (of which ``n_oom`` ran out of memory), ``n_nan``, ``n_silent``,
+    ``n_scored`` and ``failure_rate`` (share of generations with no speech: failed, NaN
+    or silent; :mod:`bench.outcomes`); ``<stat>_median``, ``_p10`` and ``_p90`` for each
+    of :data:`TIME_STATS` over ok generations (seconds, RTF unitless; a NaN or silent
+    generation's speech RTF is infinite: compute spent, no speech); ``x_realtime``
+    (1 / median RTF); ``rtf_pooled`` (total compute seconds / total seconds of speech,
+    what cost follows); ``nfe_per_chunk`` (median forward rows per chunk); memory in
+    bytes, the max over generations, NaN where not measured: ``peak_allocated``,
+    ``peak_reserved``, ``peak_rss``, and where the records carry them
+    ``weights_resident`` and ``working_peak``; quality under the rule of
+    :mod:`bench.outcomes` (``corpus_wer``, ``mean_wer``, ``cer`` with ``_lo``/``_hi``
+    95 % cluster-bootstrap bounds, ``share_above_50``, ``n_empty_hyp``) and ``quality``
+    ("ok", "not meaningful" or "not scored").
     """
     rows: list[dict[str, Any]] = []
     if not len(records) or "cell_id" not in records.columns:
         return pd.DataFrame(rows)
+    run_scored = has_scores(records)
+    run_scored_rows = scored_rows(records)
+    run_meaningful = quality_is_meaningful(run_scored_rows if len(run_scored_rows) else records)
     for cell_id, group in records.groupby("cell_id", sort=False):
         row: dict[str, Any] = {"cell_id": cell_id}
         for name in SETTINGS:
             row[name] = _first(column(group, name))
         row["hardware"] = hardware_of(row["gpu"], row["device_name"])
-        status = column(group, "status")
-        ok = group[status == "ok"]
-        row.update(n=len(group), n_ok=len(ok), n_failed=int((status == "failed").sum()),
-                   n_nan=int(sum(_truthy(v) for v in column(ok, "audio_nan"))),
-                   n_silent=int(sum(_truthy(v) for v in column(ok, "audio_silent"))))
+        ok = group[column(group, "status") == "ok"]
+        counts = outcome(group.to_dict("records"))
+        row.update(n=counts.n, n_ok=len(ok), n_failed=counts.n_failed, n_oom=counts.n_oom,
+                   n_nan=counts.n_nan, n_silent=counts.n_silent,
+                   failure_rate=counts.failure_rate)
         for stat in TIME_STATS:
-            values = _numbers(column(ok, stat))
+            values = _speech_rtfs(ok) if stat == "rtf" else _numbers(column(ok, stat))
             row[f"{stat}_median"] = _quantile(values, 0.5)
             row[f"{stat}_p10"] = _quantile(values, 0.1)
             row[f"{stat}_p90"] = _quantile(values, 0.9)
         rtf = row["rtf_median"]
-        row["x_realtime"] = 1.0 / rtf if rtf and math.isfinite(rtf) else math.nan
+        row["x_realtime"] = 1.0 / rtf if rtf and not math.isnan(rtf) else math.nan
+        row["rtf_pooled"] = pooled_rtf(ok)
         # Aligned per record: a record without nfe gives NaN, which the median skips.
         per_chunk = _aligned(ok, "nfe", math.nan) / np.maximum(_aligned(ok, "n_chunks", 1.0), 1)
         row["nfe_per_chunk"] = _nanmedian(per_chunk)
-        row["peak_allocated"] = _max_or_nan(column(group, "peak_allocated_bytes"))
-        row["peak_reserved"] = _max_or_nan(column(group, "peak_reserved_bytes"))
-        row["peak_rss"] = _max_or_nan(column(group, "peak_rss_bytes"))
-        row.update(_cell_quality(scored_rows(ok), n_boot=n_boot, seed=seed))
+        for name, field in MEMORY_FIELDS.items():
+            row[name] = _max_or_nan(column(group, field))
+        cell_scored = scored_rows(ok)
+        meaningful = (quality_is_meaningful(cell_scored) if len(cell_scored)
+                      else run_meaningful and quality_is_meaningful(group))
+        rated, scores = quality_scores(group, scored=run_scored)
+        row.update(_cell_quality(rated, scores, meaningful, n_boot=n_boot, seed=seed))
         rows.append(row)
     return pd.DataFrame(rows).set_index("cell_id", drop=False)
 
 
+#: Memory columns of a cell summary and the record fields they take the max of.
+MEMORY_FIELDS: dict[str, str] = {
+    "peak_allocated": "peak_allocated_bytes", "peak_reserved": "peak_reserved_bytes",
+    "peak_rss": "peak_rss_bytes", "weights_resident": "weights_resident_bytes",
+    "working_peak": "working_peak_bytes",
+}
+
+
+def _speech_rtfs(ok: pd.DataFrame) -> npt.NDArray[np.float64]:
+    """Speech RTFs of ok generations; NaN or silent audio counts as infinitely slow (the
+    compute was spent and no speech came out), so it cannot flatter a cell's median."""
+    out = []
+    for r in ok.to_dict("records"):
+        if truthy(r.get("audio_nan")) or truthy(r.get("audio_silent")) or r.get(
+                "score_status") in NO_SPEECH_SCORES:
+            out.append(math.inf)
+        elif is_number(r.get("rtf")):
+            out.append(float(r["rtf"]))
+    return np.asarray(out, dtype=np.float64)
+
+
+def pooled_rtf(ok: pd.DataFrame) -> float:
+    """Total compute seconds over total seconds of speech produced (``t_total`` and
+    ``audio_seconds`` summed over the generations that have both): what an hour of audio
+    costs in compute. Silent generations add compute and no audio."""
+    compute = _aligned(ok, "t_total", math.nan)
+    audio = _aligned(ok, "audio_seconds", math.nan)
+    both = np.isfinite(compute) & np.isfinite(audio)
+    total_audio = float(audio[both].sum())
+    return float(compute[both].sum()) / total_audio if total_audio > 0 else math.nan
+
+
 def _aligned(frame: pd.DataFrame, name: str, missing: float) -> npt.NDArray[np.float64]:
     """``frame[name]`` as floats aligned with the frame's rows (non-numbers -> missing)."""
-    return np.asarray([float(v) if _is_number(v) else missing for v in column(frame, name)],
+    return np.asarray([float(v) if is_number(v) else missing for v in column(frame, name)],
                       dtype=np.float64)
 
 
-def _cell_quality(scored: pd.DataFrame, *, n_boot: int, seed: int) -> dict[str, Any]:
+def _cell_quality(rated: pd.DataFrame, scores: Sequence[Any], meaningful: bool, *,
+                  n_boot: int, seed: int) -> dict[str, Any]:
     nan = math.nan
     empty = {"n_scored": 0, "corpus_wer": nan, "corpus_wer_lo": nan, "corpus_wer_hi": nan,
              "mean_wer": nan, "mean_wer_lo": nan, "mean_wer_hi": nan, "cer": nan,
              "cer_lo": nan, "cer_hi": nan, "share_above_50": nan, "n_empty_hyp": 0,
              "quality": "not scored"}
-    if not len(scored):
+    if not scores:
         return empty
     from bench.scoring.wer import summarize
 
-    q = summarize(utterance_scores(scored), n_boot=n_boot, seed=seed,
-                  cluster=list(column(scored, "prompt_id")))
+    q = summarize(scores, n_boot=n_boot, seed=seed, cluster=list(column(rated, "prompt_id")))
     return {
         "n_scored": q.n, "corpus_wer": q.corpus_wer, "corpus_wer_lo": q.corpus_wer_ci[0],
         "corpus_wer_hi": q.corpus_wer_ci[1], "mean_wer": q.mean_wer,
         "mean_wer_lo": q.mean_wer_ci[0], "mean_wer_hi": q.mean_wer_ci[1], "cer": q.cer,
         "cer_lo": q.cer_ci[0], "cer_hi": q.cer_ci[1], "share_above_50": q.share_above_50,
         "n_empty_hyp": q.n_empty_hyp,
-        "quality": "ok" if quality_is_meaningful(scored) else "not meaningful",
+        "quality": "ok" if meaningful else "not meaningful",
     }
 
 
@@ -286,7 +293,12 @@ def add_frontiers(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def cost_per_audio_hour(price_per_second: float | None, rtf: float) -> float:
-    """Money per hour of audio: price/s x compute seconds per audio second x 3600 s."""
+    """Money per hour of audio: price/s x compute seconds per audio second x 3600 s.
+
+    ``rtf`` must be the pooled ratio (total compute / total audio, :func:`pooled_rtf`):
+    an hour of audio costs the sum of its compute, and a median of per-generation RTFs
+    over a prompt mix of short and long texts is not that ratio.
+    """
     if price_per_second is None or not math.isfinite(rtf):
         return math.nan
     return price_per_second * rtf * 3600.0
@@ -294,7 +306,8 @@ def cost_per_audio_hour(price_per_second: float | None, rtf: float) -> float:
 
 def add_costs(cells: pd.DataFrame, prices: Prices, cpu_cores: int | None = None) -> pd.DataFrame:
     """Add ``price_per_second``, ``price_basis`` (what was priced) and
-    ``cost_per_audio_hour`` (from the median RTF). Returns a new frame."""
+    ``cost_per_audio_hour`` (from ``rtf_pooled``, total compute / total audio). Returns a
+    new frame."""
     out = cells.copy()
     priced = [prices.per_second(g if isinstance(g, str) else None,
                                 d if isinstance(d, str) else None, cpu_cores)
@@ -302,7 +315,7 @@ def add_costs(cells: pd.DataFrame, prices: Prices, cpu_cores: int | None = None)
     out["price_per_second"] = [math.nan if p is None else p for p, _ in priced]
     out["price_basis"] = [basis for _, basis in priced]
     out["cost_per_audio_hour"] = [cost_per_audio_hour(p, r)
-                                  for (p, _), r in zip(priced, out["rtf_median"], strict=True)]
+                                  for (p, _), r in zip(priced, out["rtf_pooled"], strict=True)]
     return out
 
 
@@ -373,18 +386,20 @@ def _present(value: Any) -> bool:
 
 def add_speedups(cells: pd.DataFrame, records: pd.DataFrame,
                  baselines: Mapping[str, Baseline]) -> pd.DataFrame:
-    """Add measured and NFE-predicted speed-ups against each hardware's baseline cell.
+    """Add measured and FLOP-predicted speed-ups against each hardware's baseline cell.
 
     Generations are paired by (prompt, seed, repeat) with the baseline's; each figure is
     the median over pairs of a per-pair ratio (the median resists a slow outlier):
 
     * ``speedup_sampling`` = baseline t_sampling / cell t_sampling (measured);
-    * ``predicted_sampling`` = baseline NFE / cell NFE (sampling time proportional to
-      forward rows, the cost per row unchanged);
+    * ``predicted_sampling`` = baseline sampling FLOPs / cell sampling FLOPs
+      (:func:`bench.prediction.sampling_flops`: NFE x FLOPs per row at the cell's
+      sequence length and context, plus per-step conditioning; sampling time
+      proportional to FLOPs, the cost per FLOP unchanged);
     * ``speedup_total`` = baseline t_total / cell t_total (measured);
     * ``predicted_total`` = baseline t_total / (baseline non-sampling time + baseline
-      t_sampling x cell NFE / baseline NFE): only the sampling share shrinks (Amdahl);
-    * ``*_gap`` = measured - predicted (positive: faster than the NFE count promises).
+      t_sampling x cell FLOPs / baseline FLOPs): only the sampling share shrinks (Amdahl);
+    * ``*_gap`` = measured - predicted (positive: faster than the FLOP count promises).
 
     ``baseline_id`` names the baseline; ``n_pairs`` counts the pairs (0: no figures).
     """
@@ -432,43 +447,27 @@ def _pair_ratios(base: pd.DataFrame, cell: pd.DataFrame) -> dict[str, float]:
 
     b_samp, c_samp = arr(base, "t_sampling"), arr(cell, "t_sampling")
     b_tot, c_tot = arr(base, "t_total"), arr(cell, "t_total")
-    b_nfe, c_nfe = arr(base, "nfe"), arr(cell, "nfe")
+    b_flops, c_flops = _flops(base), _flops(cell)
     with np.errstate(divide="ignore", invalid="ignore"):
-        predicted_total = b_tot / ((b_tot - b_samp) + b_samp * c_nfe / b_nfe)
+        predicted_total = b_tot / ((b_tot - b_samp) + b_samp * c_flops / b_flops)
         ratios = {
             "speedup_sampling": b_samp / c_samp,
-            "predicted_sampling": b_nfe / c_nfe,
+            "predicted_sampling": b_flops / c_flops,
             "speedup_total": b_tot / c_tot,
             "predicted_total": predicted_total,
         }
     return {name: _nanmedian(values) for name, values in ratios.items()}
 
 
+def _flops(frame: pd.DataFrame) -> npt.NDArray[np.float64]:
+    from bench.prediction import sampling_flops
+
+    return np.asarray([sampling_flops(r) for r in frame.to_dict("records")], dtype=np.float64)
+
+
 def _nanmedian(values: npt.NDArray[np.float64]) -> float:
     finite = values[np.isfinite(values)]
     return float(np.median(finite)) if finite.size else math.nan
-
-
-# --------------------------------------------------------------------------- memory
-
-
-def vram_fit(cells: pd.DataFrame, budgets_gb: Iterable[int] = VRAM_BUDGETS_GB,
-             context_bytes: int = CUDA_CONTEXT_BYTES) -> pd.DataFrame:
-    """Headroom of each cell on each GPU memory budget, in GB (1e9 bytes).
-
-    Uses the peak reserved memory (what the caching allocator held: the memory other
-    processes could not have) plus ``context_bytes`` for the CUDA context. A column per
-    budget holds ``budget - needed`` (negative: does not fit); NaN where the cell ran on
-    a CPU (no device memory measured). ``needed_gb`` is the need itself.
-    """
-    budgets = list(budgets_gb)
-    reserved = cells["peak_reserved"].astype(float) if len(cells) else pd.Series(dtype=float)
-    needed = (reserved + context_bytes) / 1e9
-    out = pd.DataFrame({"cell_label": column(cells, "cell_label"), "hardware": column(
-        cells, "hardware"), "needed_gb": needed}, index=cells.index)
-    for budget in budgets:
-        out[f"{budget} GB"] = budget - needed
-    return out
 
 
 # --------------------------------------------------------------------------- headline
@@ -495,8 +494,12 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
     """Per hardware: the cell with the lowest median RTF whose corpus WER is at most the
     baseline's plus ``wer_budget_points`` percentage points (0.5 -> +0.005).
 
-    When the hardware's quality figures are not meaningful (random weights or ASR) or
-    not there, the choice is the fastest cell, marked ``speed_only``.
+    Only usable cells compete (:func:`bench.outcomes.usable`: every generation produced
+    speech); under a WER budget, only cells with a WER. A cell without quality figures
+    never switches the budget off for the others. When the hardware's quality is not
+    meaningful (random weights or ASR) or not scored at all, the choice is the fastest
+    usable cell, marked ``speed_only``. With no cell left, the choice names none
+    (``cell_id`` empty) and its note says why.
     """
     choices = []
     for hardware, group in cells.groupby("hardware", sort=False):
@@ -507,28 +510,54 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
         ranked = group[group["rtf_median"].notna()].sort_values("rtf_median", kind="stable")
         if not len(ranked):
             continue
+        candidates = ranked[[usable(r) for r in ranked.to_dict("records")]]
+        left_out = sum(not usable(r) for r in group.to_dict("records"))
         base_row: dict[Any, Any] = cells.loc[base.cell_id].to_dict()
         base_wer = float(base_row["corpus_wer"])
-        meaningful = bool((group["quality"] == "ok").all()) and math.isfinite(base_wer)
+        statuses = set(group["quality"])
+        meaningful = "not meaningful" not in statuses and math.isfinite(base_wer)
         limit = base_wer + wer_budget_points / 100.0 if meaningful else math.nan
         if meaningful:
-            fits = ranked[ranked["corpus_wer"] <= limit + 1e-12]
-            pick: dict[Any, Any] = fits.iloc[0].to_dict() if len(fits) else base_row
-            note = (f"fastest cell with corpus WER within {wer_budget_points:g} points of the "
-                    f"baseline ({base_wer * 100:.2f} % + {wer_budget_points:g})")
+            fits = candidates[candidates["corpus_wer"] <= limit + 1e-12]
+            note = (f"fastest usable cell with corpus WER within {wer_budget_points:g} points "
+                    f"of the baseline ({base_wer * 100:.2f} % + {wer_budget_points:g})")
         else:
-            pick = ranked.iloc[0].to_dict()
-            why = ("quality not scored" if (group["quality"] == "not scored").all()
-                   else f"quality {NOT_MEANINGFUL}")
-            note = f"speed-only choice: {why}; the fastest cell is shown"
-        choices.append(Choice(
-            hardware=hw, cell_id=str(pick["cell_id"]), cell_label=str(pick["cell_label"]),
-            rtf=float(pick["rtf_median"]),
-            speedup_total=float(pick.get("speedup_total", math.nan)),
-            corpus_wer=float(pick["corpus_wer"]), wer_limit=limit,
-            cost_per_audio_hour=float(pick.get("cost_per_audio_hour", math.nan)),
-            speed_only=not meaningful, note=note))
+            fits = candidates
+            why = (f"quality {NOT_MEANINGFUL}" if "not meaningful" in statuses
+                   else "quality not scored")
+            note = f"speed-only choice: {why}; the fastest usable cell is shown"
+        if left_out:
+            note += (f"; {left_out} cell{'s' if left_out != 1 else ''} with failed, NaN or "
+                     "silent generations left out")
+        if not usable(base_row):
+            note += f"; the baseline itself has {_no_speech_text(base_row)}"
+        if len(fits):
+            pick: dict[Any, Any] = fits.iloc[0].to_dict()
+            choices.append(_choice(hw, pick, limit, not meaningful, note))
+        else:
+            choices.append(Choice(
+                hardware=hw, cell_id="", cell_label="no cell qualifies", rtf=math.nan,
+                speedup_total=math.nan, corpus_wer=math.nan, wer_limit=limit,
+                cost_per_audio_hour=math.nan, speed_only=not meaningful,
+                note=f"no recommendation: no usable cell{' within the budget' if meaningful else ''}"
+                     f" ({note})"))
     return choices
+
+
+def _choice(hardware: str, pick: Mapping[Any, Any], limit: float, speed_only: bool,
+            note: str) -> Choice:
+    return Choice(
+        hardware=hardware, cell_id=str(pick["cell_id"]), cell_label=str(pick["cell_label"]),
+        rtf=float(pick["rtf_median"]), speedup_total=float(pick.get("speedup_total", math.nan)),
+        corpus_wer=float(pick["corpus_wer"]), wer_limit=limit,
+        cost_per_audio_hour=float(pick.get("cost_per_audio_hour", math.nan)),
+        speed_only=speed_only, note=note)
+
+
+def _no_speech_text(row: Mapping[Any, Any]) -> str:
+    parts = [f"{int(row.get(k) or 0)} {what}" for k, what in (
+        ("n_failed", "failed"), ("n_nan", "NaN"), ("n_silent", "silent")) if row.get(k)]
+    return (", ".join(parts) or "no completed") + " generations"
 
 
 # --------------------------------------------------------------------------- one run
@@ -602,7 +631,8 @@ def compare_runs(candidate: RunAnalysis, baseline: RunAnalysis, n_boot: int = 10
                  ) -> pd.DataFrame:
     """Cells present in both runs (paired by cell id): median RTF of each, their ratio
     (candidate / baseline; > 1 is slower), and the paired corpus-WER difference
-    (candidate - baseline, fraction) with its 95 % interval, paired by (prompt, seed)."""
+    (candidate - baseline, fraction) with its 95 % interval, paired by (prompt, seed);
+    failed and silent generations count as empty transcripts (:mod:`bench.outcomes`)."""
     from bench.scoring.wer import paired_difference
 
     rows = []
@@ -614,8 +644,10 @@ def compare_runs(candidate: RunAnalysis, baseline: RunAnalysis, n_boot: int = 10
                "rtf_baseline": old["rtf_median"], "rtf_candidate": new["rtf_median"],
                "rtf_ratio": new["rtf_median"] / old["rtf_median"],
                "delta_wer": math.nan, "delta_wer_lo": math.nan, "delta_wer_hi": math.nan}
-        a = pair_scores(_ok_rows(baseline.records, str(cell_id)))
-        b = pair_scores(_ok_rows(candidate.records, str(cell_id)))
+        a = pair_scores(_cell_rows(baseline.records, str(cell_id)),
+                        scored=has_scores(baseline.records))
+        b = pair_scores(_cell_rows(candidate.records, str(cell_id)),
+                        scored=has_scores(candidate.records))
         if a and b:
             diff = paired_difference(a, b, n_boot=n_boot)
             row.update(delta_wer=diff.delta_corpus_wer, delta_wer_lo=diff.ci_low,
@@ -624,8 +656,8 @@ def compare_runs(candidate: RunAnalysis, baseline: RunAnalysis, n_boot: int = 10
     return pd.DataFrame(rows)
 
 
-def _ok_rows(records: pd.DataFrame, cell_id: str) -> pd.DataFrame:
-    return records[(column(records, "cell_id") == cell_id) & (column(records, "status") == "ok")]
+def _cell_rows(records: pd.DataFrame, cell_id: str) -> pd.DataFrame:
+    return records[column(records, "cell_id") == cell_id]
 
 
 def pair_keys(records: pd.DataFrame) -> list[tuple[str, int]]:
@@ -634,64 +666,23 @@ def pair_keys(records: pd.DataFrame) -> list[tuple[str, int]]:
                                              column(records, "seed"), strict=True)]
 
 
-def pair_scores(records: pd.DataFrame) -> dict[tuple[str, int], Any]:
-    """One UtteranceScore per (prompt_id, seed) of a cell's ok records, for paired WER
+def pair_scores(records: pd.DataFrame, *, scored: bool | None = None
+                ) -> dict[tuple[str, int], Any]:
+    """One UtteranceScore per (prompt_id, seed) of a cell's records, for paired WER
     comparisons (the report's run-to-run table and the CI gate): the first repeat's
-    (repeats score the same text). Audio the scorer refused as silent or NaN counts as
-    an empty transcript, so a candidate that produces silence is judged as saying nothing.
-    """
-    from bench.scoring.wer import score_utterance
-
+    (repeats score the same text). Failed, NaN and silent generations count as empty
+    transcripts under the rule of :mod:`bench.outcomes` (``scored``: whether the run was
+    scored, by default whether these records carry any score)."""
+    order = records.sort_values("repeat", kind="stable") if "repeat" in records.columns \
+        else records
+    rated, scores = quality_scores(order, scored=scored)
     out: dict[tuple[str, int], Any] = {}
-    order = records.sort_values("repeat") if "repeat" in records.columns else records
-    scored = scored_rows(order)
-    for key, score in zip(pair_keys(scored), utterance_scores(scored), strict=True):
+    for key, score in zip(pair_keys(rated), scores, strict=True):
         out.setdefault(key, score)
-    refused = order[column(order, "score_status").isin(UNSCORABLE_AUDIO)]
-    for key, text in zip(pair_keys(refused), column(refused, "text"), strict=True):
-        out.setdefault(key, score_utterance(str(text), ""))
     return out
 
 
 # --------------------------------------------------------------------------- history
-
-
-def step_change(before: Sequence[float], after: Sequence[float], *, factor: float = 1.1,
-                alpha: float = 0.05, n_perm: int = 2000, seed: int = 0
-                ) -> tuple[float, float, bool]:
-    """(ratio of medians after/before, p-value, flagged) for two samples of a figure.
-
-    Flagged like asv: the ratio is beyond ``factor`` either way AND a two-sided test says
-    the samples differ (p < ``alpha``): Mann-Whitney U from scipy when installed, else a
-    permutation test of the difference in medians with ``n_perm`` shuffles.
-    """
-    a = _numbers(before)
-    b = _numbers(after)
-    if not a.size or not b.size:
-        return math.nan, math.nan, False
-    ratio = float(np.median(b) / np.median(a)) if np.median(a) > 0 else math.nan
-    p = _p_value(a, b, n_perm=n_perm, seed=seed)
-    big = math.isfinite(ratio) and (ratio > factor or ratio < 1.0 / factor)
-    return ratio, p, bool(big and p < alpha)
-
-
-def _p_value(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], *, n_perm: int,
-             seed: int) -> float:
-    try:
-        from scipy.stats import mannwhitneyu
-    except ImportError:
-        pass
-    else:
-        return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
-    observed = abs(np.median(b) - np.median(a))
-    pooled = np.concatenate([a, b])
-    rng = np.random.default_rng(seed)
-    hits = 0
-    for _ in range(n_perm):
-        shuffled = rng.permutation(pooled)
-        hits += abs(np.median(shuffled[a.size:]) - np.median(shuffled[:a.size])) >= observed
-    # The +1s count the observed split itself, so p is never exactly 0.
-    return (hits + 1) / (n_perm + 1)
 
 
 def history_table(root: str | Path, spec_name: str | None = None) -> pd.DataFrame:
@@ -699,8 +690,10 @@ def history_table(root: str | Path, spec_name: str | None = None) -> pd.DataFram
 
     One row per (run, cell): ``run_id``, ``started_at``, ``git_commit``, ``spec_name``,
     ``cell_id``, ``cell_label``, ``rtf_median``, ``corpus_wer`` (NaN unless scored and
-    meaningful), and ``rtfs`` (the per-generation RTFs, for significance tests). Runs
-    whose records cannot be read are skipped.
+    meaningful; failed and silent generations count as empty transcripts),
+    ``failure_rate`` (share without speech) and ``rtfs`` (per-generation RTF keyed by
+    (prompt, seed, repeat), so runs pair twin generations). Runs whose records cannot be
+    read are skipped.
     """
     from bench.store import StoreError, list_runs, load_records
 
@@ -717,41 +710,38 @@ def history_table(root: str | Path, spec_name: str | None = None) -> pd.DataFram
         cells = summarize_cells(records, n_boot=200)
         ok = records[column(records, "status") == "ok"]
         for cell_id, cell in cells.iterrows():
-            rtfs = _numbers(column(ok[ok["cell_id"] == cell_id], "rtf")).tolist()
+            mine = ok[ok["cell_id"] == cell_id]
+            rtfs = {key: float(v) for key, v in zip(_pair_index(mine), column(mine, "rtf"),
+                                                    strict=True) if is_number(v)}
             rows.append({
                 "run_id": entry.get("run_id"), "started_at": entry.get("started_at"),
                 "git_commit": entry.get("git_commit"), "spec_name": entry.get("spec_name"),
                 "cell_id": cell_id, "cell_label": cell["cell_label"],
                 "rtf_median": cell["rtf_median"],
                 "corpus_wer": cell["corpus_wer"] if cell["quality"] == "ok" else math.nan,
-                "rtfs": rtfs,
+                "failure_rate": cell["failure_rate"], "rtfs": rtfs,
             })
     return pd.DataFrame(rows)
 
 
 def flag_step_changes(history: pd.DataFrame, factor: float = 1.1, alpha: float = 0.05
                       ) -> pd.DataFrame:
-    """``history`` plus, per row, the change against the same cell's previous run:
-    ``ratio`` (median RTF now / before), ``p_value`` and ``step`` ("slower", "faster" or
-    "")."""
+    """``history`` plus, per row, the change against the same cell's previous run, over
+    the generations both runs made (:func:`bench.steps.paired_step_change`): ``ratio``
+    (median over twins of RTF now / before), ``p_value`` (two-sided signed-rank),
+    ``n_pairs`` and ``step`` ("slower", "faster" or "")."""
+    from bench.steps import NO_PAIRS, paired_step_change
+
     out = history.copy()
-    ratios: list[float] = []
-    pvalues: list[float] = []
-    steps: list[str] = []
-    previous: dict[str, list[float]] = {}
+    changes = []
+    previous: dict[str, Mapping[Hashable, float]] = {}
     for _, row in out.iterrows():
         before = previous.get(str(row["cell_id"]))
-        if before is None:
-            ratios.append(math.nan)
-            pvalues.append(math.nan)
-            steps.append("")
-        else:
-            ratio, p, flagged = step_change(before, row["rtfs"], factor=factor, alpha=alpha)
-            ratios.append(ratio)
-            pvalues.append(p)
-            steps.append(("slower" if ratio > 1 else "faster") if flagged else "")
-        previous[str(row["cell_id"])] = list(row["rtfs"])
-    out["ratio"] = ratios
-    out["p_value"] = pvalues
-    out["step"] = steps
+        changes.append(NO_PAIRS if before is None else paired_step_change(
+            before, row["rtfs"], factor=factor, alpha=alpha))
+        previous[str(row["cell_id"])] = row["rtfs"]
+    out["ratio"] = [c.ratio for c in changes]
+    out["p_value"] = [c.p_value for c in changes]
+    out["n_pairs"] = [c.n_pairs for c in changes]
+    out["step"] = [c.step for c in changes]
     return out

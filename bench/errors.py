@@ -18,11 +18,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from bench.backends.modal_gpus import GpuError
     from bench.prompts import PromptError
     from bench.scoring.asr import ASRError
+    from bench.scoring.models import ModelMissingError
     from bench.spec import SpecError
     from bench.store import StoreError
     from echo_tts.audio import AudioError
 
-    errors += [SpecError, PromptError, StoreError, ASRError, AudioError, GpuError]
+    errors += [SpecError, PromptError, StoreError, ASRError, ModelMissingError, AudioError,
+               GpuError]
     return tuple(errors)
 
 

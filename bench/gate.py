@@ -18,8 +18,9 @@ that cannot be judged), and one verdict:
 * memory: the candidate's peak (reserved CUDA memory; host RSS on CPU runs, and the check
   says which) within the GPU's memory less ``memory_headroom``.
 
-A failed candidate generation is a FAIL of its own (a config that crashes or runs out of
-memory is not faster). Exit codes: 0 pass, 1 fail, 2 bad input, 3 inconclusive. Quality
+A candidate generation without speech (failed, NaN or silent audio) is a FAIL of its own
+(a config that crashes, runs out of memory or says nothing is not faster), and counts as
+an empty transcript in the quality checks, as in the report (:mod:`bench.outcomes`). Exit codes: 0 pass, 1 fail, 2 bad input, 3 inconclusive. Quality
 that could not be checked makes the verdict INCONCLUSIVE (3) unless ``require_quality``
 is false (a deliberate speed-only gate), in which case a pass says "quality not checked".
 """
@@ -32,6 +33,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
@@ -40,8 +42,10 @@ import pandas as pd
 
 from bench.analysis import column, pair_keys, pair_scores, quality_is_meaningful, scored_rows
 from bench.errors import UserError
+from bench.outcomes import has_scores, no_speech, outcome
 from bench.scoring.stats import bootstrap_ratio_replicates, percentile_interval
 from bench.scoring.wer import paired_difference
+from bench.signed_rank import signed_rank_p_greater
 from bench.spec import SweepSpec, parse_spec
 from bench.store import DEFAULT_RUNS_ROOT, load_records
 from echo_tts.production import ProductionConfig
@@ -265,7 +269,9 @@ def decide(baseline: pd.DataFrame, candidate: pd.DataFrame, thresholds: GateThre
     if only:
         all_notes.append(f"{only} prompt/seed pairs ran on one side only and are not compared")
     checks = [_check_failures(baseline, candidate)]
-    checks += check_quality(base_ok, cand_ok, thresholds)
+    # Quality sees every generation: failed, NaN and silent ones count as empty
+    # transcripts (bench.outcomes), as in the report and history.
+    checks += check_quality(baseline, candidate, thresholds)
     checks.append(check_speed(base_ok, cand_ok, thresholds))
     checks.append(check_memory(base_ok, cand_ok, thresholds))
     status, headline = _overall(checks, thresholds)
@@ -304,22 +310,29 @@ def _ok(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def _check_failures(baseline: pd.DataFrame, candidate: pd.DataFrame) -> Check:
-    """A candidate that fails generations the baseline completes is a regression."""
-    def failed(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[column(frame, "status") != "ok"]
-
-    cand, base = failed(candidate), failed(baseline)
-    figures = {"candidate_failed": len(cand), "candidate_total": len(candidate),
-               "baseline_failed": len(base), "baseline_total": len(baseline)}
+    """A candidate generation with no speech (failed, NaN or silent audio:
+    :mod:`bench.outcomes`) is a regression: a config that crashes, runs out of memory or
+    says nothing is not faster."""
+    cand_rows, base_rows = candidate.to_dict("records"), baseline.to_dict("records")
+    cand, base = outcome(cand_rows), outcome(base_rows)
+    figures = {"candidate_failed": cand.n_failed, "candidate_nan": cand.n_nan,
+               "candidate_silent": cand.n_silent, "candidate_total": cand.n,
+               "baseline_failed": base.n_failed, "baseline_nan": base.n_nan,
+               "baseline_silent": base.n_silent, "baseline_total": base.n}
     if not len(candidate):
         return Check("generations", "FAIL", "the candidate has no records", figures)
-    if len(cand):
-        error = str(column(cand, "error").iloc[0])
-        return Check("generations", "FAIL", f"{len(cand)} of {len(candidate)} candidate "
-                     f"generations failed (first: {error})", figures)
-    extra = f"; {len(base)} baseline generations failed" if len(base) else ""
-    return Check("generations", "PASS", f"all {len(candidate)} candidate generations "
-                 f"completed{extra}", figures)
+    if cand.n_no_speech:
+        parts = [f"{n} {what}" for n, what in ((cand.n_failed, "failed"), (cand.n_nan, "NaN"),
+                                               (cand.n_silent, "silent")) if n]
+        first = next((r for r in cand_rows if no_speech(r)), {})
+        error = first.get("error") if first.get("status") != "ok" else None
+        detail = f" (first: {error})" if error else ""
+        return Check("generations", "FAIL", f"{cand.n_no_speech} of {cand.n} candidate "
+                     f"generations produced no speech: {', '.join(parts)}{detail}", figures)
+    extra = (f"; {base.n_no_speech} baseline generations produced no speech"
+             if base.n_no_speech else "")
+    return Check("generations", "PASS", f"all {cand.n} candidate generations "
+                 f"completed with speech{extra}", figures)
 
 
 # ---- quality
@@ -335,14 +348,18 @@ def _not_meaningful_reason(rows: pd.DataFrame) -> str:
 
 
 def check_quality(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds) -> list[Check]:
-    """WER and CER non-inferiority (and speaker similarity when a ``sim`` column exists)."""
+    """WER and CER non-inferiority (and speaker similarity when a ``sim`` column exists).
+
+    ``base``/``cand`` are every generation of each side: under the rule of
+    :mod:`bench.outcomes` a failed, NaN or silent generation is an empty transcript."""
     both = pd.concat([base, cand], ignore_index=True)
     if any(bool(v) is True for v in column(both, "random_weights").dropna()) or (
             len(scored_rows(both)) and not quality_is_meaningful(scored_rows(both))):
         reason = _not_meaningful_reason(both)
         return [Check("quality", "NOT_MEANINGFUL", f"NOT MEANINGFUL ({reason})",
                       {"reason": reason})]
-    a, b = pair_scores(base), pair_scores(cand)
+    scored = has_scores(both)
+    a, b = pair_scores(base, scored=scored), pair_scores(cand, scored=scored)
     if not a or not b:
         return [Check("quality", "SKIPPED", "NOT SCORED (no transcripts; set [measure] "
                       "score = true)", {})]
@@ -382,18 +399,28 @@ def _non_inferiority(name: str, what: str, n: int, delta: float, low: float, hig
         return Check(name, "PASS", text, figures)
     if low > margin:
         return Check(name, "FAIL", f"{text}: clearly worse than the margin", figures)
-    hint = (f"~{needed} prompts needed" if needed is not None
+    hint = (f"~{needed} prompts needed for {DECISION_POWER:.0%} power, if the estimate and "
+            "the per-prompt spread hold" if needed is not None
             else "the estimate sits on the margin")
     return Check(name, "INCONCLUSIVE", f"{text}; {hint}", figures, needed)
 
 
-def prompts_needed(n: int, delta: float, low: float, high: float, margin: float) -> int | None:
-    """Prompts for the interval to clear the margin, if the observed spread holds.
+#: Chance that a check re-run with the suggested number of prompts decides (PASS or FAIL),
+#: if the true difference equals the estimate: the usual 80 %.
+DECISION_POWER = 0.80
 
-    A bootstrap interval's half-width shrinks like 1/sqrt(n), so the side of the interval
+
+def prompts_needed(n: int, delta: float, low: float, high: float, margin: float,
+                   power: float = DECISION_POWER, level: float = 0.95) -> int | None:
+    """Prompts for the interval to clear the margin with probability ``power``, if the
+    observed estimate and per-prompt spread hold.
+
+    A bootstrap interval's half-width shrinks like 1/sqrt(n). The side of the interval
     facing the margin (``high - delta`` when the estimate is below it, ``delta - low``
-    when above) must shrink to |margin - delta|: n_needed = n * (half / gap)^2. None when
-    the estimate equals the margin (no sample size decides it).
+    when above) is z_level x se; the margin must sit (z_level + z_power) standard errors
+    from the estimate: n_needed = n x ((z_level + z_power) / z_level x half / gap)^2.
+    (Without the z_power term the estimate is where a re-run decides half the time.)
+    None when the estimate equals the margin (no sample size decides it).
     """
     gap = margin - delta
     if gap == 0:
@@ -401,8 +428,10 @@ def prompts_needed(n: int, delta: float, low: float, high: float, margin: float)
     half = (high - delta) if gap > 0 else (delta - low)
     if half <= 0:
         return n
+    z_level = NormalDist().inv_cdf(0.5 + level / 2)
+    inflate = (z_level + NormalDist().inv_cdf(power)) / z_level
     # The epsilon keeps float noise (4.0000000001) from adding a prompt.
-    return max(n, math.ceil(n * (half / abs(gap)) ** 2 - 1e-9))
+    return max(n, math.ceil(n * (inflate * half / abs(gap)) ** 2 - 1e-9))
 
 
 def _sim_difference(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds
@@ -485,52 +514,6 @@ def _medians_per_pair(records: pd.DataFrame, name: str) -> dict[tuple[str, int],
         if math.isfinite(value) and value > 0:
             groups.setdefault(key, []).append(float(value))
     return {k: float(np.median(v)) for k, v in groups.items()}
-
-
-def signed_rank_p_greater(d: npt.ArrayLike) -> float:
-    """One-sided Wilcoxon signed-rank p-value for "the median of ``d`` is above 0".
-
-    Zeros are dropped (Wilcoxon's convention); ties share average ranks. Exact for up to
-    200 non-zero values (the null distribution of the positive rank sum by dynamic
-    programming over doubled ranks, which are integers even with ties), else the normal
-    approximation with tie and continuity corrections.
-    """
-    values = np.asarray(d, np.float64)
-    values = values[np.isfinite(values) & (values != 0)]
-    n = values.size
-    if n == 0:
-        return 1.0
-    ranks = _average_ranks(np.abs(values))
-    w_plus = float(ranks[values > 0].sum())
-    if n <= 200:
-        doubled = np.rint(2 * ranks).astype(np.int64)
-        dist = np.zeros(int(doubled.sum()) + 1)
-        dist[0] = 1.0
-        for r in doubled:  # each rank joins the positive sum with probability 1/2
-            shifted = np.zeros_like(dist)
-            shifted[r:] = dist[:-r]
-            dist = 0.5 * (dist + shifted)
-        return float(min(1.0, dist[round(2 * w_plus):].sum()))
-    _, counts = np.unique(np.abs(values), return_counts=True)
-    mean = n * (n + 1) / 4
-    var = n * (n + 1) * (2 * n + 1) / 24 - float((counts**3 - counts).sum()) / 48
-    z = (w_plus - mean - 0.5) / math.sqrt(var)
-    return 0.5 * math.erfc(z / math.sqrt(2))
-
-
-def _average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """1-based ranks, ties getting the mean of the ranks they span."""
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(values.size)
-    sorted_values = values[order]
-    start = 0
-    while start < values.size:
-        stop = start
-        while stop + 1 < values.size and sorted_values[stop + 1] == sorted_values[start]:
-            stop += 1
-        ranks[order[start:stop + 1]] = (start + stop) / 2 + 1
-        start = stop + 1
-    return ranks
 
 
 # ---- memory

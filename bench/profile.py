@@ -212,10 +212,11 @@ def profile_asr(name: str, device: torch.device, clip_seconds: float, batch: int
     """
     import numpy as np
 
+    from bench.scoring.asr import WhisperASR
     from bench.scoring.run_scoring import make_asr
 
     asr = make_asr(name, str(device), batch_size=batch)
-    if asr.is_random:
+    if asr.is_random and isinstance(asr, WhisperASR):
         asr.options = replace(asr.options, sample_len=tokens)
     rng = np.random.default_rng(0)
     clips = [0.1 * rng.standard_normal(int(16_000 * clip_seconds)).astype(np.float32)

@@ -193,6 +193,10 @@ class MeasureSpec:
     score: bool = True
     asr: str = "large-v3"
     asr_device: str = "auto"
+    # Audio quality metrics beside WER (bench.scoring.quality): a speaker encoder for SIM
+    # ("resemblyzer", "wavlm-ecapa" or "none") and MOS predictors ("dnsmos", "utmos").
+    sim: str = "none"
+    mos: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -448,7 +452,9 @@ _MODEL_KEYS = ("model", "codec", "pca", "dtype", "device", "compile", "codec_dty
                "keep_blockwise")
 _PROMPT_KEYS = ("set", "limit", "ids", "speaker", "long_text")
 _MEASURE_KEYS = ("warmup", "repeats", "seeds", "keep_audio", "max_audio_files", "score",
-                 "asr", "asr_device")
+                 "asr", "asr_device", "sim", "mos")
+_SIM_ENCODERS = ("none", "resemblyzer", "wavlm-ecapa")  # bench.scoring.speaker
+_MOS_METRICS = ("dnsmos", "utmos")  # bench.scoring.quality
 _LIMIT_KEYS = ("max_cells",)
 _MODAL_KEYS = ("region", "audio_sample")
 
@@ -634,8 +640,17 @@ class _Parser:
                        'a Whisper model name, checkpoint path or "random:tiny"')
         if not asr:
             raise self.error("measure.asr must not be empty", "measure.asr")
-        if not asr.startswith("random:") and ("/" in asr or asr.startswith(".")):
+        if asr.startswith("faster-whisper:"):
+            folder = asr.removeprefix("faster-whisper:")
+            if "/" in folder or folder.startswith("."):  # a CTranslate2 folder, relative to the spec
+                asr = "faster-whisper:" + str(self.path(folder, "measure.asr"))
+        elif not asr.startswith("random:") and ("/" in asr or asr.startswith(".")):
             asr = str(self.path(asr, "measure.asr"))  # a local checkpoint, relative to the spec
+        sim = self.choice(table, "measure", "sim", "none", _SIM_ENCODERS)
+        mos = self.get(table, "measure", "mos", list, [], f"a list of {', '.join(_MOS_METRICS)}")
+        if not all(m in _MOS_METRICS for m in mos) or len(set(mos)) != len(mos):
+            raise self.error(f"measure.mos must list each of {', '.join(_MOS_METRICS)} at most "
+                             f"once (got {mos!r})", "measure.mos")
         asr_device = self.device(table, "measure", "asr_device")
         return MeasureSpec(
             warmup=typing.cast(int, self.int_at_least(table, "measure", "warmup", 1, 0)),
@@ -646,6 +661,8 @@ class _Parser:
             score=self.get(table, "measure", "score", bool, True, "true or false"),
             asr=asr,
             asr_device=asr_device,
+            sim=sim,
+            mos=tuple(mos),
         )
 
     # ---- the grid

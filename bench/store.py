@@ -326,6 +326,11 @@ class RunStore:
             raise StoreError("score fields must not contain 'key'; pass the key separately")
         self._scores[key] = _append_line(self._scores_file, {"key": key, **fields})
 
+    def score_of(self, key: str) -> dict[str, Any]:
+        """The latest score fields of record ``key`` without the key ({} when never scored),
+        so a scorer adding its columns keeps the other scorers' columns."""
+        return {k: v for k, v in self._scores.get(key, {}).items() if k != "key"}
+
     def records(self, with_scores: bool = True, keys: Iterable[str] | None = None
                 ) -> list[dict[str, Any]]:
         """Latest record per key, in order of first appearance, merged with its latest score;

@@ -255,14 +255,18 @@ def score_and_report(run_id: str) -> None:
     """Score a run on the outputs volume (Whisper on a GPU) and render its report.
 
     Runs after the orchestrator has finished with the run, so it is the run's one
-    writer; scoring is resumable, so running it twice costs only what is left."""
+    writer; scoring is resumable, so running it twice costs only what is left. The
+    quality metrics' models (SIM, MOS) are read from the whisper-cache Volume too."""
     from bench.report import render_run_report
     from bench.scoring.run_scoring import score_run
 
     outputs.reload()
     run_dir = Path(OUTPUTS_RUNS) / run_id
-    _, outcome = score_run(run_dir, download_root=WHISPER_CACHE_DIR, lock=False)
+    _, outcome, quality, _ = score_run(run_dir, download_root=WHISPER_CACHE_DIR, lock=False,
+                                       models_root=f"{WHISPER_CACHE_DIR}/echo-bench-models")
     print(f"scored {outcome.scored} generations of {run_id}")
+    for name, message in quality.missing.items():
+        print(f"{name} not scored: {message}")
     print(f"report: {render_run_report(run_dir)}")
     outputs.commit()
 

@@ -6,7 +6,7 @@ import argparse
 import importlib
 
 COMMANDS: tuple[str, ...] = (
-    "sweep", "runs", "score", "report", "history", "gate", "profile", "modal", "pull",
+    "sweep", "runs", "score", "models", "report", "history", "gate", "profile", "modal", "pull",
 )
 
 

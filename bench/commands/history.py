@@ -1,8 +1,11 @@
 """``echo-bench history``: key figures of a spec's runs over time, with step changes flagged.
 
-A step change (asv's rule) is a change of a cell's median RTF beyond ``--factor`` against
-the previous run that is also significant: a two-sided Mann-Whitney U test (a permutation
-test when scipy is absent) on the per-generation RTFs, p < ``--alpha``.
+A step change (asv's rule) is a change of a cell's RTF beyond ``--factor`` against the
+previous run that is also significant. Generations are paired across the two runs by
+prompt, seed and repeat, as the gate pairs them: the ratio is the median over pairs of
+RTF now / before, the test a two-sided Wilcoxon signed-rank test on the pairs' log
+ratios, p < ``--alpha`` (:mod:`bench.steps`). WER counts failed and silent generations
+as empty transcripts, and the share without speech is shown beside it.
 """
 
 from __future__ import annotations
@@ -45,18 +48,21 @@ def run(args: argparse.Namespace) -> int:
     flagged = flag_step_changes(table, factor=args.factor, alpha=args.alpha)
     runs = list(dict.fromkeys(flagged["run_id"]))
     print(f"{len(runs)} runs, {flagged['cell_id'].nunique()} cells (oldest first); "
-          f"step change = x{args.factor:g} and p < {args.alpha:g}")
+          f"step change = x{args.factor:g} and p < {args.alpha:g} (paired signed-rank "
+          "test over the generations both runs made)")
     for cell_id, rows in flagged.groupby("cell_id", sort=False):
         print(f"\n{cell_id}  {rows['cell_label'].iloc[-1]}")
         for row in rows.to_dict("records"):
             commit = str(row.get("git_commit") or "-")[:9]
             change = ""
             if math.isfinite(row["ratio"]):
-                change = f"  x{row['ratio']:.3f} (p={row['p_value']:.3g})"
+                change = (f"  x{row['ratio']:.3f} (p={row['p_value']:.3g}, "
+                          f"{row['n_pairs']} pairs)")
             if row["step"]:
                 change += f"  <-- STEP: {row['step']}"
             print(f"  {row['run_id']:<40} {commit:<10} RTF {_fmt(row['rtf_median'], '{:.4g}'):>8}"
-                  f"  WER {_fmt(row['corpus_wer'] * 100, '{:.2f} %'):>8}{change}")
+                  f"  WER {_fmt(row['corpus_wer'] * 100, '{:.2f} %'):>8}"
+                  f"  no speech {_fmt(row['failure_rate'] * 100, '{:.0f} %'):>5}{change}")
     steps = int((flagged["step"] != "").sum())
     print(f"\n{steps} step change{'s' if steps != 1 else ''} flagged")
     return 0

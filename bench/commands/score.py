@@ -1,4 +1,5 @@
-"""``echo-bench score``: transcribe a run's audio with Whisper and add WER/CER to its records."""
+"""``echo-bench score``: transcribe a run's audio (WER/CER) and add the quality metrics the
+spec or the options ask for (SIM, UTMOS, DNSMOS) to its records."""
 
 from __future__ import annotations
 
@@ -6,24 +7,55 @@ import argparse
 from pathlib import Path
 
 from bench.errors import UserError
+from bench.scoring.quality import MOS_METRICS, QualityOutcome
 from bench.scoring.run_scoring import score_run
+from bench.scoring.speaker import SPEAKER_ENCODERS
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("score", help="score a run's generations with Whisper (resumable)")
+    p = sub.add_parser("score", help="score a run's generations: WER, SIM, MOS (resumable)")
     p.add_argument("run_dir", type=Path, help="a run directory (results/runs/<run-id>)")
-    p.add_argument("--asr", default=None, help="Whisper model name, checkpoint path or "
-                   "random:tiny (default: the run's spec, else large-v3)")
+    p.add_argument("--asr", default=None, help="Whisper model name, checkpoint path, "
+                   "random:tiny, or faster-whisper:<name or CTranslate2 folder> "
+                   "(default: the run's spec, else large-v3)")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the run's spec)")
+    p.add_argument("--sim", choices=("none", *SPEAKER_ENCODERS), default=None,
+                   help="speaker encoder for SIM (default: the run's spec, else none)")
+    p.add_argument("--mos", default=None, help=f"comma-separated MOS metrics from "
+                   f"{', '.join(MOS_METRICS)}, or none (default: the run's spec)")
+    p.add_argument("--models-dir", default=None, help="folder of cached scoring models "
+                   "(default $ECHO_BENCH_MODELS, else ~/.cache/echo-bench/models)")
     p.add_argument("--rescore", action="store_true", help="score again even if already scored")
     p.set_defaults(handler=run)
+
+
+def parse_mos(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [] if text.strip() == "none" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MOS_METRICS]
+    if unknown:
+        raise UserError(f"--mos: unknown metric {', '.join(unknown)}; choose from "
+                        f"{', '.join(MOS_METRICS)} (comma-separated) or none")
+    return names
+
+
+def print_quality(outcome: QualityOutcome, missing: dict[str, str]) -> None:
+    """One line per metric: scored and skipped counts; one line per missing model."""
+    for name in sorted({*outcome.scored, *outcome.skipped, *outcome.already} - set(missing)):
+        skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(outcome.skipped.get(name, {}).items()))
+        print(f"{name}: scored {outcome.scored.get(name, 0)} ({outcome.already.get(name, 0)} "
+              f"already){'; not scored: ' + skipped if skipped else ''}")
+    for name, message in missing.items():
+        print(f"{name} not scored: {message}")
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.run_dir.is_dir():
         raise UserError(f"{args.run_dir} is not a folder; pass a run directory from `echo-bench runs`")
-    asr, outcome = score_run(args.run_dir, asr=args.asr, device=args.device, progress=True,
-                             rescore=args.rescore)
+    asr, outcome, quality, quality_outcome = score_run(
+        args.run_dir, asr=args.asr, device=args.device, progress=True, rescore=args.rescore,
+        sim=args.sim, mos=parse_mos(args.mos), models_root=args.models_dir)
     print(f"scored {outcome.scored} generations with {asr.name} "
           f"({outcome.already} already scored)")
     for reason, count in sorted(outcome.skipped.items()):
@@ -32,4 +64,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  failed {key}: {error}")
     if asr.is_random:
         print("note: random-weight ASR; WER figures are not meaningful")
+    print_quality(quality_outcome, quality.missing)
+    if quality.missing:
+        return 2  # a metric asked for cannot run: bad input, the line above says how to fix it
     return 1 if outcome.failed else 0

@@ -10,7 +10,7 @@ from pathlib import Path
 from bench.prompts import load_prompts
 from bench.runner import DEFAULT_RUNS_ROOT, Backend, run_sweep
 from bench.scoring.asr import ASR
-from bench.scoring.run_scoring import make_asr, score_records
+from bench.scoring.run_scoring import QualityScorer, make_asr, score_records
 from bench.shipped import resolve_spec_path, shipped_specs
 from bench.spec import Cell, SweepSpec, load_spec
 from bench.store import RunStore
@@ -66,25 +66,36 @@ def make_backend(args: argparse.Namespace, spec: SweepSpec, stack: contextlib.Ex
 
 
 class CellScorer:
-    """Scores each cell's generations as soon as the cell finishes (ASR loaded once:
-    here, or through ``make_remote`` on a remote GPU)."""
+    """Scores each cell's generations as soon as the cell finishes: WER (Whisper here,
+    or through ``make_remote`` on a remote GPU), then the quality metrics of
+    ``measure.sim``/``measure.mos`` (every model loaded once). A metric whose model is
+    missing is announced once and recorded as skipped; generations are kept and can be
+    scored later with ``echo-bench score``."""
 
     def __init__(self, spec: SweepSpec, make_remote: Callable[[], ASR] | None = None) -> None:
         self.spec = spec
         self.make_remote = make_remote
         self.asr: ASR | None = None
+        self.quality: QualityScorer | None = None
         self.failed = 0
 
     def __call__(self, store: RunStore, cell: Cell, keys: list[str]) -> None:
         self.score(store, keys)
 
     def score(self, store: RunStore, keys: list[str] | None = None) -> None:
-        """Score ``keys`` (None: every generation not yet scored with this ASR)."""
+        """Score ``keys`` (None: every generation not yet scored with these models)."""
+        measure = self.spec.measure
         if self.asr is None:
             self.asr = (self.make_remote() if self.make_remote is not None
-                        else make_asr(self.spec.measure.asr, self.spec.measure.asr_device))
+                        else make_asr(measure.asr, measure.asr_device))
         outcome = score_records(store, self.asr, keys=keys)
         self.failed += len(outcome.failed)
+        if self.quality is None:
+            self.quality = QualityScorer.load(measure.sim, measure.mos, measure.asr_device)
+            for name, message in self.quality.missing.items():
+                print(f"{name} not scored: {message}")
+        if self.quality:
+            self.quality.score(store, keys)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"run directory: {outcome.run_dir}")
     if scorer is not None and scorer.asr is not None:
         note = " (random-weight ASR: WER not meaningful)" if scorer.asr.is_random else ""
-        print(f"scored with {scorer.asr.name}{note}; {scorer.failed} scoring failures")
+        metrics = [m.model_id for m in scorer.quality.metrics] if scorer.quality else []
+        also = f" and {', '.join(metrics)}" if metrics else ""
+        print(f"scored with {scorer.asr.name}{also}{note}; {scorer.failed} scoring failures")
     print(f"generations: {outcome.ok} ok, {outcome.failed} failed, {outcome.skipped} done earlier "
           f"(of {outcome.total})")
     for label, error in outcome.failures.items():

@@ -15,14 +15,8 @@ from typing import Any
 import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from bench.analysis import (
-    CUDA_CONTEXT_BYTES,
-    NOT_MEANINGFUL,
-    RunAnalysis,
-    column,
-    flag_step_changes,
-    history_table,
-)
+from bench.analysis import NOT_MEANINGFUL, RunAnalysis, column, flag_step_changes, history_table
+from bench.memory_fit import CUDA_CONTEXT_BYTES, memory_need
 from bench.report import plots
 from bench.report.run_cost import run_cost_text
 
@@ -106,6 +100,18 @@ def quality_text(row: Mapping[Any, Any], name: str = "corpus_wer") -> str:
     return fmt_pct(value) + interval
 
 
+def memory_text(row: Mapping[Any, Any], on_device: bool) -> tuple[float, str]:
+    """(bytes to sort by, text) of a cell's memory: resident weights + working peak when
+    measured, else the peak reserved on the GPU, or the host RSS of a CPU run."""
+    if not on_device:
+        return row.get("peak_rss", math.nan), fmt_gb(row.get("peak_rss"))
+    need, basis = memory_need(row)
+    if basis == "peak reserved":
+        return need, fmt_gb(need)
+    return need, (f"{fmt_gb(row.get('weights_resident'))} + "
+                  f"{fmt_gb(row.get('working_peak'))}")
+
+
 def other_settings(label: str) -> str:
     """A cell label without the parts the table shows in their own columns."""
     shown = ("steps=", "cfg=", "len=", "gpu=")
@@ -175,11 +181,13 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
     if history is not None:
         images["history"] = history
     rows = cells.to_dict("records")
+    on_device = bool(cells["peak_reserved"].astype(float).notna().any())
     for row in rows:
         row["wer_text"] = quality_text(row)
         row["mean_wer_text"] = quality_text(row, "mean_wer")
         row["cer_text"] = quality_text(row, "cer")
         row["other_settings"] = other_settings(str(row["cell_label"]))
+        row["memory_bytes"], row["memory_text"] = memory_text(row, on_device)
     spec = analysis.manifest.get("spec") or {}
     context = {
         "run_id": analysis.manifest.get("run_id", analysis.run_dir.name),
@@ -195,7 +203,7 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         "vram": analysis.vram.to_dict("records"),
         "vram_budgets": [c for c in analysis.vram.columns if c.endswith(" GB")],
         "context_gb": CUDA_CONTEXT_BYTES / 1e9,
-        "on_device": bool(cells["peak_reserved"].astype(float).notna().any()),
+        "on_device": on_device,
         "failures": analysis.failures.to_dict("records"),
         "samples": _samples(analysis, out.parent) if audio else {},
         "samples_per_cell": SAMPLES_PER_CELL,

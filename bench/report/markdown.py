@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from bench.analysis import NOT_MEANINGFUL, RunAnalysis
+from bench.outcomes import usable
 from bench.report.html import DASH, fmt_money, fmt_number, fmt_pct
 from bench.report.run_cost import run_cost_text
 
@@ -65,12 +66,16 @@ def render_markdown(analysis: RunAnalysis, comparison: pd.DataFrame | None = Non
         "|---|---|---:|---:|---:|---:|",
     ]
     for c in analysis.choices:
+        pick = f"{escape(c.cell_label)} (`{c.cell_id}`)" if c.cell_id else \
+            f"**none**: {escape(c.cell_label)}"
         lines.append(
-            f"| {escape(c.hardware)} | {escape(c.cell_label)} (`{c.cell_id}`) | "
+            f"| {escape(c.hardware)} | {pick} | "
             f"{fmt_number(c.rtf)} | {fmt_number(c.speedup_total)}x | "
             f"{_wer(analysis, c.corpus_wer)} | {fmt_money(c.cost_per_audio_hour)} |")
     lines.append("")
+    lines += [f"- {escape(c.hardware)}: {escape(c.note)}" for c in analysis.choices]
     lines += [f"- {escape(note)}" for note in analysis.notes]
+    lines += _no_speech_lines(analysis.cells)
     front = analysis.cells[analysis.cells["front_all"].astype(bool)]
     if len(front):
         lines += ["", "Frontier (no other cell is both faster and better): "
@@ -92,6 +97,22 @@ def render_markdown(analysis: RunAnalysis, comparison: pd.DataFrame | None = Non
                          f"{fmt_number(r['rtf_candidate'])} | {fmt_number(r['rtf_ratio'])} | "
                          f"{delta} |")
     return "\n".join(lines) + "\n"
+
+
+def _no_speech_lines(cells: pd.DataFrame) -> list[str]:
+    """The cells that are never recommended, with their share of generations without
+    speech (failed, NaN or silent; these count as empty transcripts in every WER)."""
+    bad = [r for r in cells.to_dict("records") if not usable(r)]
+    if not bad:
+        return []
+    out = ["", "**Never recommended** (generations that failed or came out NaN or silent; "
+           "each counts as an empty transcript in the WER):"]
+    for r in bad:
+        out.append(f"- {escape(r['cell_label'])} (`{r['cell_id']}`): "
+                   f"{int(r['n_failed'])} failed, {int(r['n_nan'])} NaN, "
+                   f"{int(r['n_silent'])} silent of {int(r['n'])} "
+                   f"({fmt_pct(r['failure_rate'], 0)} no speech)")
+    return out
 
 
 def _signed_pct(value: float, lo: float, hi: float) -> str:

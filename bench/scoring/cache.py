@@ -1,4 +1,4 @@
-"""On-disk cache of transcripts, keyed by audio content and ASR identity.
+"""On-disk caches of transcripts and metric vectors, keyed by audio content and model identity.
 
 One small JSON file per (audio, ASR) pair, written to a temporary file in the same
 folder and moved into place with ``os.replace``. The rename is atomic on POSIX and on
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TranscriptCache", "hash_audio_array", "sha256_file"]
+__all__ = ["TranscriptCache", "VectorCache", "hash_audio_array", "sha256_file"]
 
 _CHUNK = 1 << 20  # bytes read at a time when hashing a file
 
@@ -74,19 +74,44 @@ class TranscriptCache:
 
     def put(self, audio_hash: str, asr_name: str, text: str) -> None:
         """Store a transcript; safe against concurrent writers and interrupted writes."""
-        path = self._path(audio_hash, asr_name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        entry = {"audio_hash": audio_hash, "asr": asr_name, "text": text}
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(entry, f, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        _write_entry(self._path(audio_hash, asr_name),
+                     {"audio_hash": audio_hash, "asr": asr_name, "text": text})
 
     def __len__(self) -> int:
         """Number of stored entries."""
         return sum(1 for _ in self.folder.glob("??/*.json"))
+
+
+class VectorCache(TranscriptCache):
+    """Metric vectors (speaker embeddings, MOS sub-scores) under ``folder``, one JSON file
+    per (audio hash, metric model id), in the same layout and with the same atomic writes
+    as transcripts."""
+
+    def get_vector(self, audio_hash: str, model_id: str) -> list[float] | None:
+        """The cached vector, or None when this pair has not been computed."""
+        try:
+            entry = json.loads(self._path(audio_hash, model_id).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        if entry.get("audio_hash") != audio_hash or entry.get("model") != model_id:
+            return None
+        vector: list[float] = entry["vector"]
+        return vector
+
+    def put_vector(self, audio_hash: str, model_id: str, vector: list[float]) -> None:
+        _write_entry(self._path(audio_hash, model_id),
+                     {"audio_hash": audio_hash, "model": model_id, "vector": vector})
+
+
+def _write_entry(path: Path, entry: dict[str, object]) -> None:
+    """Write one JSON entry to a temporary file beside ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(entry, f, ensure_ascii=False)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,9 +1,11 @@
-"""Score a run's generations: transcribe their audio, add WER/CER to the records.
+"""Score a run's generations: transcribe their audio, add WER/CER to the records, then the
+audio quality metrics the spec asks for (SIM, UTMOS, DNSMOS; `bench.scoring.quality`).
 
 Scores go to the run's ``scores.jsonl`` (merged into the records when read), one line per
 generation and ASR model. Scoring is resumable: generations already scored with the same
 ASR are skipped, and transcripts are cached by audio content, so re-scoring costs nothing.
-NaN or silent audio is not scored as a normal output: its score line says why.
+NaN or silent audio is not transcribed: its score line says why and scores it as an empty
+transcript (all deletions), as :mod:`bench.outcomes` counts it everywhere.
 """
 
 from __future__ import annotations
@@ -15,8 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import faults
+from bench.outcomes import NO_SPEECH_SCORES
 from bench.scoring.asr import ASR, WhisperASR, transcribe_files
+from bench.scoring.asr_ct2 import PREFIX as FASTER_WHISPER
+from bench.scoring.asr_ct2 import FasterWhisperASR
 from bench.scoring.cache import TranscriptCache
+from bench.scoring.metric import Metric
+from bench.scoring.models import models_dir
+from bench.scoring.quality import QualityOutcome, load_metrics, score_quality
 from bench.scoring.wer import score_utterance
 from bench.store import RunStore
 from echo_tts.errors import first_line
@@ -39,29 +47,66 @@ def transcript_cache_for(run_dir: Path) -> TranscriptCache:
 
 
 def make_asr(name: str, device: str = "auto", download_root: str | None = None,
-             batch_size: int = 16) -> WhisperASR:
-    """The Whisper ASR for a spec's ``asr``/``asr_device`` (download root from
-    ``ECHO_BENCH_WHISPER_CACHE`` when set: a Modal Volume in production)."""
+             batch_size: int = 16, models_root: str | None = None) -> ASR:
+    """The ASR for a spec's ``asr``/``asr_device``: ``faster-whisper:<name or folder>``
+    (named models from the models folder, see `bench.scoring.models`), else openai-whisper
+    (download root from ``ECHO_BENCH_WHISPER_CACHE`` when set: a Modal Volume in production)."""
     from bench.devices import resolve_device  # bench.devices imports the error registry
 
+    if name.startswith(FASTER_WHISPER):
+        return FasterWhisperASR(name.removeprefix(FASTER_WHISPER), models_dir(models_root),
+                                device=resolve_device(device).type, batch_size=batch_size)
     root = download_root or os.environ.get("ECHO_BENCH_WHISPER_CACHE")
     return WhisperASR(name, device=resolve_device(device), download_root=root,
                       batch_size=batch_size)
 
 
+@dataclass
+class QualityScorer:
+    """The quality metrics of a spec (``measure.sim``, ``measure.mos``), loaded once, with
+    the one-line messages of those whose model is missing."""
+
+    metrics: list[Metric]
+    missing: dict[str, str]
+
+    @classmethod
+    def load(cls, sim: str, mos: Iterable[str], device: str = "auto",
+             models_root: str | None = None) -> QualityScorer:
+        from bench.devices import resolve_device
+
+        metrics, missing = load_metrics(sim, list(mos), models_dir(models_root),
+                                        str(resolve_device(device)))
+        return cls(metrics, missing)
+
+    def __bool__(self) -> bool:
+        return bool(self.metrics or self.missing)
+
+    def score(self, store: RunStore, keys: Iterable[str] | None = None,
+              rescore: bool = False) -> QualityOutcome:
+        return score_quality(store, self.metrics, missing=self.missing, keys=keys, rescore=rescore)
+
+
 def score_run(run_dir: Path, *, asr: str | None = None, device: str | None = None,
               download_root: str | None = None, progress: bool = False,
-              rescore: bool = False, lock: bool = True) -> tuple[WhisperASR, ScoringOutcome]:
-    """Score a whole run and rebuild its parquet. ``asr``/``device`` default to the run's
-    spec (``measure.asr``, else large-v3; ``measure.asr_device``, else auto). ``lock=False``
-    for a run on a Modal Volume (see :meth:`RunStore.create`)."""
+              rescore: bool = False, sim: str | None = None, mos: Iterable[str] | None = None,
+              models_root: str | None = None, lock: bool = True
+              ) -> tuple[ASR, ScoringOutcome, QualityScorer, QualityOutcome]:
+    """Score a whole run and rebuild its parquet. ``asr``/``device``/``sim``/``mos`` default
+    to the run's spec (``measure.asr``, else large-v3; ``measure.asr_device``, else auto;
+    ``measure.sim``, else none; ``measure.mos``, else none). ``lock=False`` for a run on a
+    Modal Volume (see :meth:`RunStore.create`)."""
     with RunStore.open(run_dir, lock=lock) as store:
         measure = store.manifest.get("spec", {}).get("measure", {})
-        model = make_asr(asr or measure.get("asr", "large-v3"),
-                         device or measure.get("asr_device", "auto"), download_root)
+        device = device or measure.get("asr_device", "auto")
+        model = make_asr(asr or measure.get("asr", "large-v3"), device, download_root,
+                         models_root=models_root)
         outcome = score_records(store, model, progress=progress, rescore=rescore)
+        quality = QualityScorer.load(sim or measure.get("sim", "none"),
+                                     measure.get("mos", []) if mos is None else mos,
+                                     device, models_root)
+        quality_outcome = quality.score(store, rescore=rescore)
         store.write_parquet()
-    return model, outcome
+    return model, outcome, quality, quality_outcome
 
 
 def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = None,
@@ -78,8 +123,16 @@ def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = Non
             outcome.already += 1
             continue
         reason = _skip_reason(store.path, record)
+        if reason in NO_SPEECH_SCORES:
+            # No speech to transcribe: scored as an empty transcript (every reference word
+            # deleted), the rule of bench.outcomes, so the line carries the cell's loss.
+            store.append_score(record["key"], {**score_fields(record, "", asr),
+                                               "score_status": reason})
+            outcome.skipped[reason] = outcome.skipped.get(reason, 0) + 1
+            continue
         if reason:
-            store.append_score(record["key"], {"asr_model": asr.name, "score_status": reason,
+            store.append_score(record["key"], {**store.score_of(record["key"]),
+                                               "asr_model": asr.name, "score_status": reason,
                                                "wer": None, "cer": None})
             outcome.skipped[reason] = outcome.skipped.get(reason, 0) + 1
             continue
@@ -97,11 +150,14 @@ def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = Non
     for record, transcript in zip(todo, transcripts, strict=True):
         if isinstance(transcript, Exception):
             error = f"{type(transcript).__name__}: {first_line(transcript, empty='')}"
-            store.append_score(record["key"], {"asr_model": asr.name, "score_status": "failed",
+            store.append_score(record["key"], {**store.score_of(record["key"]),
+                                               "asr_model": asr.name, "score_status": "failed",
                                                "score_error": error[:300], "wer": None, "cer": None})
             outcome.failed[record["key"]] = error
             continue
-        store.append_score(record["key"], score_fields(record, transcript, asr))
+        earlier = store.score_of(record["key"])
+        earlier.pop("score_error", None)  # from a failed earlier attempt
+        store.append_score(record["key"], {**earlier, **score_fields(record, transcript, asr)})
         outcome.scored += 1
         faults.after_event("kill_during_scoring")
     return outcome

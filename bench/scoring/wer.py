@@ -8,8 +8,9 @@ Conventions (all rates are fractions, 0.05 = 5 %):
   "Empty" below means empty *after* normalisation.
 * corpus WER = total word errors / total reference words (what jiwer gives on lists).
 * mean WER = mean of per-utterance WER (the Seed-TTS-eval convention). Utterances whose
-  reference is empty have no defined WER and are left out of the mean; their count is
-  reported as ``n_empty_ref`` and their insertions still count in the corpus WER.
+  reference is empty have no defined WER and are left out of the mean, whether or not
+  the hypothesis is empty too; their count is reported as ``n_empty_ref`` and their
+  insertions still count in the corpus WER.
 * CER counts characters of the normalised texts, spaces included (jiwer's default).
 """
 
@@ -60,8 +61,9 @@ class UtteranceScore:
     """Error counts of one hypothesis against its reference (both normalised).
 
     Word counts are in words, character counts in characters of the normalised text.
-    ``wer``/``cer`` are NaN when the reference is empty (undefined rate); they are 1.0
-    when the hypothesis is empty and the reference is not.
+    ``wer``/``cer`` are NaN when the reference is empty (undefined rate, also when the
+    hypothesis is empty too); they are 1.0 when the hypothesis is empty and the reference
+    is not.
     """
 
     ref_raw: str
@@ -110,7 +112,10 @@ def score_utterance(ref: str, hyp: str) -> UtteranceScore:
         hits = subs = dels = 0
         ins = len(hyp_tokens)
         ref_chars, char_errors = 0, len(hyp_norm)
-        wer = cer = 0.0 if empty_hyp else nan
+        # No reference words: the rate is undefined whatever the hypothesis, so the
+        # utterance is left out of the mean WER (both empty included; see the module
+        # docstring). Its insertions, if any, still count in the corpus WER.
+        wer = cer = nan
     elif empty_hyp:
         hits = subs = ins = 0
         dels = len(ref_tokens)

@@ -75,6 +75,11 @@ def test_injected_faults_are_recorded_and_the_sweep_goes_on(
     status = {k: scores[k]["score_status"] for k in scores}
     for r in by_steps[3]:
         assert status[str(r["key"])] == "skipped_nan_audio"
+    for r in by_steps[3] + by_steps[4]:
+        # Not transcribed, but scored as saying nothing: every reference word deleted.
+        line = scores[str(r["key"])]
+        assert line["wer"] == 1.0 and line["transcript"] == "" and line["hits"] == 0
+        assert line["deletions"] == line["ref_words"] > 0
     for r in by_steps[4]:
         assert status[str(r["key"])] == "skipped_silent_audio"
     for r in by_steps[6]:

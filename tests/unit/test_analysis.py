@@ -19,11 +19,13 @@ from bench.analysis import (
     headline,
     load_prices,
     pareto_mask,
-    step_change,
     summarize_cells,
     vram_fit,
 )
 from bench.errors import UserError
+from bench.prediction import sampling_flops
+from echo_tts.config import ModelConfig
+from echo_tts.flops import forward_row_flops, modulation_flops
 
 
 def rec(cell: str, prompt: str, *, steps: int, cfg: str = "independent", length: int = 640,
@@ -112,9 +114,14 @@ def test_costs_frontier_speedups_and_headline(table: pd.DataFrame) -> None:
     assert half["predicted_total"] == pytest.approx((11 / 6 + 13 / 7) / 2)
     assert half["speedup_total"] == pytest.approx((11 / 6 + 13 / 7) / 2)
     alt = cells.loc["alt"]
-    assert alt["predicted_sampling"] == pytest.approx(100 / 35)
+    # FLOPs: 100 vs 35 forward rows of equal size, conditioning for 40 vs 20 steps.
+    cfg = ModelConfig.preset("echo-tts-base")
+    row, mod = forward_row_flops(cfg, 640, 1), modulation_flops(cfg)
+    predicted = (100 * row + 40 * mod) / (35 * row + 20 * mod)
+    assert alt["predicted_sampling"] == pytest.approx(predicted)
+    assert 100 / 35 > predicted > 2.8
     assert alt["speedup_sampling"] == pytest.approx(4.0)
-    assert alt["sampling_gap"] == pytest.approx(4.0 - 100 / 35)
+    assert alt["sampling_gap"] == pytest.approx(4.0 - predicted)
     assert cells.loc["base", "speedup_total"] == pytest.approx(1.0)
 
     # WER budget 0.5 points over 10 %: alt (30 %) is out, half (10 %) is the pick.
@@ -192,15 +199,26 @@ def test_malformed_price_file_is_a_user_error(tmp_path: Path, text: str) -> None
         load_prices(path)
 
 
-def test_step_change_needs_ratio_and_significance() -> None:
-    before = [1.0, 1.01, 0.99, 1.02, 0.98, 1.0, 1.01, 0.99]
-    slower = [x * 1.5 for x in before]
-    ratio, p, flagged = step_change(before, slower)
-    assert ratio == pytest.approx(1.5) and p < 0.05 and flagged
-    # Significant but small (x1.05 < x1.1): not a step.
-    assert not step_change(before, [x * 1.05 for x in before])[2]
-    # Large but from one sample each: not significant.
-    assert not step_change([1.0], [2.0])[2]
+def test_predicted_speedup_sees_sequence_length_and_context() -> None:
+    # Same steps and CFG (same NFE), half the latents: NFE alone predicts 1.0x; the FLOP
+    # model predicts more than 2x (self-attention shrinks with the square of the length).
+    text = "x" * 99  # 99 bytes + BOS = 100 context tokens
+    rows = [rec(cell, "a", steps=40, length=length, t_sampling=t, nfe=100,
+                normalized_text=text, model="random:tiny")
+            for cell, length, t in (("base", 640, 10.0), ("short", 320, 4.0))]
+    table = pd.DataFrame(rows)
+    cells = summarize_cells(table, n_boot=10)
+    cells = add_speedups(cells, table, choose_baselines(cells))
+    cfg = ModelConfig.preset("tiny")
+    mod = 40 * modulation_flops(cfg)
+    expected = ((100 * forward_row_flops(cfg, 640, 100) + mod)
+                / (100 * forward_row_flops(cfg, 320, 100) + mod))
+    assert cells.loc["short", "predicted_sampling"] == pytest.approx(expected)
+    assert cells.loc["short", "predicted_sampling"] > 2.0
+    assert cells.loc["short", "speedup_sampling"] == pytest.approx(2.5)
+    # Context counts too: a longer prompt makes each row attend to more keys.
+    assert sampling_flops({**rows[0], "normalized_text": text * 3}) > sampling_flops(rows[0])
+    assert math.isnan(sampling_flops({**rows[0], "nfe": None}))
 
 
 def test_nfe_per_chunk_skips_records_without_nfe() -> None:

@@ -251,10 +251,27 @@ def test_signed_rank_normal_approximation_agrees() -> None:
 
 
 def test_prompts_needed() -> None:
-    # Estimate 0.2 below a 0.5 margin, upper half-width 0.6: (0.6 / 0.3)^2 = 4x the prompts.
-    assert prompts_needed(10, 0.2, -0.4, 0.8, 0.5) == 40
+    # Estimate 0.2 below a 0.5 margin, upper half-width 0.6: (0.6 / 0.3)^2 = 4x the
+    # prompts for a coin flip, times ((1.96 + 0.84) / 1.96)^2 = 2.04 for 80 % power.
+    inflate = ((1.959964 + 0.841621) / 1.959964) ** 2
+    assert prompts_needed(10, 0.2, -0.4, 0.8, 0.5) == math.ceil(40 * inflate)
+    assert prompts_needed(10, 0.2, -0.4, 0.8, 0.5, power=0.5) == 40
     assert prompts_needed(10, 0.5, 0.0, 1.0, 0.5) is None
-    assert prompts_needed(10, 1.0, 0.25, 1.5, 0.5) == 23  # ceil(10 * (0.75/0.5)^2)
+    assert prompts_needed(10, 1.0, 0.25, 1.5, 0.5, power=0.5) == 23  # ceil(10 * 1.5^2)
+
+
+def test_prompts_needed_gives_the_stated_power() -> None:
+    # Per-prompt differences ~ N(0.2, 1): a 20-prompt pilot's 95 % interval has half-width
+    # 1.96 / sqrt(20). Re-running with the suggested n must decide (upper bound below the
+    # 0.5 margin) in about 80 % of experiments, not the coin flip of the old estimate.
+    sd, delta, margin, pilot = 1.0, 0.2, 0.5, 20
+    half = 1.959964 * sd / math.sqrt(pilot)
+    needed = prompts_needed(pilot, delta, delta - half, delta + half, margin)
+    assert needed is not None
+    rng = np.random.default_rng(5)
+    diffs = rng.normal(delta, sd, (4000, needed))
+    upper = diffs.mean(axis=1) + 1.959964 * diffs.std(axis=1, ddof=1) / math.sqrt(needed)
+    assert 0.76 <= float((upper < margin).mean()) <= 0.84
 
 
 # --------------------------------------------------------------------------- specs

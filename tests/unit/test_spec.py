@@ -53,6 +53,7 @@ def test_smoke_sweep_expands_to_16_cells() -> None:
     assert {c.sampler.cfg_mode for c in spec.cells} == set(CFG_MODES)
     assert {c.dtype for c in spec.cells} == {"float32"}
     assert spec.measure.asr == "random:tiny"
+    assert (spec.measure.sim, spec.measure.mos) == ("resemblyzer", ("dnsmos",))
     assert spec.prompts.is_builtin and spec.prompts.limit == 3
     assert spec.source == sweep_path("smoke.toml").resolve()
 
@@ -297,6 +298,9 @@ def test_default_max_cells() -> None:
         (MODEL + "[measure]\nseeds = [1, 1]\n", ["measure.seeds lists a seed twice"], 4),
         (MODEL + "[measure]\nrepeats = 0\n", ["measure.repeats must be an integer >= 1"], 4),
         (MODEL + "[measure]\nwarmup = -1\n", ["measure.warmup must be an integer >= 0"], 4),
+        (MODEL + "[measure]\nsim = 'ecapa'\n",
+         ["measure.sim must be one of none, resemblyzer, wavlm-ecapa"], 4),
+        (MODEL + "[measure]\nmos = ['dnsmos', 'pesq']\n", ["measure.mos must list each of"], 4),
         (MODEL + "[limits]\nmax_cells = 'many'\n", ["limits.max_cells must be an integer"], 4),
         ("name = 3\n" + MODEL, ["name must be a string"], 1),
         ('[model]\nmodel = "random:tiny"\ndevice = "cpu"\n[grid]\ncuda_graphs = [true]\n',
@@ -309,6 +313,17 @@ def test_errors_name_the_key(text: str, fragments: list[str], line: int) -> None
         assert fragment in str(error), str(error)
     assert error.line == line, str(error)
     assert str(error).startswith(f"t:{line}: ")
+
+
+def test_quality_metrics_default_off_and_faster_whisper_folders_resolve(tmp_path: Path) -> None:
+    spec = parse(MODEL)
+    assert (spec.measure.sim, spec.measure.mos) == ("none", ())
+    spec = parse_spec(MODEL + "[measure]\nasr = 'faster-whisper:models/tiny-ct2'\n"
+                      "sim = 'wavlm-ecapa'\nmos = ['utmos', 'dnsmos']\n", base_dir=tmp_path, name="t")
+    assert spec.measure.asr == f"faster-whisper:{(tmp_path / 'models' / 'tiny-ct2').resolve()}"
+    assert (spec.measure.sim, spec.measure.mos) == ("wavlm-ecapa", ("utmos", "dnsmos"))
+    assert parse(MODEL + "[measure]\nasr = 'faster-whisper:large-v3'\n").measure.asr == (
+        "faster-whisper:large-v3")
 
 
 def test_toml_syntax_error_has_line_number() -> None:

@@ -67,7 +67,8 @@ def test_empty_hypothesis_and_reference() -> None:
     assert s.empty_hyp and not s.empty_ref
     assert (s.deletions, s.wer, s.cer) == (2, 1.0, 1.0)
     s = score_utterance("", "")
-    assert s.empty_ref and s.empty_hyp and s.wer == 0.0 and s.word_errors == 0
+    assert s.empty_ref and s.empty_hyp and s.word_errors == 0
+    assert math.isnan(s.wer) and math.isnan(s.cer)
     # "uh" normalises to nothing: the reference is empty, so WER is undefined, but the
     # inserted words are still counted.
     s = score_utterance("uh", "hello there")
@@ -100,6 +101,23 @@ def test_summary_with_empty_texts() -> None:
     assert q.corpus_wer_ci[0] <= q.corpus_wer <= q.corpus_wer_ci[1]
     nothing = summarize([], n_boot=10)
     assert nothing.n == 0 and math.isnan(nothing.corpus_wer) and math.isnan(nothing.mean_wer_ci[0])
+
+
+def test_both_empty_is_left_out_of_the_mean_as_the_docstrings_say() -> None:
+    # "Um." and "uh" both normalise to nothing: an undefined rate, excluded from the mean
+    # WER and CER, adding nothing to the corpus figures, counted as an empty reference.
+    pair = score_utterance("Um.", "uh")
+    assert pair.empty_ref and pair.empty_hyp and math.isnan(pair.wer)
+    half = score_utterance("a b", "a")
+    q = summarize([half, pair], n_boot=50)
+    assert (q.n, q.n_mean_wer, q.n_empty_ref) == (2, 1, 1)
+    assert q.mean_wer == pytest.approx(0.5)  # 0.5 alone, not (0.5 + 0) / 2
+    assert q.corpus_wer == pytest.approx(0.5) and q.cer == pytest.approx(half.cer)
+    assert q.share_above_50 == 0.0
+    # Paired comparisons use a pair's mean WER only when both sides define it.
+    diff = paired_difference({("p", 0): half, ("q", 0): pair},
+                             {("p", 0): half, ("q", 0): score_utterance("", "")}, n_boot=50)
+    assert diff.delta_mean_wer == 0.0 and diff.delta_corpus_wer == 0.0
 
 
 def _cell(errors_per_prompt: list[int], seeds: int = 2) -> dict[tuple[str, int], UtteranceScore]:
