@@ -126,7 +126,8 @@ def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = Non
         if reason in NO_SPEECH_SCORES:
             # No speech to transcribe: scored as an empty transcript (every reference word
             # deleted), the rule of bench.outcomes, so the line carries the cell's loss.
-            store.append_score(record["key"], {**score_fields(record, "", asr),
+            store.append_score(record["key"], {**store.score_of(record["key"]),
+                                               **score_fields(record, "", asr),
                                                "score_status": reason})
             outcome.skipped[reason] = outcome.skipped.get(reason, 0) + 1
             continue
