@@ -15,6 +15,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [UserError, WeightsError, TextTooLongError,
                                          ProductionConfigError]
     # Each module defines its own error type; import them here so the CLI knows them all.
+    from bench.backends.modal_gpus import GpuError
     from bench.prompts import PromptError
     from bench.scoring.asr import ASRError
     from bench.scoring.models import ModelMissingError
@@ -22,7 +23,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from bench.store import StoreError
     from echo_tts.audio import AudioError
 
-    errors += [SpecError, PromptError, StoreError, ASRError, ModelMissingError, AudioError]
+    errors += [SpecError, PromptError, StoreError, ASRError, ModelMissingError, AudioError,
+               GpuError]
     return tuple(errors)
 
 

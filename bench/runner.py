@@ -64,8 +64,10 @@ def find_unfinished(root: Path, spec: SweepSpec) -> Path | None:
     return path if path.is_dir() else None
 
 
-def open_store(spec: SweepSpec, root: Path, resume: str | None, new: bool) -> tuple[RunStore, bool]:
-    """Create a run, or open the one to resume (explicit, or the unfinished run of this spec)."""
+def open_store(spec: SweepSpec, root: Path, resume: str | None, new: bool, *,
+               lock: bool = True) -> tuple[RunStore, bool]:
+    """Create a run, or open the one to resume (explicit, or the unfinished run of this spec).
+    ``lock=False``: no flock (a run on a Modal Volume, see :meth:`RunStore.create`)."""
     target: Path | None = None
     if resume:
         target = Path(resume) if Path(resume).is_dir() else root / resume
@@ -75,7 +77,7 @@ def open_store(spec: SweepSpec, root: Path, resume: str | None, new: bool) -> tu
     elif not new:
         target = find_unfinished(root, spec)
     if target is not None:
-        store = RunStore.open(target)
+        store = RunStore.open(target, lock=lock)
         if store.manifest.get("spec_hash") != spec.hash:
             store.close()
             raise StoreError(f"run {target.name} was made from a different spec (hash "
@@ -85,7 +87,7 @@ def open_store(spec: SweepSpec, root: Path, resume: str | None, new: bool) -> tu
     store = RunStore.create(
         root, spec=spec_to_dict(spec), spec_name=spec.name, spec_hash=spec.hash,
         environment=capture_environment(spec.hash), keep_audio=spec.measure.keep_audio,
-        max_audio_files=spec.measure.max_audio_files)
+        max_audio_files=spec.measure.max_audio_files, lock=lock)
     return store, False
 
 
@@ -106,7 +108,8 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
               resume: str | None = None, new: bool = False,
               after_cell: Callable[[RunStore, Cell, list[str]], None] | None = None,
               before_finalize: Callable[[RunStore], None] | None = None,
-              progress: bool = True, extra_seeds: Sequence[int] = ()) -> SweepOutcome:
+              progress: bool = True, extra_seeds: Sequence[int] = (),
+              lock: bool = True) -> SweepOutcome:
     """Run (or resume) a sweep; returns counts and the failures by cell.
 
     ``extra_seeds`` measure more prompt/seed pairs than the spec plans (the gate's extra
@@ -117,7 +120,7 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
     scoring what an interrupted earlier attempt left unscored).
     """
     prompts = load_prompts(spec.prompts)
-    store, resumed = open_store(spec, root, resume, new)
+    store, resumed = open_store(spec, root, resume, new, lock=lock)
     with store:
         for message in store.repaired:
             print(f"repaired: {message}", file=sys.stderr)

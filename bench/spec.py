@@ -41,6 +41,10 @@ A spec is data only (nothing in it is executed or imported by name)::
     [limits]
     max_cells = 500
 
+    [modal]                             # optional, Modal backend only
+    region = "us-east"                  # pin containers to a region (recorded per record)
+    audio_sample = 0.1                  # keep WAVs of 10 % of prompts + suspicious ones
+
 Grid axes: :data:`EXECUTION_AXES` (``gpu``, ``dtype``, ``codec_dtype``, ``compile``,
 ``cuda_graphs``, ``attention``, ``batch_size`` and the workload axes of
 :mod:`bench.workload_axes`: ``concurrency``, ``chunk_workers``, ``speaker_seconds``,
@@ -86,6 +90,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from bench.backends.modal_gpus import describe_gpus, parse_gpu
 from bench.predictions_spec import Prediction, parse_predictions
 from bench.workload_axes import (
     WORKLOAD_AXES,
@@ -100,11 +105,6 @@ from echo_tts.production import DTYPES, resolve_relative_source
 from echo_tts.sampling import CFG_MODES, SamplerConfig
 
 LONG_TEXT_MODES: tuple[str, ...] = ("chunk", "truncate", "error")
-MODAL_GPUS: tuple[str, ...] = (
-    "T4", "L4", "A10", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB",
-    "H100", "H100!", "H200", "B200", "RTX-PRO-6000",
-)
-MAX_GPU_COUNT = 8
 DEFAULT_MAX_CELLS = 500
 # Expanding a grid is cheap, but not at any size: past this many combinations the spec
 # is certainly a mistake, and materialising it would hang before any error is shown.
@@ -223,6 +223,17 @@ class MeasureSpec:
 
 
 @dataclass(frozen=True)
+class ModalSpec:
+    """Modal-only settings (``[modal]``): ``region`` pins every container to a Modal
+    region (reproducible comparisons; Modal charges extra for it); ``audio_sample``
+    keeps WAVs only for that fraction of prompts plus every suspicious generation
+    (:mod:`bench.retention`); None keeps all."""
+
+    region: str | None = None
+    audio_sample: float | None = None
+
+
+@dataclass(frozen=True)
 class LimitsSpec:
     """Guards against accidental huge sweeps."""
 
@@ -296,6 +307,7 @@ class SweepSpec:
     cells: tuple[Cell, ...]
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    modal: ModalSpec = field(default_factory=ModalSpec)
     hash: str = ""
     predictions: tuple[Prediction, ...] = ()
 
@@ -353,6 +365,7 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
         "measure": {**asdict(spec.measure), "seeds": list(spec.measure.seeds)},
         "limits": asdict(spec.limits),
         "predictions": [p.to_dict() for p in spec.predictions],
+        "modal": asdict(spec.modal),
         "cells": [
             {"id": c.id, "label": c.label, "settings": dict(c.settings), **c.values()}
             for c in spec.cells
@@ -396,7 +409,7 @@ class _AxisType:
         if self.kind == "choice":
             text = "one of " + ", ".join(self.choices)
         elif self.kind == "gpu":
-            text = f"a Modal GPU ({', '.join(MODAL_GPUS)}), optionally ':n' with n 1-{MAX_GPU_COUNT}"
+            text = describe_gpus()
         elif self.kind == "int":
             text = "an integer" + (f" >= {self.minimum}" if self.minimum is not None else "")
         elif self.kind == "float":
@@ -478,9 +491,8 @@ def _check_value(axis: _AxisType, value: Any) -> tuple[bool, Any]:
         return ok, tuple((float(a), float(b)) for a, b in value) if ok else value
     if not isinstance(value, str):
         return False, value
-    gpu, _, count = value.upper().partition(":")
-    ok = gpu in MODAL_GPUS and (not count or (count.isdigit() and 1 <= int(count) <= MAX_GPU_COUNT))
-    return ok, value.upper()
+    # One table (bench.backends.modal_gpus) for the spec, the CLI and the Modal app.
+    return parse_gpu(value) is not None, value.upper()
 
 
 def _format_value(value: Any) -> str:
@@ -499,7 +511,8 @@ def _format_value(value: Any) -> str:
 
 # [gate] holds the CI gate's thresholds (read by bench.gate); sweeps ignore it.
 _TOP_KEYS = ("name", "description", "model", "prompts", "grid", "include", "exclude",
-             "measure", "limits", "gate", "predictions")
+             "measure", "limits", "gate", "predictions",
+             "modal")
 _MODEL_KEYS = ("model", "codec", "pca", "dtype", "device", "compile", "codec_dtype",
                "keep_blockwise")
 _PROMPT_KEYS = ("set", "limit", "ids", "speaker", "long_text", "speakers")
@@ -514,6 +527,7 @@ SPEAKER_SETS = ("espeak", "espeak-or-none")
 # A standard prompt set's name ("family:split"), resolved by bench.prompt_sets, not a path.
 _NAMED_SET = re.compile(r"[a-z0-9-]+:[a-z0-9-]+")
 _LIMIT_KEYS = ("max_cells",)
+_MODAL_KEYS = ("region", "audio_sample")
 
 
 class _Parser:
@@ -614,6 +628,7 @@ class _Parser:
         return SweepSpec(
             name=name, description=description, model=model, prompts=prompts,
             measure=measure, limits=limits, cells=cells, source=None, raw=raw,
+            modal=self.modal(self.table(raw, "modal")),
             hash=hashlib.sha256(canonical_json(_jsonable(raw)).encode("utf-8")).hexdigest(),
             predictions=predictions,
         )
@@ -624,6 +639,19 @@ class _Parser:
         grid follow [model]; sampler fields follow SamplerConfig's defaults."""
         return dict(CELL_DEFAULTS, dtype=model.dtype, codec_dtype=model.codec_dtype,
                     compile=model.compile)
+
+    def modal(self, table: dict[str, Any]) -> ModalSpec:
+        self.check_keys(table, _MODAL_KEYS, "modal")
+        region = self.get(table, "modal", "region", str, None, 'a Modal region, e.g. "us-east"')
+        if region is not None and not region.strip():
+            raise self.error("modal.region must not be empty; leave it out for any region",
+                             "modal.region")
+        sample = table.get("audio_sample")
+        if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int | float)
+                                   or not 0.0 <= sample <= 1.0):
+            raise self.error("modal.audio_sample must be a number from 0 to 1 (the fraction of "
+                             f"prompts whose audio is kept; got {sample!r})", "modal.audio_sample")
+        return ModalSpec(region=region, audio_sample=None if sample is None else float(sample))
 
     def model(self, table: dict[str, Any]) -> ModelSpec:
         self.check_keys(table, _MODEL_KEYS, "model")

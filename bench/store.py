@@ -71,6 +71,14 @@ class StoreError(Exception):
     """A run directory cannot be used as asked; the message says what to do."""
 
 
+def audio_filename(key: str) -> str:
+    """The file name of record ``key``'s WAV (see :meth:`RunStore.audio_path`); also used
+    by remote workers that write into a run's audio folder on a Volume."""
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+    slug = _slug(key, _SLUG_CHARS)
+    return f"{slug}-{digest}.wav" if slug else f"{digest}.wav"
+
+
 def record_key(cell_id: str, prompt_id: str, seed: int, repeat: int) -> str:
     """The key of one generation: ``"{cell_id}/{prompt_id}/{seed}/{repeat}"``.
 
@@ -104,13 +112,17 @@ class RunStore:
     """
 
     def __init__(
-        self, path: Path, lock_file: IO[str], manifest: dict[str, Any], repaired: list[str],
+        self, path: Path, lock_file: IO[str] | None, manifest: dict[str, Any], repaired: list[str],
         records: list[dict[str, Any]], scores: list[dict[str, Any]],
     ) -> None:
         # Private: go through create() or open(), which take the lock and check the files.
         self.path = path
         self.repaired = repaired
+        # None: an unlocked store (a run on a Modal Volume, which has no distributed
+        # locking; its one writer is the orchestrator by construction).
         self._lock_file: IO[str] | None = lock_file
+        self._locked = lock_file is not None
+        self._closed = False
         self._manifest = manifest
         self._records_file = open(path / RECORDS, "ab")  # noqa: SIM115 (lives until close)
         self._scores_file = open(path / SCORES, "ab")  # noqa: SIM115
@@ -136,12 +148,14 @@ class RunStore:
         environment: Mapping[str, Any],
         keep_audio: bool = True,
         max_audio_files: int | None = None,
+        lock: bool = True,
     ) -> RunStore:
         """Make ``<root>/<run_id>/`` for a new run and lock it.
 
         ``run_id`` defaults to ``YYYYmmdd-HHMMSS-<spec_name>-<6 hex>`` (UTC). ``keep_audio``
         and ``max_audio_files`` (a cap on WAVs kept, None for no cap) are stored in the
-        manifest so a resumed run honours them too.
+        manifest so a resumed run honours them too. ``lock=False`` skips the flock (and
+        the index's) for a folder that has one writer by construction (a Modal Volume).
         """
         if max_audio_files is not None and max_audio_files < 0:
             raise StoreError(f"max_audio_files is {max_audio_files}; pass 0 or more, or None")
@@ -162,7 +176,7 @@ class RunStore:
             raise StoreError(
                 f"run {path} already exists; open it to resume, or choose another run id"
             ) from None
-        lock_file = _acquire_run_lock(path)
+        lock_file = _acquire_run_lock(path) if lock else None
         try:
             (path / AUDIO_DIR).mkdir()
             (path / RECORDS).touch()
@@ -183,14 +197,16 @@ class RunStore:
             _write_json_atomic(path / MANIFEST, manifest)
             store = cls(path, lock_file, manifest, [], [], [])
         except BaseException:
-            lock_file.close()
+            if lock_file is not None:
+                lock_file.close()
             raise
-        HistoryIndex(root).append(store.history_entry())
+        HistoryIndex(root, lock=lock).append(store.history_entry())
         return store
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> RunStore:
-        """Lock an existing run to resume or score it, repairing a torn last line.
+    def open(cls, path: str | os.PathLike[str], *, lock: bool = True) -> RunStore:
+        """Lock an existing run to resume or score it, repairing a torn last line
+        (``lock=False``: see :meth:`create`).
 
         Raises StoreError when the folder is not a run, was written by another schema
         version, is locked by another process, or holds a damaged line before the last.
@@ -200,7 +216,7 @@ class RunStore:
             raise StoreError(
                 f"{path} is not a run directory (no {MANIFEST}); pass a folder made by a run"
             )
-        lock_file = _acquire_run_lock(path)
+        lock_file = _acquire_run_lock(path) if lock else None
         try:
             manifest = read_json(path / MANIFEST)
             version = manifest.get("schema_version")
@@ -217,19 +233,22 @@ class RunStore:
                         if m]
             store = cls(path, lock_file, manifest, repaired, records, scores)
         except BaseException:
-            lock_file.close()
+            if lock_file is not None:
+                lock_file.close()
             raise
         return store
 
     def close(self) -> None:
         """Release the lock and file handles (idempotent). Does not finalize."""
-        if self._lock_file is None:
+        if self._closed:
             return
+        self._closed = True
         self._records_file.close()
         self._scores_file.close()
-        # Closing the descriptor releases the flock.
-        self._lock_file.close()
-        self._lock_file = None
+        if self._lock_file is not None:
+            # Closing the descriptor releases the flock.
+            self._lock_file.close()
+            self._lock_file = None
 
     def __enter__(self) -> RunStore:
         return self
@@ -274,7 +293,7 @@ class RunStore:
         # "complete" beside a missing or stale table.
         self.write_parquet()
         self.update_manifest(status=status, finished_at=utc_now(), counts=_counts(records, scored))
-        HistoryIndex(self.path.parent).append(self.history_entry())
+        HistoryIndex(self.path.parent, lock=self._locked).append(self.history_entry())
         return self.manifest
 
     def history_entry(self) -> dict[str, Any]:
@@ -347,11 +366,8 @@ class RunStore:
         path separator, never leading dots) and a hash of the full key keeps distinct keys
         apart after sanitising. The same key always gives the same name.
         """
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
-        slug = _slug(key, _SLUG_CHARS)
-        name = f"{slug}-{digest}.wav" if slug else f"{digest}.wav"
         audio_dir = (self.path / AUDIO_DIR).resolve()
-        path = audio_dir / name
+        path = audio_dir / audio_filename(key)
         # _slug already guarantees this; checked so a future change cannot silently escape.
         if path.resolve().parent != audio_dir:
             raise StoreError(f"audio name for key {key!r} escapes {audio_dir}; report this bug")
@@ -384,7 +400,7 @@ class RunStore:
             raise StoreError(f"{path} is outside the run folder {self.path}") from None
 
     def _check_open(self) -> None:
-        if self._lock_file is None:
+        if self._closed:
             raise StoreError(f"run {self.path} is closed; open it again to write")
 
 
@@ -665,14 +681,17 @@ class HistoryIndex:
     their appends so none is lost or interleaved.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, lock: bool = True) -> None:
         self.root = Path(root)
         self.path = self.root / INDEX
+        self.lock = lock  # False on a Modal Volume (one writer, no distributed locks)
 
     def append(self, entry: Mapping[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / INDEX_LOCK, "a", encoding="utf-8") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # blocking: appends take milliseconds
+        with contextlib.ExitStack() as stack:
+            if self.lock:
+                lock = stack.enter_context(open(self.root / INDEX_LOCK, "a", encoding="utf-8"))
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # blocking: appends take ms
             with open(self.path, "ab") as f:
                 # A writer killed mid-line leaves no newline; start on a fresh line so our
                 # entry stays whole (the fragment becomes one unreadable, skipped line).

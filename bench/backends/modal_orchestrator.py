@@ -3,17 +3,21 @@
 How a sweep runs:
 
 1. Every pending cell's GPU string is checked (cells without one run on
-   :data:`~bench.backends.modal_app.DEFAULT_GPU`, L4: the cheapest card that holds the
-   bf16 model, codec and activations with room to spare), and weight sources that only
-   exist on this machine are refused, all before anything is sent.
+   :data:`~bench.backends.modal_gpus.DEFAULT_GPU`, L4), against the one GPU table
+   (:mod:`bench.backends.modal_gpus`), and weight sources that only exist on this
+   machine are refused, all before anything is sent.
 2. A cost estimate is printed and, unless ``confirm=False`` (``--yes``), confirmed.
-3. One ``run_cells`` call per cell is spawned on ``BenchWorker.with_options(gpu=...)``.
+3. One ``run_cells`` call per cell is spawned on ``BenchWorker.with_options(gpu=...)``
+   (plus ``region=`` when the spec pins one). With a call ledger (the nightly), each
+   call's FunctionCall id is recorded before anything waits on it, and a restarted
+   orchestrator re-attaches to the calls in flight instead of spawning them again.
    Each GPU type is its own container pool (``max_containers=1``), so a GPU type loads
    the model once and works through its cells in order while other GPU types run in
    parallel.
 4. Calls are collected as they finish (one waiting thread per call; the sink is only
    ever called from this thread): each record goes to the runner's sink with its WAV
-   bytes, then ``on_cell_done`` for its cell. A call that raises (container crash,
+   bytes (or with its ``audio_path`` when the worker wrote the WAV straight into the
+   run folder on the Volume), then ``on_cell_done`` for its cell. A call that raises (container crash,
    timeout, OOM kill) becomes one failed record per generation of its cell, with the
    error text, and the sweep goes on. Only that cell's results are lost: the price of
    one call per cell, which keeps failures small and records streaming.
@@ -22,9 +26,10 @@ Records are appended by the runner as each call completes, so an interrupted swe
 resumes like a local one: done keys are skipped, and a cell half done is sent with its
 done keys so the worker skips them.
 
-The remote-call layer is injected (``workers``): :class:`ModalWorkers` (an ephemeral run
-of the app from this machine) by default, :class:`InAppWorkers` inside the deployed app
-(the nightly function), or an in-process stand-in in tests.
+The remote-call layer is injected (``workers``): :class:`ModalWorkers` on the app's
+worker class, given by whoever owns the app (the CLI, or the nightly function inside
+the app); this module never imports the app (no import circle), and tests hand
+:class:`ModalWorkers` a local stand-in for Modal's classes.
 """
 
 from __future__ import annotations
@@ -33,18 +38,15 @@ import base64
 import concurrent.futures as cf
 import contextlib
 import sys
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from bench.backends.modal_app import (
-    DEFAULT_GPU,
-    encode_payload,
-    model_params,
-    validate_gpu,
-)
+from bench.backends.modal_cells import INLINE_AUDIO_FIELD, encode_payload, model_params
+from bench.backends.modal_gpus import DEFAULT_GPU, modal_gpu, validate_gpu
 from bench.errors import UserError
 from bench.prices import Prices, load_prices
 from bench.prompts import Prompt
@@ -140,7 +142,10 @@ def estimate_cost(work: dict[Cell, list[Generation]], warmup: int, prices: Price
 
 
 class RemoteCall(Protocol):
-    """A spawned call: ``get`` blocks for its records or re-raises the remote error."""
+    """A spawned call: ``call_id`` (Modal's FunctionCall id, to re-attach after a
+    restart), ``get`` blocks for its records or re-raises the remote error."""
+
+    call_id: str
 
     def get(self) -> list[dict[str, Any]]: ...
 
@@ -148,12 +153,15 @@ class RemoteCall(Protocol):
 
 
 class Workers(Protocol):
-    """Spawns ``BenchWorker.run_cells`` calls; ``session`` wraps a whole sweep."""
+    """Spawns ``BenchWorker.run_cells`` calls and re-attaches to spawned ones;
+    ``session`` wraps a whole sweep."""
 
     def session(self) -> AbstractContextManager[object]: ...
 
     def spawn(self, gpu: str, params: str, spec_json: str, cell_ids: list[str],
-              done_keys: list[str]) -> RemoteCall: ...
+              done_keys: list[str], spawned_at: float) -> RemoteCall: ...
+
+    def attach(self, call_id: str) -> RemoteCall: ...
 
 
 class _FunctionCall:
@@ -161,6 +169,7 @@ class _FunctionCall:
 
     def __init__(self, call: Any) -> None:
         self._call = call
+        self.call_id: str = call.object_id
 
     def get(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call.get()
@@ -171,36 +180,75 @@ class _FunctionCall:
 
 
 class ModalWorkers:
-    """Real Modal, from this machine: an ephemeral run of the app for the sweep's length
-    (``app.run()``, with Modal's progress output), so no deploy is needed and the
-    containers run this checkout's code."""
+    """Real Modal calls on ``worker_cls`` (the app's ``BenchWorker``, a ``modal.Cls``).
+
+    ``app`` given: an ephemeral run of that app for the sweep's length (``app.run()``,
+    with Modal's progress output), so no deploy is needed and the containers run this
+    checkout's code. ``app`` None: we are inside a function of the running app (the
+    nightly), whose classes are already live. ``function_call`` is the class whose
+    ``from_id`` re-attaches to a spawned call (``modal.FunctionCall``; a stand-in in
+    tests). The CLI and the app pass these in, so this module never imports the app.
+    """
+
+    def __init__(self, worker_cls: Any, *, app: Any = None, region: str | None = None,
+                 function_call: Any = None,
+                 keep_open: contextlib.ExitStack | None = None) -> None:
+        self.worker_cls = worker_cls
+        self.app = app
+        self.region = region
+        self.function_call = function_call
+        # Given: the app, once started, stays up on this stack (the caller's whole
+        # command), so scoring after the sweep can still call the app's Transcriber.
+        self.keep_open = keep_open
+        self._running = False
 
     def session(self) -> AbstractContextManager[object]:
+        if self.app is None:
+            return contextlib.nullcontext()
+        if self.keep_open is not None:
+            self.ensure_running()
+            return contextlib.nullcontext()
+        return self._start(contextlib.ExitStack())
+
+    def ensure_running(self) -> None:
+        """Start the ephemeral app on ``keep_open`` unless it runs already."""
+        if self.app is not None and self.keep_open is not None and not self._running:
+            self._start(self.keep_open)
+            self._running = True
+
+    def _start(self, stack: contextlib.ExitStack) -> contextlib.ExitStack:
         import modal
 
-        from bench.backends.modal_app import app
-
-        stack = contextlib.ExitStack()
         stack.enter_context(modal.enable_output())
-        stack.enter_context(app.run())
+        stack.enter_context(self.app.run())
         return stack
 
     def spawn(self, gpu: str, params: str, spec_json: str, cell_ids: list[str],
-              done_keys: list[str]) -> RemoteCall:
-        from bench.backends.modal_app import BenchWorker
+              done_keys: list[str], spawned_at: float) -> RemoteCall:
+        # with_options() gives a per-GPU (and per-region) variant of the class; its
+        # constructor takes the modal.parameter() fields as keywords.
+        options: dict[str, Any] = {"gpu": modal_gpu(gpu)}
+        if self.region is not None:
+            options["region"] = self.region
+        worker = self.worker_cls.with_options(**options)(params=params)
+        return _FunctionCall(worker.run_cells.spawn(spec_json, cell_ids, done_keys, spawned_at))
 
-        # mypy sees the plain class; @app.cls turned it into a modal.Cls, whose
-        # with_options() gives a per-GPU variant and whose constructor takes the
-        # modal.parameter() fields as keywords.
-        worker = cast(Any, BenchWorker).with_options(gpu=gpu)(params=params)
-        return _FunctionCall(worker.run_cells.spawn(spec_json, cell_ids, done_keys))
+    def attach(self, call_id: str) -> RemoteCall:
+        function_call = self.function_call
+        if function_call is None:
+            import modal
+
+            function_call = modal.FunctionCall
+        return _FunctionCall(function_call.from_id(call_id))
 
 
-class InAppWorkers(ModalWorkers):
-    """Inside a function of the running (deployed) app: its classes are already live."""
+class CallLedger(Protocol):
+    """Where a run keeps the FunctionCall id of each cell's call in flight, so a
+    restarted orchestrator re-attaches instead of paying for the call twice."""
 
-    def session(self) -> AbstractContextManager[object]:
-        return contextlib.nullcontext()
+    def get(self, cell_id: str) -> dict[str, Any] | None: ...
+
+    def put(self, cell_id: str, entry: dict[str, Any]) -> None: ...
 
 
 # ---- the backend
@@ -214,17 +262,22 @@ class ModalBackend:
 
     name = "modal"
 
-    def __init__(self, *, confirm: bool = True, workers: Workers | None = None,
+    def __init__(self, *, workers: Workers, confirm: bool = True,
                  default_gpu: str = DEFAULT_GPU, prices: Prices | None = None,
                  ask: Ask | None = None, interactive: Callable[[], bool] | None = None,
-                 max_waiting_threads: int = 64) -> None:
+                 max_waiting_threads: int = 64, ledger: CallLedger | None = None,
+                 audio_dir: str | None = None) -> None:
         self.confirm = confirm
-        self.workers: Workers = workers if workers is not None else ModalWorkers()
+        self.workers = workers
         self.default_gpu = validate_gpu(default_gpu)
         self.prices = prices
         self.ask: Ask = ask if ask is not None else input
         self.interactive = interactive if interactive is not None else _stdin_is_tty
         self.max_waiting_threads = max_waiting_threads
+        self.ledger = ledger
+        self.audio_dir = audio_dir
+        #: The last estimate made (the nightly stores it beside the billed cost).
+        self.estimate: CostEstimate | None = None
 
     def execute(self, spec: SweepSpec, work: dict[Cell, list[Generation]], sink: RecordSink,
                 on_cell_done: CellHook) -> None:
@@ -233,9 +286,9 @@ class ModalBackend:
             return
         gpus = {cell: validate_gpu(cell.gpu or self.default_gpu) for cell in pending}
         check_remote_sources(spec.model)
-        estimate = estimate_cost(pending, spec.measure.warmup, self.prices or load_prices(),
-                                 self.default_gpu, spec.prompts.long_text)
-        print(estimate.render())
+        self.estimate = estimate_cost(pending, spec.measure.warmup, self.prices or load_prices(),
+                                      self.default_gpu, spec.prompts.long_text)
+        print(self.estimate.render())
         self._confirm()
 
         prompts = _prompts_of(pending)
@@ -245,20 +298,49 @@ class ModalBackend:
         order = sorted(pending, key=lambda c: gpus[c])
         # One payload for every call (each call names its cells): speaker clips are read,
         # hashed and encoded once, not once per cell.
-        payload = encode_payload(spec, prompts, order)
+        payload = encode_payload(spec, prompts, order, audio_dir=self.audio_dir)
         with self.workers.session():
             calls: dict[Cell, RemoteCall] = {}
             try:
                 for cell in order:
                     done = _done_keys(cell, pending[cell], prompts, spec)
-                    calls[cell] = self.workers.spawn(
-                        gpus[cell], params, payload, [cell.id], done)
+                    calls[cell] = self._call_for(cell, gpus[cell], params, payload, done)
                 self._collect(calls, pending, gpus, failure_worker, sink, on_cell_done)
             except BaseException:
-                for call in calls.values():
-                    with contextlib.suppress(Exception):
-                        call.cancel()
+                # A restart of the nightly (preemption) must not cancel the calls it will
+                # re-attach to; an interactive sweep cancels what it started.
+                if self.ledger is None:
+                    for call in calls.values():
+                        with contextlib.suppress(Exception):
+                            call.cancel()
                 raise
+
+    def _call_for(self, cell: Cell, gpu: str, params: str, payload: str, done: list[str]
+                  ) -> RemoteCall:
+        """Re-attach to this cell's call in flight (ledger) or spawn a new one.
+
+        Any earlier call of the cell in the same run may be re-attached: records only
+        accumulate (failed ones count as done too), so what is pending now is a subset
+        of what that call was asked for; the extra records it returns are ignored.
+        """
+        if self.ledger is not None:
+            entry = self.ledger.get(cell.id)
+            if entry is not None:
+                try:
+                    call = self.workers.attach(str(entry["call_id"]))
+                except Exception as err:  # expired or unknown: pay for a new call
+                    print(f"modal: cannot re-attach to {entry['call_id']} ({err}); "
+                          "spawning again", file=sys.stderr)
+                else:
+                    print(f"modal: re-attached cell {cell.id} to call {call.call_id}",
+                          file=sys.stderr)
+                    return call
+        spawned_at = time.time()
+        call = self.workers.spawn(gpu, params, payload, [cell.id], done, spawned_at)
+        if self.ledger is not None:
+            self.ledger.put(cell.id, {"call_id": call.call_id, "gpu": gpu,
+                                      "spawned_at": spawned_at})
+        return call
 
     def _collect(self, calls: dict[Cell, RemoteCall], pending: dict[Cell, list[Generation]],
                  gpus: dict[Cell, str], failure_worker: Worker, sink: RecordSink,
@@ -298,7 +380,7 @@ class ModalBackend:
 
     @staticmethod
     def _emit(record: dict[str, Any], sink: RecordSink) -> None:
-        encoded = record.pop("audio_wav_b64", None)
+        encoded = record.pop(INLINE_AUDIO_FIELD, None)
         sink(record, base64.b64decode(encoded) if encoded else None)
 
     def _confirm(self) -> None:

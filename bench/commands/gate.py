@@ -6,14 +6,16 @@ Exit codes: 0 pass, 1 fail, 2 bad input, 3 inconclusive (see :mod:`bench.gate`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 
-from bench.commands.sweep import CellScorer, make_backend, resolve_spec_path
+from bench.commands.sweep import CellScorer, make_backend
 from bench.errors import UserError
 from bench.gate import ConfigArg, build_sweep, load_gate_spec, parse_side, run_gate
 from bench.runner import DEFAULT_RUNS_ROOT
+from bench.shipped import resolve_spec_path
 
 DEFAULT_GATE_SPEC = "gate"
 
@@ -52,14 +54,17 @@ def run(args: argparse.Namespace) -> int:
     gate = load_gate_spec(resolve_spec_path(args.spec))
     baseline, candidate = parse_side(args.baseline), parse_side(args.candidate)
     backend = scorer = spec = None
-    if isinstance(baseline, ConfigArg) or isinstance(candidate, ConfigArg):
-        configs = [s.config for s in (baseline, candidate) if isinstance(s, ConfigArg)]
-        spec = build_sweep(gate, configs)  # validates before anything starts
-        backend = make_backend(args, spec)
-        if spec.measure.score and not args.no_score:
-            scorer = CellScorer(spec)
-    verdict = run_gate(baseline, candidate, gate, backend=backend, root=args.out,
-                       scorer=scorer, spec=spec)
+    with contextlib.ExitStack() as stack:
+        if isinstance(baseline, ConfigArg) or isinstance(candidate, ConfigArg):
+            configs = [s.config for s in (baseline, candidate) if isinstance(s, ConfigArg)]
+            spec = build_sweep(gate, configs)  # validates before anything starts
+            # --backend modal: generations and Whisper both run on Modal GPUs; this
+            # machine only orchestrates, decides and writes the summary.
+            backend, remote_asr = make_backend(args, spec, stack)
+            if spec.measure.score and not args.no_score:
+                scorer = CellScorer(spec, remote_asr)
+        verdict = run_gate(baseline, candidate, gate, backend=backend, root=args.out,
+                           scorer=scorer, spec=spec)
     print(verdict.to_text())
     if args.report is not None:
         with open(args.report, "a", encoding="utf-8") as f:  # append: the step summary grows

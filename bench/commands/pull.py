@@ -45,6 +45,8 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help=f"local folder of run directories (default {DEFAULT_RUNS_ROOT})")
     p.add_argument("--volume", default=OUTPUTS_VOLUME,
                    help=f"Modal volume holding the runs (default {OUTPUTS_VOLUME})")
+    p.add_argument("--env", metavar="ENV",
+                   help="Modal environment holding the volume (default: your profile's)")
     p.add_argument("--force", action="store_true", help="fetch runs already present again")
     p.set_defaults(handler=run)
 
@@ -53,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
     import modal
     from modal.exception import NotFoundError
 
-    volume = modal.Volume.from_name(args.volume)
+    volume = modal.Volume.from_name(args.volume, environment_name=args.env)
     try:
         pulled = pull_runs(volume, args.root, args.run_ids or None, force=args.force)
     except NotFoundError:
-        raise UserError(f"no Modal volume {args.volume!r} (or nothing under {RUNS_PREFIX}/); "
+        where = f" in environment {args.env!r}" if args.env else ""
+        raise UserError(f"no Modal volume {args.volume!r}{where} (or nothing under {RUNS_PREFIX}/); "
                         "the nightly run creates it: `echo-bench modal run-nightly`") from None
     print(f"pulled {len(pulled)} run(s) into {args.root}" + (f": {', '.join(pulled)}" if pulled else ""))
     return 0

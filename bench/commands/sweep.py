@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from importlib import resources
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.controls import score_control
@@ -13,6 +14,7 @@ from bench.runner import DEFAULT_RUNS_ROOT, Backend, pending_work, run_sweep
 from bench.scoring.asr import ASR
 from bench.scoring.protocols import get_protocol
 from bench.scoring.run_scoring import QualityScorer, make_asr, score_records
+from bench.shipped import resolve_spec_path, shipped_specs
 from bench.spec import Cell, SweepSpec, load_spec
 from bench.store import RunStore
 from bench.workload_axes import check_prompt_speakers, nfe_per_chunk
@@ -42,26 +44,6 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run)
 
 
-def resolve_spec_path(name: str) -> Path:
-    """A path as given, or a shipped sweep by name."""
-    path = Path(name)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise UserError(f"spec file {path} does not exist; pass a TOML file or one of "
-                            f"{', '.join(shipped_specs())}")
-        return path
-    shipped = resources.files("bench") / "sweeps" / f"{name}.toml"
-    if not shipped.is_file():
-        raise UserError(f"no spec file {name!r} and no shipped sweep of that name; shipped: "
-                        f"{', '.join(shipped_specs())}")
-    return Path(str(shipped))
-
-
-def shipped_specs() -> list[str]:
-    folder = resources.files("bench") / "sweeps"
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
-
-
 def print_plan(spec: SweepSpec) -> None:
     prompts = load_prompts(spec.prompts)
     per_cell = len(prompts) * len(spec.measure.seeds) * spec.measure.repeats
@@ -76,24 +58,29 @@ def print_plan(spec: SweepSpec) -> None:
         print_predictions(spec)
 
 
-def make_backend(args: argparse.Namespace, spec: SweepSpec) -> Backend:
+def make_backend(args: argparse.Namespace, spec: SweepSpec, stack: contextlib.ExitStack
+                 ) -> tuple[Backend, Callable[[], ASR] | None]:
+    """The backend for ``--backend``, and for Modal the factory of its remote ASR (None:
+    score here). ``stack`` holds what must outlive the sweep (the running Modal app)."""
     if args.backend == "modal":
-        from bench.backends.modal_orchestrator import ModalBackend
+        from bench.commands.modal_backend import modal_backend
 
-        return ModalBackend(confirm=not args.yes)
+        return modal_backend(spec, confirm=not args.yes, stack=stack)
     from bench.backends.local import LocalBackend
 
-    return LocalBackend(ignore_gpu=args.ignore_gpu)
+    return LocalBackend(ignore_gpu=args.ignore_gpu), None
 
 
 class CellScorer:
-    """Scores each cell's generations as soon as the cell finishes: WER, then the quality
-    metrics of ``measure.sim``/``measure.mos`` (every model loaded once). A metric whose
-    model is missing is announced once and recorded as skipped; generations are kept
-    and can be scored later with ``echo-bench score``."""
+    """Scores each cell's generations as soon as the cell finishes: WER (Whisper here,
+    or through ``make_remote`` on a remote GPU), then the quality metrics of
+    ``measure.sim``/``measure.mos`` (every model loaded once). A metric whose model is
+    missing is announced once and recorded as skipped; generations are kept and can be
+    scored later with ``echo-bench score``."""
 
-    def __init__(self, spec: SweepSpec) -> None:
+    def __init__(self, spec: SweepSpec, make_remote: Callable[[], ASR] | None = None) -> None:
         self.spec = spec
+        self.make_remote = make_remote
         self.asr: ASR | None = None
         self.quality: QualityScorer | None = None
         self.failed = 0
@@ -105,7 +92,8 @@ class CellScorer:
         """Score ``keys`` (None: every generation not yet scored with these models)."""
         measure = self.spec.measure
         if self.asr is None:
-            self.asr = make_asr(measure.asr, measure.asr_device)
+            self.asr = (self.make_remote() if self.make_remote is not None
+                        else make_asr(measure.asr, measure.asr_device))
         outcome = score_records(store, self.asr, keys=keys,
                                 protocol=get_protocol(measure.wer_protocol))
         self.failed += len(outcome.failed)
@@ -170,10 +158,13 @@ def run(args: argparse.Namespace) -> int:
         if args.backend == "modal":
             print_cost(spec, prompts)
         return 0
-    backend = make_backend(args, spec)
-    scorer = CellScorer(spec) if spec.measure.score and not args.no_score else None
-    outcome = run_sweep(spec, backend, root=args.out, resume=args.resume, new=args.new,
-                        after_cell=scorer, before_finalize=None if scorer is None else scorer.score)
+    with contextlib.ExitStack() as stack:
+        backend, remote_asr = make_backend(args, spec, stack)
+        scorer = (CellScorer(spec, remote_asr) if spec.measure.score and not args.no_score
+                  else None)
+        outcome = run_sweep(spec, backend, root=args.out, resume=args.resume, new=args.new,
+                            after_cell=scorer,
+                            before_finalize=None if scorer is None else scorer.score)
     print(f"run directory: {outcome.run_dir}")
     if scorer is not None and spec.measure.control:
         scorer.control(outcome.run_dir)

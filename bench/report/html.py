@@ -23,6 +23,7 @@ from bench.noise import UNSTABLE_DISPERSION
 from bench.quality_table import quality_html, quality_section
 from bench.report import plots
 from bench.report.quality_plots import frontier_beyond_wer
+from bench.report.run_cost import run_cost_text
 
 #: Sample clips linked per cell (the first prompts, so every cell offers the same ones).
 SAMPLES_PER_CELL = 2
@@ -219,6 +220,7 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         "spec_json": json.dumps(spec.get("raw", spec), indent=2, ensure_ascii=False,
                                 default=str),
         "prices": analysis.prices,
+        "run_cost": run_cost_text(analysis.manifest),
         "images": {name: plots.data_uri(png) for name, png in images.items()},
         "comparison": None if comparison is None else comparison.to_dict("records"),
         "baseline_run": baseline_run,

@@ -18,6 +18,7 @@ from bench.analysis import NOT_MEANINGFUL, RunAnalysis
 from bench.outcomes import usable
 from bench.quality_table import quality_markdown, quality_section
 from bench.report.html import DASH, fmt_money, fmt_number, fmt_pct
+from bench.report.run_cost import run_cost_text
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 
@@ -50,6 +51,9 @@ def render_markdown(analysis: RunAnalysis, comparison: pd.DataFrame | None = Non
         f"{int(analysis.cells['n_failed'].sum())} failed generations",
         "",
     ]
+    cost = run_cost_text(m)
+    if cost:
+        lines += [escape(cost), ""]
     if analysis.quality_status == "not meaningful":
         lines += ["> **Quality figures not meaningful: random weights.** The choices below "
                   "are on speed alone.", ""]

@@ -89,13 +89,15 @@ class QualityScorer:
 def score_run(run_dir: Path, *, asr: str | None = None, device: str | None = None,
               download_root: str | None = None, progress: bool = False,
               rescore: bool = False, sim: str | None = None, mos: Iterable[str] | None = None,
-              models_root: str | None = None, protocol: str | None = None
+              models_root: str | None = None, protocol: str | None = None,
+              lock: bool = True
               ) -> tuple[ASR, ScoringOutcome, QualityScorer, QualityOutcome]:
     """Score a whole run and rebuild its parquet. ``asr``/``device``/``sim``/``mos``/
     ``protocol`` default to the run's spec (``measure.asr``, else large-v3;
     ``measure.asr_device``, else auto; ``measure.sim``, else none; ``measure.mos``, else
-    none; ``measure.wer_protocol``, else whisper-normalizer)."""
-    with RunStore.open(run_dir) as store:
+    none; ``measure.wer_protocol``, else whisper-normalizer). ``lock=False`` for a run on
+    a Modal Volume (see :meth:`RunStore.create`)."""
+    with RunStore.open(run_dir, lock=lock) as store:
         measure = store.manifest.get("spec", {}).get("measure", {})
         device = device or measure.get("asr_device", "auto")
         wer_protocol = get_protocol(protocol or measure.get("wer_protocol"))

@@ -8,11 +8,11 @@ import base64
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import modal
 import pytest
@@ -20,15 +20,16 @@ import soundfile as sf
 
 from bench.backends import modal_app
 from bench.backends.local import LocalBackend
-from bench.backends.modal_app import (
-    IMAGE_PACKAGES,
+from bench.backends.modal_app import ImageRecipe, build_image, check_recipe, find_project_dir
+from bench.backends.modal_cells import (
+    INLINE_AUDIO_FIELD,
     MODAL_RECORD_FIELDS,
+    container_started_at,
     decode_payload,
     encode_payload,
     run_cells_local,
-    sync_tree,
-    validate_gpu,
 )
+from bench.backends.modal_gpus import GpuError, modal_gpu, validate_gpu
 from bench.commands.modal import modal_command
 from bench.errors import UserError
 from bench.prompts import Prompt, load_prompts
@@ -72,35 +73,91 @@ def test_module_imports_without_credentials_or_network(tmp_path: Path) -> None:
     assert done.stdout.split() == ["echo-bench", "Image", "Cls"]
 
 
-def test_image_installs_exactly_the_project_dependencies() -> None:
-    with (REPO / "pyproject.toml").open("rb") as f:
-        deps = tomllib.load(f)["project"]["dependencies"]
-    assert list(IMAGE_PACKAGES) == deps
-    assert isinstance(modal_app.build_image(), modal.Image)
+class RecordingImage:
+    """Records the image recipe's calls (Modal's Image methods, same signatures)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def method(*args: Any, **kwargs: Any) -> RecordingImage:
+            self.calls.append((name, args, kwargs))
+            return self
+        return method
+
+
+def test_image_installs_from_the_committed_lock_and_carries_it() -> None:
+    recipe = ImageRecipe(find_project_dir())
+    assert recipe.project_dir == REPO and recipe.lock == REPO / "uv.lock"
+    recorder = RecordingImage()
+    build_image(recipe, base=recorder)
+    names = [c[0] for c in recorder.calls]
+    assert names == ["uv_sync", "env", "add_local_file", "add_local_python_source"]
+    _, args, kwargs = recorder.calls[0]
+    assert args == (str(REPO),) and "--locked" in kwargs["extra_options"]
+    assert kwargs["uv_version"] == "0.13.9" and not kwargs.get("extras")
+    # bench/measure.py hashes Path(bench.__file__).parents[1] / "uv.lock"; the packages
+    # live in /root in the container, so the lock must be /root/uv.lock.
+    _, args, _ = recorder.calls[2]
+    assert args == (REPO / "uv.lock", "/root/uv.lock")
+    assert recorder.calls[3][1] == ("echo_tts", "bench")
+    assert isinstance(build_image(recipe), modal.Image)
+
+
+def test_image_builds_without_an_editable_install(tmp_path: Path) -> None:
+    # echo-bench installed as a plain package (no pyproject.toml/uv.lock beside it), run
+    # from the checkout: the lock is found there; run elsewhere: import still works and
+    # building says what to do.
+    site = tmp_path / "site"
+    for package in ("bench", "echo_tts"):
+        shutil.copytree(REPO / package, site / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import bench.backends.modal_app as m; print(m.IMAGE_RECIPE.project_dir); "
+            "m.check_recipe(m.IMAGE_RECIPE)")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    ok = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=120, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == str(REPO)
+    elsewhere = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=120, check=False)
+    assert "no uv.lock in" in elsewhere.stderr and "checkout" in elsewhere.stderr
+    with pytest.raises(UserError, match=r"no uv\.lock"):
+        check_recipe(ImageRecipe(tmp_path))
 
 
 def test_app_objects_are_modal_objects_with_the_documented_schedule() -> None:
     assert isinstance(modal_app.app, modal.App)
     assert isinstance(modal_app.BenchWorker, modal.Cls)
-    for function in (modal_app.prefetch, modal_app.nightly, modal_app.score_and_report):
+    assert isinstance(modal_app.Transcriber, modal.Cls)
+    for function in (modal_app.prefetch, modal_app.nightly, modal_app.weekly,
+                     modal_app.score_and_report):
         assert isinstance(function, modal.Function)
-    assert modal_app.NIGHTLY_CRON == "0 3 * * *"
+    # The canary Monday to Saturday, the full grid on Sunday: never both in one night.
+    assert modal_app.NIGHTLY_CRON == "0 3 * * 1-6" and modal_app.WEEKLY_CRON == "0 3 * * 0"
 
 
-@pytest.mark.parametrize(("given", "expected"), [
-    ("L4", "L4"), ("l4", "L4"), ("a100-80gb", "A100-80GB"), ("H100:2", "H100:2"),
-    ("H100!", "H100!"),
+@pytest.mark.parametrize(("given", "expected", "sent"), [
+    ("L4", "L4", "L4"), ("l4", "L4", "L4"), ("a100-80gb", "A100-80GB", "A100-80GB"),
+    ("H100:2", "H100:2", "H100:2"), ("H100!", "H100!", "H100!"), ("A10G", "A10G", "A10"),
+    ("A10G:4", "A10G:4", "A10:4"), ("B200+", "B200+", "B200+"), ("H100:8", "H100:8", "H100:8"),
 ])
-def test_gpu_names_are_normalised(given: str, expected: str) -> None:
+def test_gpu_names_are_normalised(given: str, expected: str, sent: str) -> None:
+    # The spec keeps what was written (cell ids stay stable); Modal gets today's name.
     assert validate_gpu(given) == expected
+    assert modal_gpu(given) == sent
 
 
 @pytest.mark.parametrize(("given", "fragment"), [
     ("Z100", "unknown Modal GPU type 'Z100'"), ("A10G:0", "bad GPU count"),
     ("L4:x", "bad GPU count"), ("L4:9", "bad GPU count"), ("", "unknown Modal GPU type"),
+    ("A10:5", "A10:1 to A10:4"), ("A10G:8", "A10G:1 to A10G:4"),
 ])
 def test_bad_gpu_names_are_clear_errors(given: str, fragment: str) -> None:
-    with pytest.raises(UserError, match=fragment.replace("(", r"\(")):
+    from bench.errors import USER_ERRORS
+
+    assert GpuError in USER_ERRORS  # the CLI prints one line and exits 2
+    with pytest.raises(GpuError, match=fragment.replace("(", r"\(")):
         validate_gpu(given)
 
 
@@ -145,12 +202,39 @@ def test_worker_code_runs_in_process_with_local_record_keys(tmp_path: Path) -> N
     assert [r["key"] for r in records] == [r["key"] for r in local]
     assert all(r["status"] == "ok" for r in records)
     for ours, theirs in zip(records, local, strict=True):
-        assert set(ours) - set(MODAL_RECORD_FIELDS) == set(theirs)
+        assert set(ours) - set(MODAL_RECORD_FIELDS) - {INLINE_AUDIO_FIELD} == set(theirs)
         assert set(MODAL_RECORD_FIELDS) <= set(ours)
-        assert ours["cold_start_seconds"] >= ours["model_load_seconds"] > 0
-        assert ours["container_id"] == "local"
-        audio, rate = sf.read(io.BytesIO(base64.b64decode(ours["audio_wav_b64"])))
+        assert ours["container_id"] == "local" and ours["audio_kept"] == "all"
+        audio, rate = sf.read(io.BytesIO(base64.b64decode(ours[INLINE_AUDIO_FIELD])))
         assert rate == 44_100 and len(audio) > 0
+    first = records[0]
+    if first["container_call"] == 0:  # this process's runner paid the cold start here
+        assert first["cold_start_seconds"] >= first["model_load_seconds"] > 0
+        assert first["cold_start_seconds"] == pytest.approx(
+            first["container_boot_seconds"] + first["model_load_seconds"])
+    assert all(r["first_call_overhead_seconds"] >= 0 for r in records)
+
+
+def test_a_warm_call_reports_queueing_and_no_cold_start(tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path)
+    payload = encode_payload(spec, load_prompts(spec.prompts))
+    run_cells_local(payload, [spec.cells[0].id], [])  # the "container" is now warm
+    spawned = __import__("time").time() - 5.0  # spawned 5 s before it started
+    [record] = run_cells_local(payload, [spec.cells[1].id], [], spawned_at=spawned)
+    assert record["container_call"] > 0
+    assert record["cold_start_seconds"] == record["model_load_seconds"] == 0.0
+    assert record["queue_seconds"] >= 5.0 and record["spawned_at"] == spawned
+
+
+def test_container_start_comes_from_pid_1(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "1").mkdir(parents=True)
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = ["S"] + ["0"] * 18 + [str(250 * ticks)]  # field 22 = starttime
+    (proc / "1" / "stat").write_text("1 (init (x)) " + " ".join(fields) + " 0 0\n")
+    (proc / "stat").write_text("cpu 1 2 3\nbtime 1700000000\n")
+    assert container_started_at(proc) == 1_700_000_250
+    assert container_started_at(tmp_path / "nothing") is None
 
 
 def test_worker_skips_done_keys_and_counts_calls(tmp_path: Path) -> None:
@@ -167,27 +251,54 @@ def test_worker_skips_done_keys_and_counts_calls(tmp_path: Path) -> None:
         run_cells_local(payload, ["nope"], [])
 
 
-def test_sync_tree_copies_new_and_changed_files_but_not_the_lock(tmp_path: Path) -> None:
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    (src / "audio").mkdir(parents=True)
-    (src / "records.jsonl").write_text("a\n")
-    (src / "audio" / "x.wav").write_bytes(b"wav")
-    (src / "lock").write_text("123\n")
-    sync_tree(src, dst)
-    assert (dst / "audio" / "x.wav").read_bytes() == b"wav" and not (dst / "lock").exists()
-    (src / "records.jsonl").write_text("a\nb\n")
-    sync_tree(src, dst)
-    assert (dst / "records.jsonl").read_text() == "a\nb\n"
-
-
 def test_modal_commands_shell_out_to_the_modal_cli() -> None:
     base = [sys.executable, "-m", "modal"]
     assert modal_command("prefetch") == [*base, "run", "-m", "bench.backends.modal_app::prefetch"]
     assert modal_command("deploy", env="dev") == [*base, "deploy", "--env", "dev", "-m",
                                                   "bench.backends.modal_app"]
-    assert modal_command("run-nightly")[3:5] == ["run", "--detach"]
     with pytest.raises(UserError):
         modal_command("launch")
+
+
+def test_run_nightly_spawns_the_deployed_function_and_says_where_the_run_appears(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from modal.exception import NotFoundError
+
+    from bench.commands import modal as modal_cmd
+
+    spawned: list[tuple[str, str, str | None, str]] = []
+
+    class Function:
+        def __init__(self, app: str, name: str, environment_name: str | None) -> None:
+            self.where = (app, name, environment_name)
+
+        def spawn(self, spec: str) -> Any:
+            spawned.append((*self.where, spec))
+            return type("Call", (), {"object_id": "fc-123"})()
+
+    assert modal_cmd.start_nightly("weekly", "prod", Function) == "fc-123"
+    assert spawned == [("echo-bench", "nightly", "prod", "weekly")]
+
+    def missing(*args: Any, **kwargs: Any) -> Any:
+        raise NotFoundError("App 'echo-bench' not found")
+
+    with pytest.raises(UserError, match="deploy it first: echo-bench modal deploy"):
+        modal_cmd.start_nightly("nightly", None, missing)
+
+    monkeypatch.setattr(modal_cmd, "start_nightly", lambda spec, env: f"fc-{spec}")
+    parser = argparse.ArgumentParser()
+    modal_cmd.add(parser.add_subparsers())
+    summary = tmp_path / "summary.md"
+    args = parser.parse_args(["modal", "run-nightly", "--spec", "weekly", "--env", "prod",
+                              "--summary", str(summary)])
+    assert args.handler(args) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("started Modal call fc-weekly (weekly)")
+    assert "echo-bench-outputs" in line and "echo-bench pull --env prod" in line
+    assert summary.read_text() == line + "\n"
 
 
 def test_modal_command_dry_run_prints_the_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -201,3 +312,42 @@ def test_modal_command_dry_run_prints_the_command(capsys: pytest.CaptureFixture[
     assert args.handler(args) == 0
     out = capsys.readouterr().out
     assert out.startswith("ECHO_BENCH_HF_SECRET=hf ") and "deploy -m bench.backends.modal_app" in out
+
+
+def test_bench_worker_runs_through_local_on_the_tiny_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Modal class itself (@modal.enter, then the method), in this process; its
+    # outputs Volume is the stand-in, so the nightly's write-to-Volume path runs too.
+    from bench.backends.modal_cells import model_params
+    from bench.store import audio_filename
+    from tests.modal_standin import FakeVolume
+
+    volume = FakeVolume(tmp_path / "outputs")
+    monkeypatch.setattr(modal_app, "outputs", volume)
+    spec = tiny_spec(tmp_path)
+    audio_dir = volume.mount / "runs" / "r1" / "audio"
+    payload = encode_payload(spec, load_prompts(spec.prompts), audio_dir=str(audio_dir))
+    worker = cast(Any, modal_app.BenchWorker)(
+        params=model_params(spec.model, spec.prompts.long_text))
+    commits = volume.commits
+    records = worker.run_cells.local(payload, [spec.cells[0].id], [], __import__("time").time())
+    assert [r["status"] for r in records] == ["ok"]
+    [record] = records
+    assert record["audio_path"] == f"audio/{audio_filename(record['key'])}"
+    assert (volume.committed / "runs" / "r1" / record["audio_path"]).is_file()
+    assert volume.commits == commits + 1 and INLINE_AUDIO_FIELD not in record
+    assert record["container_call"] == 0 and record["cold_start_seconds"] > 0
+
+
+def test_transcriber_runs_through_local_behind_the_remote_asr(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from bench.scoring.remote_asr import RemoteASR
+
+    monkeypatch.setattr(modal_app, "WHISPER_CACHE_DIR", str(tmp_path))
+    transcriber = cast(Any, modal_app.Transcriber)(asr="random:tiny")
+    asr = RemoteASR(transcriber, call=lambda method, *args: method.local(*args))
+    assert asr.is_random and asr.name.startswith("whisper:random:tiny")
+    texts = asr.transcribe([np.zeros(16_000, dtype=np.float32)])
+    assert len(texts) == 1 and isinstance(texts[0], str)

@@ -58,12 +58,32 @@ def test_smoke_sweep_expands_to_16_cells() -> None:
     assert spec.source == sweep_path("smoke.toml").resolve()
 
 
-def test_nightly_sweep_fits_its_limit() -> None:
-    spec = load_spec(sweep_path("nightly.toml"))
+def test_weekly_sweep_fits_its_limit() -> None:
+    spec = load_spec(sweep_path("weekly.toml"))
     assert len(spec.cells) == 5 * 4 * 3 * 5 == spec.limits.max_cells
     assert list(spec.cells_by_gpu()) == ["A10G", "L4", "L40S", "A100-80GB", "H100"]
     assert spec.measure.seeds == (0, 1)
     assert spec.prompts.ids is not None and len(spec.prompts.ids) == 40
+    assert spec.modal.audio_sample == 0.05
+
+
+def test_nightly_canary_is_the_production_config_and_its_neighbours() -> None:
+    from bench.gate import load_gate_spec
+
+    spec = load_spec(sweep_path("nightly.toml"))
+    weekly = load_spec(sweep_path("weekly.toml"))
+    groups = spec.cells_by_gpu()
+    assert list(groups) == list(weekly.cells_by_gpu())
+    production = SamplerConfig()  # the production defaults: 40 steps, independent, 640
+    for cells in groups.values():
+        configs = {(c.sampler.num_steps, c.sampler.cfg_mode) for c in cells}
+        assert configs == {(30, "independent"), (40, "independent"), (50, "independent"),
+                           (40, "alternating")}
+        assert any(c.sampler == production for c in cells)
+    # Every canary cell is a weekly cell (same id), so nights and weeks line up.
+    assert {c.id for c in spec.cells} <= {c.id for c in weekly.cells}
+    gate = load_gate_spec(sweep_path("gate.toml"))
+    assert spec.prompts.ids is not None and len(spec.prompts.ids) >= gate.thresholds.min_prompts
 
 
 def test_modal_smoke_sweep() -> None:

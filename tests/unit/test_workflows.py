@@ -90,3 +90,76 @@ def test_gate_workflow_watches_the_production_config() -> None:
                    "GITHUB_STEP_SUMMARY", "--backend modal",
                    "github.event.pull_request.base.sha"):
         assert needle in text
+
+
+def _steps(name: str) -> list[dict[str, Any]]:
+    data = load(ROOT / ".github" / "workflows" / name)
+    return [step for job in data["jobs"].values() for step in job["steps"]]
+
+
+def _echo_bench_argv(step: dict[str, Any]) -> list[str]:
+    words = shlex.split(str(step.get("run", "")).replace("\n", " "))
+    return words[words.index("echo-bench") + 1:] if "echo-bench" in words else []
+
+
+def _locked_uv_version() -> str:
+    text = (ROOT / "uv.lock").read_text(encoding="utf-8")
+    match = re.search(r'\[\[package\]\]\nname = "uv"\nversion = "([^"]+)"', text)
+    assert match, "uv.lock pins no uv"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("name", ["nightly.yml", "gate.yml"])
+def test_workflow_installs_from_the_lock_with_the_locked_uv(name: str) -> None:
+    runs = [str(s.get("run", "")) for s in _steps(name)]
+    assert f"python -m pip install uv=={_locked_uv_version()}" in runs
+    assert "uv sync --locked" in runs
+    assert not any("pip install -e" in r or "pip install ." in r for r in runs)
+    # echo-bench runs from the locked environment.
+    assert all("uv run --locked echo-bench" in r for r in runs if "echo-bench " in r)
+
+
+def test_manual_nightly_starts_the_modal_nightly_and_waits_for_nothing() -> None:
+    data = load(ROOT / ".github" / "workflows" / "nightly.yml")
+    assert data["on"]["workflow_dispatch"]["inputs"]["spec"]["options"] == ["nightly", "weekly"]
+    [job] = data["jobs"].values()
+    assert job["timeout-minutes"] <= 30  # nothing long runs on the runner
+    commands = [_echo_bench_argv(s) for s in job["steps"] if _echo_bench_argv(s)]
+    assert commands[0] == ["modal", "deploy"]
+    started = {tuple(argv[:4]) for argv in commands[1:]}
+    assert started == {("modal", "run-nightly", "--spec", "nightly"),
+                       ("modal", "run-nightly", "--spec", "weekly")}
+    assert all("--summary" in argv for argv in commands[1:])
+    assert not any(argv[0] == "sweep" for argv in commands)
+
+
+def test_gate_scores_on_modal_and_skips_forks_with_a_reason() -> None:
+    data = load(ROOT / ".github" / "workflows" / "gate.yml")
+    [job] = data["jobs"].values()
+    assert job["env"]["FROM_FORK"] == (
+        "${{ github.event.pull_request.head.repo.full_name != github.repository }}")
+    skip, *rest = job["steps"]
+    assert skip["if"] == "env.FROM_FORK == 'true'"
+    assert "fork" in skip["run"] and "GITHUB_STEP_SUMMARY" in skip["run"]
+    assert all("env.FROM_FORK != 'true'" in step["if"] for step in rest)
+    [gate] = [_echo_bench_argv(s) for s in rest if _echo_bench_argv(s)]
+    args = build_parser().parse_args(gate)
+    assert args.backend == "modal" and not args.no_score
+
+
+def test_the_modal_backend_scores_on_the_apps_gpu_transcriber() -> None:
+    import contextlib
+
+    from bench.backends import modal_app
+    from bench.commands.sweep import make_backend
+    from bench.spec import load_spec
+
+    spec = load_spec(ROOT / "bench" / "sweeps" / "gate.toml")
+    with contextlib.ExitStack() as stack:
+        backend, remote_asr = make_backend(argparse.Namespace(backend="modal", yes=True),
+                                           spec, stack)
+        assert backend.workers.worker_cls is modal_app.BenchWorker  # type: ignore[attr-defined]
+        assert remote_asr is not None  # scoring is sent to modal_app.Transcriber
+        local, none = make_backend(argparse.Namespace(backend="local", ignore_gpu=False),
+                                   spec, stack)
+        assert none is None and local.name == "local"

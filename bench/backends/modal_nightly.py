@@ -1,0 +1,122 @@
+"""The nightly (and weekly) run inside Modal: resumable on the outputs Volume.
+
+Modal may stop the orchestrating function and start it again on the same input
+(preemption), and a maintainer may start it by hand the same night. Either way the
+attempt must continue the night's run, not begin another one:
+
+* The run lives on the Volume from its first moment (created, then committed), so a
+  second attempt finds it: the unfinished run of the same spec (same hash) is resumed,
+  exactly as a local sweep resumes; a run of the spec already complete today is not
+  run again (only its scoring, which is resumable, is finished).
+* Every remote call's FunctionCall id is written to ``<run>/calls.json`` (and committed)
+  before anything waits on it; a restarted attempt re-attaches to those calls instead of
+  paying for them twice.
+* The Volume has no distributed locks, so nothing here takes one: the orchestrator is
+  the run's one writer of records, manifest, index and ledger (Modal runs one nightly at
+  a time, ``max_containers=1``); workers only write their own WAV files. The orchestrator
+  commits after each cell; workers commit after writing their WAVs.
+
+Plain code over two seams (``volume``: ``commit``/``reload``; ``workers``: see
+:class:`~bench.backends.modal_orchestrator.Workers`), so tests run it against a stand-in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench.backends.modal_orchestrator import ModalBackend, Workers
+from bench.runner import open_store, run_sweep
+from bench.spec import SweepSpec
+from bench.store import RunStore, list_runs
+
+LEDGER = "calls.json"
+
+
+class Volume(Protocol):
+    """What the nightly needs of a ``modal.Volume`` mounted in its container."""
+
+    def commit(self) -> None: ...
+
+    def reload(self) -> None: ...
+
+
+class FileLedger:
+    """``<run>/calls.json``: cell id -> the FunctionCall spawned for it (id, GPU, time).
+
+    Rewritten atomically and committed on every change: the entry must be on the Volume
+    before the orchestrator can be stopped while waiting on that call.
+    """
+
+    def __init__(self, path: Path, commit: Callable[[], None]) -> None:
+        self.path = path
+        self.commit = commit
+        self.entries: dict[str, dict[str, Any]] = (
+            json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {})
+
+    def get(self, cell_id: str) -> dict[str, Any] | None:
+        return self.entries.get(cell_id)
+
+    def put(self, cell_id: str, entry: dict[str, Any]) -> None:
+        self.entries[cell_id] = entry
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.path)
+        self.commit()
+
+
+def complete_today(root: Path, spec: SweepSpec, today: str) -> Path | None:
+    """A complete run of this exact spec started on UTC date ``today`` (YYYY-MM-DD)."""
+    for entry in reversed(list_runs(root, spec.name)):
+        if (entry.get("spec_hash") == spec.hash and entry.get("status") == "complete"
+                and str(entry.get("started_at") or "").startswith(today)):
+            path = root / str(entry.get("path") or entry.get("run_id"))
+            if path.is_dir():
+                return path
+    return None
+
+
+def run_on_volume(spec: SweepSpec, *, root: Path, volume: Volume, workers: Workers,
+                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> tuple[str, bool]:
+    """Run or resume tonight's run of ``spec`` under ``root`` (on ``volume``).
+
+    Returns (run id, whether generations ran in this attempt). Scoring is the caller's.
+    """
+    volume.reload()
+    done_today = complete_today(root, spec, now().strftime("%Y-%m-%d"))
+    if done_today is not None:
+        print(f"{spec.name}: {done_today.name} already complete today; not run again")
+        return done_today.name, False
+    store, resumed = open_store(spec, root, None, False, lock=False)
+    run_dir = store.path
+    store.close()
+    volume.commit()  # the run is on the Volume before the first call is spawned
+    print(("resuming " if resumed else "started ") + f"run {run_dir.name}")
+    ledger = FileLedger(run_dir / LEDGER, volume.commit)
+    backend = ModalBackend(confirm=False, workers=workers, ledger=ledger,
+                           audio_dir=str(run_dir / "audio"))
+
+    def after_cell(store: RunStore, cell: Any, keys: list[str]) -> None:
+        volume.commit()
+
+    outcome = run_sweep(spec, backend, root=root, resume=str(run_dir), after_cell=after_cell,
+                        progress=False, lock=False)
+    if backend.estimate is not None:
+        _record_estimate(run_dir, backend.estimate.usd, backend.estimate.seconds)
+    volume.commit()
+    print(f"{run_dir.name}: {outcome.ok} ok, {outcome.failed} failed, {outcome.skipped} done "
+          "earlier")
+    return run_dir.name, True
+
+
+def _record_estimate(run_dir: Path, usd: float, seconds: float) -> None:
+    """Keep the estimate in the manifest, beside where the billed cost goes (labelled)."""
+    with RunStore.open(run_dir, lock=False) as store:
+        cost = dict(store.manifest.get("cost") or {})
+        cost.update(estimate_usd=round(usd, 4), estimate_gpu_hours=round(seconds / 3600, 4),
+                    estimate_basis="estimate: FLOP model and list prices (bench.prices)")
+        store.update_manifest(cost=cost)

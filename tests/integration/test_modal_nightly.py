@@ -1,0 +1,147 @@
+"""The nightly function's body (``modal_app.nightly``) against the Modal stand-in of
+tests/modal_standin.py: stopped mid-run and started again on the same input, it
+finishes one run on the Volume with every generation recorded once and executed once,
+re-attaching to the calls it had spawned; a third start the same day runs nothing."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import modal
+import pytest
+
+from bench.backends import modal_app
+from bench.prompts import load_prompts
+from bench.spec import load_spec
+from bench.store import audio_filename
+from bench.worker import plan
+from tests.modal_standin import FakeModal, FakeVolume, OrchestratorVolume, Preempted
+from tests.tiny import TINY_MODEL_TOML
+
+SPEC = """
+name = "nightly-tiny"
+""" + TINY_MODEL_TOML + """[prompts]
+set = "builtin"
+ids = ["en-002", "en-010", "en-027"]
+long_text = "truncate"  # one sampler call per prompt at 16 latents, to stay quick
+[grid]
+gpu = ["L4", "A10G"]
+num_steps = [2, 3]
+sequence_length = [16]
+[measure]
+warmup = 0
+score = false
+[modal]
+audio_sample = 0.34
+"""
+CELLS = 4
+# The orchestrator commits once when the run exists, once per spawned call (its
+# FunctionCall id), once per finished cell and once at the end: 1 + 4 + 4 + 1.
+COMMITS = 1 + CELLS + CELLS + 1
+
+
+@pytest.fixture
+def nightly_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    spec_path = tmp_path / "nightly-tiny.toml"
+    spec_path.write_text(SPEC, encoding="utf-8")
+    volume = FakeVolume(tmp_path / "outputs")
+    fake = FakeModal(volume)
+    monkeypatch.setattr(modal_app, "OUTPUTS_RUNS", str(volume.mount / "runs"))
+    monkeypatch.setattr(modal_app, "BenchWorker", fake.worker_cls())
+    monkeypatch.setattr(modal, "FunctionCall", fake.function_call())
+    scored: list[str] = []
+    monkeypatch.setattr(modal_app, "score_and_report", SimpleNamespace(remote=scored.append))
+    app_id = str(modal_app.app.app_id)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+    def report(*, start: datetime, end: datetime, resolution: str) -> list[Any]:
+        assert resolution == "h" and start <= end
+        return [SimpleNamespace(object_id=app_id, cost=Decimal("0.25"), interval_start=hour,
+                                cost_by_resource={"GPU (L4)": Decimal("0.2"),
+                                                  "CPU": Decimal("0.05")}),
+                SimpleNamespace(object_id="ap-other", cost=Decimal("9"), interval_start=hour,
+                                cost_by_resource={})]
+
+    monkeypatch.setattr(modal_app, "billing_report", lambda: report)
+    return SimpleNamespace(spec_path=spec_path, volume=volume, fake=fake, scored=scored,
+                           monkeypatch=monkeypatch)
+
+
+def start(env: SimpleNamespace, stop_at: int | None) -> str | None:
+    """One attempt of the nightly function (a fresh container) on the same input."""
+    view = OrchestratorVolume(env.volume, stop_at)
+    env.monkeypatch.setattr(modal_app, "outputs", view)
+    try:
+        result: str = modal_app.nightly.local(str(env.spec_path))
+    except Preempted:
+        env.volume.preempt()
+        return None
+    return result
+
+
+def expected_keys(spec_path: Path) -> set[str]:
+    spec = load_spec(spec_path)
+    return {g.key for g in plan(spec.cells, load_prompts(spec.prompts), spec.measure.seeds,
+                                spec.measure.repeats)}
+
+
+@pytest.mark.parametrize("stop_at", [CELLS + 3, COMMITS])
+def test_preempted_nightly_resumes_and_runs_every_generation_once(
+        nightly_env: SimpleNamespace, stop_at: int, capsys: pytest.CaptureFixture[str]) -> None:
+    env = nightly_env
+    assert start(env, stop_at) is None  # stopped mid-run
+    run_id = start(env, None)  # Modal starts the same input again
+    env.fake.drain()
+    runs_root = env.volume.committed / "runs"
+    runs = [p for p in runs_root.iterdir() if p.is_dir()]
+    assert [p.name for p in runs] == [run_id]  # one run on the Volume, not two
+    run_dir = runs[0]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    lines = [json.loads(x) for x in (run_dir / "records.jsonl").read_text().splitlines() if x]
+    keys = Counter(r["key"] for r in lines)
+    assert set(keys) == expected_keys(env.spec_path) and set(keys.values()) == {1}
+    # Every generation ran once: the restarted orchestrator re-attached to its calls.
+    assert set(env.fake.executed.values()) == {1}
+    assert len(env.fake.spawned) == CELLS
+    ledger = json.loads((run_dir / "calls.json").read_text())
+    assert sorted(e["call_id"] for e in ledger.values()) == sorted(
+        s["call_id"] for s in env.fake.spawned)
+    if stop_at < COMMITS:
+        assert "re-attached" in capsys.readouterr().err
+    # Modal GPU names: the alias A10G is sent as Modal's current name, A10.
+    assert {s["options"]["gpu"] for s in env.fake.spawned} == {"L4", "A10"}
+    # Audio went to the Volume, not through call results, and only what retention kept.
+    for record in lines:
+        assert "audio_wav_b64" not in record
+        wav = run_dir / "audio" / audio_filename(record["key"])
+        assert wav.is_file() == (record["audio_kept"] is not None)
+        assert (record["audio_path"] is not None) == wav.is_file()
+        assert record["queue_seconds"] >= 0 and record["container_started_at"] > 0
+    kept = [r for r in lines if r["audio_kept"]]
+    assert 0 < len(kept) < len(lines)
+    assert env.scored == [run_id]  # scoring was started on the run
+
+
+def test_completed_nightly_is_not_run_again_the_same_day_and_records_billing(
+        nightly_env: SimpleNamespace) -> None:
+    env = nightly_env
+    run_id = start(env, None)
+    env.fake.drain()
+    spawned = len(env.fake.spawned)
+    manifest = json.loads((env.volume.committed / "runs" / str(run_id) / "manifest.json")
+                          .read_text())
+    cost = manifest["cost"]
+    assert cost["estimate_usd"] > 0 and "estimate" in cost["estimate_basis"]
+    assert cost["billed_usd"] == 0.25  # only this app's line of the report
+    assert cost["billed_by_resource"] == {"CPU": 0.05, "GPU (L4)": 0.2}
+    env.fake = FakeModal(env.volume)  # a later start: nothing left to spawn
+    assert start(env, None) == run_id
+    assert spawned == CELLS and not env.fake.spawned
+    assert env.scored == [run_id, run_id]  # scoring is finished (resumable) again

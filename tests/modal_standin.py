@@ -1,0 +1,164 @@
+"""A local stand-in for Modal with its semantics where they matter to echo-bench.
+
+* ``FakeWorkerCls`` replaces ``BenchWorker`` (a ``modal.Cls``): ``with_options(gpu=...)
+  (params=...)`` gives a handle whose ``run_cells.spawn(...)`` returns at once with a
+  FunctionCall-like object that has an ``object_id``; the call executes for real
+  (``run_cells_local`` on the tiny model) on a background "container" thread, in spawn
+  order, and its result (or exception) is kept, so ``get`` returns it whenever asked.
+* ``FakeFunctionCall.from_id`` re-attaches to a call by id, as ``modal.FunctionCall``
+  does: the call is not executed again.
+* ``FakeVolume``: a mounted folder plus its committed state. ``commit`` snapshots the
+  folder; ``preempt`` throws away what was not committed (a container stopped and
+  started again sees only committed files). Workers commit after writing their WAVs.
+* ``Preempted`` is raised inside the orchestrator to stop it the way Modal does: the
+  same input is then started again by the test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import threading
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench.backends.modal_cells import run_cells_local
+
+
+class Preempted(BaseException):
+    """The orchestrating container was stopped (not an error of the code under test)."""
+
+
+class FakeVolume:
+    def __init__(self, mount: Path) -> None:
+        self.mount = mount
+        self.committed = mount.parent / (mount.name + ".committed")
+        mount.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        self.commits = 0
+        self.reloads = 0
+        self.commit()
+
+    def commit(self) -> None:
+        with self.lock:
+            shutil.rmtree(self.committed, ignore_errors=True)
+            shutil.copytree(self.mount, self.committed)
+            self.commits += 1
+
+    def reload(self) -> None:
+        self.reloads += 1  # one mount shared by all "containers": nothing to fetch
+
+    def preempt(self) -> None:
+        """Lose every write since the last commit."""
+        with self.lock:
+            shutil.rmtree(self.mount)
+            shutil.copytree(self.committed, self.mount)
+
+
+class OrchestratorVolume:
+    """The orchestrator's view of the volume: stopped on its ``stop_at``-th commit,
+    before that commit happens (the writes since the previous one are lost)."""
+
+    def __init__(self, volume: FakeVolume, stop_at: int | None) -> None:
+        self.volume = volume
+        self.stop_at = stop_at
+        self.commits = 0
+
+    def commit(self) -> None:
+        self.commits += 1
+        if self.stop_at is not None and self.commits == self.stop_at:
+            raise Preempted(f"preempted at the orchestrator's commit {self.commits}")
+        self.volume.commit()
+
+    def reload(self) -> None:
+        self.volume.reload()
+
+
+class FakeModal:
+    """Calls, their results and how often each generation was executed."""
+
+    def __init__(self, volume: FakeVolume) -> None:
+        self.volume = volume
+        self.container = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fake-gpu")
+        self.calls: dict[str, Future[list[dict[str, Any]]]] = {}
+        self.spawned: list[dict[str, Any]] = []
+        self.executed: Counter[str] = Counter()
+        self._ids = itertools.count(1)
+
+    def spawn(self, options: dict[str, Any], params: str, args: tuple[Any, ...]) -> FakeCall:
+        call_id = f"fc-{next(self._ids):04d}"
+        self.spawned.append({"call_id": call_id, "options": options, "params": params,
+                             "cell_ids": args[1]})
+        self.calls[call_id] = self.container.submit(self._execute, *args)
+        return FakeCall(call_id, self.calls[call_id])
+
+    def _execute(self, spec_json: str, cell_ids: list[str], done_keys: list[str],
+                 spawned_at: float) -> list[dict[str, Any]]:
+        with self.volume.lock:  # a worker's writes and its commit are one step
+            records = run_cells_local(spec_json, cell_ids, done_keys, spawned_at,
+                                      self.volume.commit)
+        self.executed.update(r["key"] for r in records)
+        return records
+
+    def worker_cls(self) -> FakeWorkerCls:
+        return FakeWorkerCls(self)
+
+    def function_call(self) -> type[FakeFunctionCall]:
+        modal = self
+
+        class _Bound(FakeFunctionCall):
+            registry = modal
+
+        return _Bound
+
+    def drain(self) -> None:
+        self.container.shutdown(wait=True)
+
+
+class FakeCall:
+    def __init__(self, call_id: str, future: Future[list[dict[str, Any]]]) -> None:
+        self.object_id = call_id
+        self.future = future
+        self.cancelled = False
+
+    def get(self) -> list[dict[str, Any]]:
+        return self.future.result()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeFunctionCall:
+    registry: FakeModal
+
+    @classmethod
+    def from_id(cls, call_id: str) -> FakeCall:
+        if call_id not in cls.registry.calls:
+            raise LookupError(f"no function call {call_id}")
+        return FakeCall(call_id, cls.registry.calls[call_id])
+
+
+class FakeWorkerCls:
+    def __init__(self, modal: FakeModal) -> None:
+        self.modal = modal
+        self.options: list[dict[str, Any]] = []
+
+    def with_options(self, **options: Any) -> Any:
+        self.options.append(options)
+
+        def construct(*, params: str) -> Any:
+            modal = self.modal
+
+            class _Method:
+                @staticmethod
+                def spawn(*args: Any) -> FakeCall:
+                    return modal.spawn(options, params, args)
+
+            class _Handle:
+                run_cells = _Method()
+
+            return _Handle()
+
+        return construct

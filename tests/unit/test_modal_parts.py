@@ -1,0 +1,190 @@
+"""The small parts of the Modal backend: retention, billed cost, the remote ASR, the
+unlocked store for Volumes, ``pull --env`` and the import graph (no circle)."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench.billing import billed_cost
+from bench.retention import in_sample, keep_reasons
+from bench.scoring.remote_asr import RemoteASR, decode_audio, encode_audio
+from bench.store import INDEX_LOCK, LOCK, RunStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _ok(prompt: str, seconds: float, text: str = "x" * 20, total: float = 1.0,
+        **flags: Any) -> dict[str, Any]:
+    return {"status": "ok", "prompt_id": prompt, "audio_seconds": seconds,
+            "normalized_text": text, "t_total": total, **flags}
+
+
+def test_retention_keeps_a_stable_sample_and_everything_suspicious() -> None:
+    prompts = [f"p{i:03d}" for i in range(400)]
+    sample = {p for p in prompts if in_sample(p, 0.1)}
+    assert 20 < len(sample) < 60  # about 10 %, chosen by hash
+    assert sample == {p for p in prompts if in_sample(p, 0.1)}  # the same every time
+    records = [_ok("p000", 2.0), _ok("p001", 2.0), _ok("p002", 2.0), _ok("p003", 2.0),
+               _ok("p004", 9.0),                    # babbling: speech rate 4.5x the median
+               _ok("p005", 2.0, total=5.0),         # 5x slower than its neighbours
+               _ok("p006", 2.0, audio_silent=True), _ok("p007", 0.0, audio_nan=True),
+               {"status": "failed", "prompt_id": "p008"}]
+    reasons = keep_reasons(records, 0.0)
+    assert reasons == [None, None, None, None, "outlier-speech-rate", "outlier-time",
+                       "silent", "nan", None]
+    assert keep_reasons(records, None) == ["all"] * 8 + [None]
+    assert keep_reasons(records, 1.0)[:4] == ["sample"] * 4
+
+
+def test_billed_cost_sums_the_apps_intervals_only() -> None:
+    start = datetime(2026, 12, 1, 3, tzinfo=UTC)
+    seen: dict[str, Any] = {}
+
+    def report(**kwargs: Any) -> list[Any]:
+        seen.update(kwargs)
+        return [SimpleNamespace(object_id="ap-1", cost="1.50",
+                                cost_by_resource={"GPU (L4)": Decimal("1.25"), "CPU": "0.25"}),
+                SimpleNamespace(object_id="ap-1", cost=Decimal("0.50"),
+                                cost_by_resource={"GPU (L4)": Decimal("0.50")}),
+                SimpleNamespace(object_id="ap-2", cost=Decimal("7"), cost_by_resource={})]
+
+    billed = billed_cost(report, "ap-1", start, datetime(2026, 12, 1, 6, tzinfo=UTC))
+    assert billed is not None and billed["billed_usd"] == 2.0
+    assert billed["billed_by_resource"] == {"CPU": 0.25, "GPU (L4)": 1.75}
+    assert "2 hourly interval(s)" in billed["billed_basis"]
+    assert seen["resolution"] == "h" and seen["start"] == start
+    assert billed_cost(report, "ap-9", start, start) is None
+
+
+class Transcriber:
+    """Stand-in for the app's Transcriber: records what crosses the wire."""
+
+    def __init__(self) -> None:
+        self.described = 0
+        self.received: list[np.ndarray] = []
+
+    def describe(self) -> tuple[str, bool]:
+        self.described += 1
+        return "whisper:large-v3:abc", False
+
+    def transcribe(self, audios: list[bytes]) -> list[str]:
+        self.received += [decode_audio(a) for a in audios]
+        return [f"clip of {len(decode_audio(a))} samples" for a in audios]
+
+
+def test_remote_asr_sends_16k_float32_and_keeps_the_models_identity() -> None:
+    remote = Transcriber()
+    asr = RemoteASR(remote, call=lambda method, *args: method(*args))
+    assert (asr.name, asr.is_random, remote.described) == ("whisper:large-v3:abc", False, 1)
+    audio = np.linspace(-1, 1, 16_000, dtype=np.float64)
+    assert asr.transcribe([audio, audio[:800]]) == ["clip of 16000 samples", "clip of 800 samples"]
+    assert remote.received[0].dtype == np.float32
+    np.testing.assert_allclose(remote.received[0], audio.astype(np.float32))
+    assert len(encode_audio(audio)) == 4 * 16_000
+    broken = RemoteASR(SimpleNamespace(describe=remote.describe, transcribe=lambda a: []),
+                       call=lambda method, *args: method(*args))
+    with pytest.raises(RuntimeError, match="0 transcripts for 1 clips"):
+        broken.transcribe([audio])
+
+
+def test_a_store_on_a_volume_takes_no_file_locks(tmp_path: Path) -> None:
+    root = tmp_path / "volume" / "runs"
+    store = RunStore.create(root, spec={}, spec_name="s", spec_hash="h", environment={},
+                            lock=False)
+    store.append({"key": "c/p/0/0", "cell_id": "c", "status": "ok"})
+    store.finalize("complete")
+    store.close()
+    with RunStore.open(store.path, lock=False) as again:
+        assert again.done_keys() == {"c/p/0/0"}
+        # A second unlocked opener is not refused: one writer is the orchestrator's job.
+        with RunStore.open(store.path, lock=False):
+            pass
+    assert not (store.path / LOCK).exists() and not (root / INDEX_LOCK).exists()
+    store.close()  # idempotent
+    with pytest.raises(Exception, match="closed"):
+        store.append({"key": "c/p/1/0", "cell_id": "c", "status": "ok"})
+
+
+def test_pull_takes_a_modal_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import modal
+
+    from bench.commands import pull
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Volume:
+        @staticmethod
+        def from_name(name: str, environment_name: str | None = None) -> Any:
+            seen.append((name, environment_name))
+            return SimpleNamespace(listdir=lambda path, recursive=False: [])
+
+    monkeypatch.setattr(modal, "Volume", Volume)
+    parser = argparse.ArgumentParser()
+    pull.add(parser.add_subparsers())
+    args = parser.parse_args(["pull", "--env", "staging", "--root", str(tmp_path)])
+    assert args.handler(args) == 0
+    assert seen == [("echo-bench-outputs", "staging")]
+
+
+def _imports(path: Path) -> set[str]:
+    """Every bench module ``path`` imports, at the top or inside functions."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bench"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("bench"))
+    return found
+
+
+def test_no_import_circle_through_the_modal_modules() -> None:
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts): p
+               for p in (ROOT / "bench").rglob("*.py")}
+    modules = {name.removesuffix(".__init__"): path for name, path in modules.items()}
+    graph = {name: {m for m in _imports(path) if m in modules and m != name}
+             for name, path in modules.items()}
+
+    def reaches(start: str, goal: str) -> bool:
+        seen: set[str] = set()
+        todo = [start]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                if nxt == goal:
+                    return True
+                seen.add(nxt)
+                todo.append(nxt)
+        return False
+
+    modal_modules = [m for m in modules if m.startswith("bench.backends.modal")
+                     or m in ("bench.commands.sweep", "bench.commands.modal_backend")]
+    circles = [m for m in modal_modules if reaches(m, m)]
+    assert circles == []
+    # The app is imported by the CLI only; orchestration never imports it.
+    importers = sorted(m for m, deps in graph.items() if "bench.backends.modal_app" in deps)
+    assert importers == ["bench.commands.modal_backend"]
+
+
+def test_the_report_line_shows_the_estimate_and_the_billed_cost_side_by_side() -> None:
+    from bench.report.run_cost import run_cost_text
+
+    assert run_cost_text({}) is None
+    estimate = {"estimate_usd": 1.844, "estimate_gpu_hours": 1.23,
+                "estimate_basis": "estimate: FLOP model and list prices"}
+    alone = run_cost_text({"cost": estimate})
+    assert alone is not None and "estimated 1.84 USD (1.23 GPU hours" in alone
+    assert "an estimate only" in alone
+    both = run_cost_text({"cost": {**estimate, "billed_usd": 2.1,
+                                   "billed_basis": "Modal billing report for app ap-1"}})
+    assert both is not None and "estimated 1.84 USD" in both
+    assert "billed 2.10 USD (Modal billing report for app ap-1)" in both
+    assert "estimate only" not in both
