@@ -615,9 +615,11 @@ class _Parser:
         self.check_keys(limits_table, _LIMIT_KEYS, "limits")
         max_cells = self.int_at_least(limits_table, "limits", "max_cells", DEFAULT_MAX_CELLS, 1)
         limits = LimitsSpec(max_cells=typing.cast(int, max_cells))
-        # Builtin prompts carry no speaker clips; a file's are checked once it loads
-        # (bench.workload_axes.check_prompt_speakers).
-        self.has_speakers = (True if prompts.speaker is not None
+        # Builtin prompts carry no speaker clips unless the espeak-ng set gives them some
+        # ("espeak-or-none": only if espeak-ng is there); a file's are checked once it
+        # loads (bench.workload_axes.check_prompt_speakers).
+        self.has_speakers = (True if prompts.speaker is not None or prompts.speakers == "espeak"
+                             else None if prompts.speakers is not None
                              else False if prompts.is_builtin else None)
         cells = self.cells(raw, model, limits, allow_large)
         predictions = parse_predictions(

@@ -131,7 +131,7 @@ def print_predictions(spec: SweepSpec) -> None:
 
 def print_cost(spec: SweepSpec, prompts: list[Prompt]) -> None:
     """The Modal backend's cost estimate of the whole spec (what --yes would accept)."""
-    from bench.backends.modal_app import DEFAULT_GPU
+    from bench.backends.modal_gpus import DEFAULT_GPU
     from bench.backends.modal_orchestrator import COLD_START_SECONDS, estimate_cost
     from bench.backends.modal_parallel import extra_cold_start_cost
     from bench.prices import load_prices

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 
+from bench import speakers
 from bench.concurrency import overlap_seconds
 from bench.prompts import Prompt
 from bench.spec import Cell, ModelSpec
@@ -16,7 +17,13 @@ from bench.workload_run import parallel_latency
 from echo_tts import SamplerConfig
 from echo_tts.pipeline import SynthesisResult
 
-SPEAKER = Path(__file__).resolve().parents[2] / "bench" / "data" / "speaker-espeak-en-us.flac"
+
+@pytest.fixture(scope="module")
+def speaker_clip() -> Path:
+    """A ~8 s espeak-ng reference clip (the built-in speaker set's passage)."""
+    if not speakers.espeak_available():
+        pytest.skip("espeak-ng is not installed")
+    return speakers.builtin_speakers()[0].wav
 MODEL = ModelSpec(model="random:tiny", codec="random:tiny", pca="random:tiny", dtype="float32",
                   device="cpu", keep_blockwise=True)
 SAMPLER = SamplerConfig(num_steps=3, sequence_length=32)
@@ -125,10 +132,11 @@ def test_concurrency_two_overlaps_the_requests_and_reports_each_latency(worker: 
     assert torch.allclose(out[0][1], alone[0][1], atol=1e-5)
 
 
-def test_speaker_seconds_changes_the_speaker_token_count(worker: Worker) -> None:
-    prompt = Prompt("p", "Hello there.", speaker_wav=SPEAKER)
+def test_speaker_seconds_changes_the_speaker_token_count(worker: Worker,
+                                                         speaker_clip: Path) -> None:
+    prompt = Prompt("p", "Hello there.", speaker_wav=speaker_clip)
     tokens = {}
-    for seconds in (2.0, 20.0):  # the 8.4 s clip trimmed, and repeated
+    for seconds in (2.0, 20.0):  # the ~8 s clip trimmed, and repeated
         cell = Cell(id=f"s{seconds}", sampler=SAMPLER, dtype="float32", speaker_seconds=seconds)
         ((record, _),) = _run(worker, cell, [prompt])
         assert record["status"] == "ok", record.get("error")

@@ -35,7 +35,9 @@ def size(ci: int, full: int) -> int:
     return full if FULL else ci
 
 
-@pytest.fixture(scope="session", autouse=True)
+# Package scope: torn down after the last reliability test, so the shared cache does not
+# leak into the test packages that run after this one.
+@pytest.fixture(scope="package", autouse=True)
 def shared_transcript_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One transcript cache for the session (subprocesses inherit it): the tiny sweeps
     produce the same audio again and again, and random-weight Whisper is the slow part."""

@@ -92,15 +92,16 @@ def test_image_installs_from_the_committed_lock_and_carries_it() -> None:
     recorder = RecordingImage()
     build_image(recipe, base=recorder)
     names = [c[0] for c in recorder.calls]
-    assert names == ["uv_sync", "env", "add_local_file", "add_local_python_source"]
-    _, args, kwargs = recorder.calls[0]
+    assert names == ["apt_install", "uv_sync", "env", "add_local_file",
+                     "add_local_python_source"]
+    _, args, kwargs = recorder.calls[1]
     assert args == (str(REPO),) and "--locked" in kwargs["extra_options"]
     assert kwargs["uv_version"] == "0.13.9" and not kwargs.get("extras")
     # bench/measure.py hashes Path(bench.__file__).parents[1] / "uv.lock"; the packages
     # live in /root in the container, so the lock must be /root/uv.lock.
-    _, args, _ = recorder.calls[2]
+    _, args, _ = recorder.calls[3]
     assert args == (REPO / "uv.lock", "/root/uv.lock")
-    assert recorder.calls[3][1] == ("echo_tts", "bench")
+    assert recorder.calls[4][1] == ("echo_tts", "bench")
     assert isinstance(build_image(recipe), modal.Image)
 
 
