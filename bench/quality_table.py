@@ -110,8 +110,8 @@ def _protocol_of(rows: pd.DataFrame) -> str:
     return names.pop() if len(names) == 1 else "mixed"
 
 
-def quality_figures(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0
-                    ) -> pd.DataFrame:
+def quality_figures(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
+                    metrics: Sequence[Metric] | None = None) -> pd.DataFrame:
     """One row per cell (first-appearance order), indexed by ``cell_id``.
 
     Columns: ``cell_label``; ``meaningful`` (False: random weights or ASR); ``control``;
@@ -122,7 +122,9 @@ def quality_figures(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0
     rows: list[dict[str, Any]] = []
     if not len(records) or "cell_id" not in records.columns:
         return pd.DataFrame(rows)
-    metrics = metric_columns(records)
+    # Every metric asked for gets its columns (NaN where this table has no figure), so a
+    # table of cells and one of controls are read with the same metric list.
+    metrics = metric_columns(records) if metrics is None else list(metrics)
     run_scored = has_scores(records)
     for cell_id, group in records.groupby("cell_id", sort=False):
         ok = group[column(group, "status") == "ok"]
@@ -188,11 +190,11 @@ def quality_section(run_dir: Path, records: pd.DataFrame | None = None, *,
     from bench.store import load_records
 
     records = load_records(run_dir) if records is None else records
-    figures = quality_figures(records, n_boot=n_boot)
-    frames = [quality_figures(load_records(d), n_boot=n_boot) for d in control_dirs(run_dir)]
+    control_records = [load_records(d) for d in control_dirs(run_dir)]
+    metrics = metric_columns(pd.concat([records, *control_records]))
+    figures = quality_figures(records, n_boot=n_boot, metrics=metrics)
+    frames = [quality_figures(r, n_boot=n_boot, metrics=metrics) for r in control_records]
     controls = pd.concat(frames) if frames else pd.DataFrame()
-    metrics = metric_columns(pd.concat([records, *[load_records(d)
-                                                   for d in control_dirs(run_dir)]]))
     protocols = set(column(figures, "wer_protocol").dropna()) - {""}
     protocol = protocols.pop() if len(protocols) == 1 else ("mixed" if protocols else "")
     notes = []

@@ -23,6 +23,7 @@ from bench.scoring.asr import read_audio_16k
 from bench.scoring.cache import VectorCache, sha256_file
 from bench.scoring.metric import Metric
 from bench.scoring.models import ModelMissingError
+from bench.speakers import EspeakMissing
 from bench.store import RunStore
 from echo_tts.errors import first_line
 
@@ -230,8 +231,10 @@ def _audio_problem(run_dir: Path, record: dict[str, Any]) -> str | None:
 def _reference(record: dict[str, Any], references: dict[str, dict[str, Path | None]],
                kind: str) -> Path | None:
     """The record's reference clip of ``kind`` ("speaker" or "gt"): a path the record
-    carries (``speaker_wav`` / ``gt_wav``), else the prompt's in the run's prompt set."""
-    own = record.get("speaker_wav" if kind == "speaker" else "gt_wav")
+    carries (``speaker_wav`` / ``ground_truth_wav``), else the prompt's in the run's
+    prompt set."""
+    own = (record.get("speaker_wav") if kind == "speaker"
+           else record.get("ground_truth_wav") or record.get("gt_wav"))
     if own:
         return Path(own)
     return references.get(str(record.get("prompt_id")), {}).get(kind)
@@ -244,9 +247,11 @@ def _references(store: RunStore) -> dict[str, dict[str, Path | None]]:
         return {}
     try:
         prompts = load_prompts(prompts_spec["source"], limit=prompts_spec.get("limit"),
-                               ids=prompts_spec.get("ids"), speaker=prompts_spec.get("speaker"))
-    except PromptError:
-        # The set moved since the run: records then say "no speaker reference".
+                               ids=prompts_spec.get("ids"), speaker=prompts_spec.get("speaker"),
+                               speakers=prompts_spec.get("speakers"))
+    except (PromptError, EspeakMissing):
+        # The set moved since the run, or espeak-ng is gone: records then say "no speaker
+        # reference".
         return {}
-    return {p.id: {"speaker": p.speaker_wav, "gt": getattr(p, "gt_wav", None)} for p in prompts}
+    return {p.id: {"speaker": p.speaker_wav, "gt": p.ground_truth_wav} for p in prompts}
 

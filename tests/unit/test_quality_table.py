@@ -172,3 +172,35 @@ def test_history_carries_sim_and_utmos(tmp_path: Any) -> None:
     random = history[history["run_id"] == "random-True"]
     assert real["sim"].tolist() == pytest.approx([0.61, 0.71])
     assert random["sim"].isna().all() and random["utmos"].isna().all()
+
+
+def test_a_metric_only_the_control_has_still_renders(tmp_path: Any) -> None:
+    # Cells whose SIM was skipped (no speaker reference) beside a control row that has it:
+    # the report read figures["sim"] of the cells and raised KeyError (the smoke sweep).
+    from bench.quality_table import quality_html, quality_section
+    from bench.report.quality_plots import frontier_beyond_wer
+    from bench.store import RunStore
+
+    run = RunStore.create(tmp_path / "runs", spec={}, spec_name="s", spec_hash="h",
+                          environment={})
+    run.close()
+    control = run.path / "controls" / "ground-truth"
+    truth = RunStore.create(control.parent, spec={}, spec_name="gt", spec_hash="g",
+                            environment={}, run_id="ground-truth")
+    truth.close()
+    cells = pd.DataFrame([_record("c", "p1", 0, rtf=0.1, sim=None, utmos=None,
+                                  sim_skipped="no speaker reference")])
+    truth_rows = pd.DataFrame([_record("gt", "p1", 0, rtf=math.nan, sim=0.8, utmos=None,
+                                       control=True)])
+    import bench.store
+
+    original = bench.store.load_records
+    bench.store.load_records = lambda path: truth_rows if path == control else original(path)
+    try:
+        section = quality_section(run.path, cells, n_boot=50)
+    finally:
+        bench.store.load_records = original
+    assert [m.name for m in section.metrics] == ["sim"]
+    assert "sim" in section.figures.columns and math.isnan(section.figures["sim"].iloc[0])
+    assert "SIM" in quality_html(section)
+    frontier_beyond_wer(section.figures, section.controls, section.metrics, True)
