@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -380,20 +380,30 @@ class WhisperASR:
         for i, w in enumerate(wavs):
             if w.ndim != 1:
                 raise ValueError(f"audio {i}: expected shape [samples], got {w.shape}")
-        texts = [""] * len(wavs)
-        short = [i for i, w in enumerate(wavs) if w.shape[0] <= _WINDOW]
-        # Similar durations usually mean similar transcript lengths; batching them
-        # together wastes fewer decoder steps on rows that have already finished.
-        short.sort(key=lambda i: wavs[i].shape[0])
-        step = self.batch_size if self.batched else 1
-        for start in range(0, len(short), step):
-            idx = short[start : start + step]
-            for i, text in zip(idx, self._decode([wavs[i] for i in idx]), strict=True):
-                texts[i] = text
-        for i, w in enumerate(wavs):
-            if w.shape[0] > _WINDOW:
-                texts[i] = self._transcribe_long(w)
-        return texts
+        return batched_transcripts(wavs, self.batch_size if self.batched else 1,
+                                   self._decode, self._transcribe_long)
+
+
+def batched_transcripts(wavs: Sequence[np.ndarray], batch_size: int,
+                        decode: Callable[[list[np.ndarray]], list[str]],
+                        transcribe_long: Callable[[np.ndarray], str]) -> list[str]:
+    """Transcripts in input order: clips of one 30 s window decoded ``batch_size`` at a
+    time by ``decode``, longer ones window by window by ``transcribe_long``.
+
+    Similar durations usually mean similar transcript lengths, so clips are batched in
+    order of length: fewer decoder steps are spent on rows that have already finished.
+    """
+    texts = [""] * len(wavs)
+    short = sorted((i for i, w in enumerate(wavs) if w.shape[0] <= _WINDOW),
+                   key=lambda i: wavs[i].shape[0])
+    for start in range(0, len(short), batch_size):
+        idx = short[start : start + batch_size]
+        for i, text in zip(idx, decode([wavs[i] for i in idx]), strict=True):
+            texts[i] = text
+    for i, w in enumerate(wavs):
+        if w.shape[0] > _WINDOW:
+            texts[i] = transcribe_long(w)
+    return texts
 
 
 def transcribe_files(

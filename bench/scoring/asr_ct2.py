@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.scoring.asr import batched_transcripts
 from bench.scoring.cache import sha256_file
 from bench.scoring.models import ModelMissingError
 
@@ -130,15 +131,5 @@ class FasterWhisperASR:
     def transcribe(self, audios: Sequence[np.ndarray]) -> list[str]:
         """Transcripts of mono float32 waveforms at 16 kHz, in input order."""
         wavs = [np.ascontiguousarray(a, dtype=np.float32) for a in audios]
-        texts = [""] * len(wavs)
-        short = sorted((i for i, w in enumerate(wavs) if w.shape[0] <= _WINDOW),
-                       key=lambda i: wavs[i].shape[0])
-        for start in range(0, len(short), self.batch_size):
-            idx = short[start : start + self.batch_size]
-            for i, text in zip(idx, self._decode([wavs[i] for i in idx]), strict=True):
-                texts[i] = text
-        for i, w in enumerate(wavs):
-            if w.shape[0] > _WINDOW:
-                texts[i] = self._transcribe_long(w)
-        return texts
+        return batched_transcripts(wavs, self.batch_size, self._decode, self._transcribe_long)
 
