@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from bench.errors import USER_ERRORS, UserError
+from bench.core.errors import USER_ERRORS, UserError
 from echo_tts.autoencoder import DEFAULT_CODEC_REPO
 from echo_tts.errors import first_line
 from echo_tts.weights import DEFAULT_MODEL_REPO

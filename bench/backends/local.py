@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from bench.errors import UserError
-from bench.runner import CellHook, RecordSink
-from bench.schedule import order_seed, schedule
-from bench.spec import Cell, SweepSpec
-from bench.worker import Generation, Worker
+from bench.core.errors import UserError
+from bench.run.runner import CellHook, RecordSink
+from bench.run.schedule import order_seed, schedule
+from bench.run.worker import Generation, Worker
+from bench.spec.sweep import Cell, SweepSpec
 
 
 class LocalBackend:
     """Loads the model once and runs the cells group by group, each group in interleaved
-    rounds (:mod:`bench.schedule`); ``interleave=False`` runs cell after cell."""
+    rounds (:mod:`bench.run.schedule`); ``interleave=False`` runs cell after cell."""
 
     name = "local"
 

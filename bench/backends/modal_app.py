@@ -38,12 +38,12 @@ import modal
 
 from bench.backends import modal_parallel
 from bench.backends.modal_cells import CellRunner, container_started_at
-from bench.backends.modal_gpus import DEFAULT_GPU
 from bench.backends.modal_parallel import (
     MAX_CHUNK_CONTAINERS,
     ModalChunkDispatcher,
     modal_spawner,
 )
+from bench.spec.gpus import DEFAULT_GPU
 
 APP_NAME = "echo-bench"
 HF_CACHE_DIR = "/cache/hf"
@@ -72,7 +72,7 @@ HF_SECRET_ENV = "ECHO_BENCH_HF_SECRET"
 WHISPER_MODEL = "large-v3"
 # The uv that wrote uv.lock (pinned in the dev extra too): the image installs with it.
 UV_VERSION = "0.13.9"
-# The packages live in /root in the container; bench/measure.py hashes
+# The packages live in /root in the container; bench/run/measure.py hashes
 # Path(bench.__file__).parents[1] / "uv.lock", so the lock goes to /root/uv.lock.
 REMOTE_ROOT = "/root"
 
@@ -112,7 +112,7 @@ def find_project_dir(module_file: Path = Path(__file__), cwd: Path | None = None
 
 def check_recipe(recipe: ImageRecipe) -> None:
     """Refuse to build without the lock: one line saying where to run from."""
-    from bench.errors import UserError
+    from bench.core.errors import UserError
 
     if not recipe.lock.is_file():
         raise UserError(f"no uv.lock in {recipe.project_dir}: the Modal image installs from the "
@@ -131,7 +131,7 @@ def build_image(recipe: ImageRecipe, base: Any = None) -> Any:
         # frozen=False + --locked: uv checks the lock matches pyproject.toml and fails the
         # build rather than re-resolving (frozen=True would skip that check).
         # The nightly and gate sweeps give prompts speaker references from the built-in
-        # espeak-ng speaker set (bench.speakers), made where the orchestrator runs.
+        # espeak-ng speaker set (bench.spec.speakers), made where the orchestrator runs.
         .apt_install("espeak-ng")
         .uv_sync(str(recipe.project_dir), frozen=False, extra_options="--locked",
                  uv_version=recipe.uv_version)
@@ -294,8 +294,8 @@ def scheduled_run(spec_name: str) -> str:
     score it, and record the billed cost when Modal's billing report has it."""
     from bench.backends.modal_nightly import run_on_volume
     from bench.backends.modal_orchestrator import ModalWorkers
-    from bench.shipped import resolve_spec_path
-    from bench.spec import load_spec
+    from bench.spec.shipped import resolve_spec_path
+    from bench.spec.sweep import load_spec
 
     spec = load_spec(resolve_spec_path(spec_name), allow_large=True)
     workers = ModalWorkers(BenchWorker, region=spec.modal.region)
@@ -314,8 +314,8 @@ def record_billing(run_id: str) -> None:
     """Billed cost of the run's hours into its manifest, when the report is available."""
     from datetime import UTC, datetime
 
-    from bench.billing import billed_cost
-    from bench.store import RunStore
+    from bench.backends.billing import billed_cost
+    from bench.store.run_store import RunStore
 
     run_dir = Path(OUTPUTS_RUNS) / run_id
     outputs.reload()

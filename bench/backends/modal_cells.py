@@ -7,7 +7,7 @@ the orchestrator's files), seeds, repeats, warm-up, and where audio goes: inline
 call result (base64, for runs whose store is on the orchestrator's disk) or straight
 into a run folder on the outputs Volume (``audio_dir``, the nightly), keeping only a
 sample plus every suspicious generation when ``audio_sample`` is set
-(:mod:`bench.retention`). Cells keep their ids, so record keys match a local run.
+(:mod:`bench.run.retention`). Cells keep their ids, so record keys match a local run.
 
 Timing fields (:data:`MODAL_RECORD_FIELDS`): the orchestrator passes the wall-clock
 time it spawned the call; the container knows when it started (the start time of its
@@ -30,11 +30,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UserError
-from bench.prompts import Prompt
-from bench.retention import keep_reasons
-from bench.spec import EXECUTION_AXES, Cell, ModelSpec, SweepSpec
-from bench.store import AUDIO_DIR, audio_filename
+from bench.core.errors import UserError
+from bench.run.retention import keep_reasons
+from bench.spec.prompts import Prompt
+from bench.spec.sweep import EXECUTION_AXES, Cell, ModelSpec, SweepSpec
+from bench.store.run_store import AUDIO_DIR, audio_filename
 
 PAYLOAD_VERSION = 2
 
@@ -182,7 +182,7 @@ class CellRunner:
     region: str | None = field(default_factory=lambda: os.environ.get("MODAL_REGION"))
 
     def __post_init__(self) -> None:
-        from bench.worker import Worker
+        from bench.run.worker import Worker
 
         data = json.loads(self.params)
         self.model = ModelSpec(**data["model"])
@@ -218,7 +218,7 @@ class CellRunner:
         """Run the pending generations of ``cell_ids``; returns their records. Audio goes
         inline (base64) or, with the payload's ``audio_dir``, into that folder, after
         which ``commit`` (the Volume's) makes it visible to other containers."""
-        from bench.worker import plan
+        from bench.run.worker import plan
 
         call_started_at = time.time()
         payload = decode_payload(spec_json, self.scratch / "speakers")

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench.backends.modal_orchestrator import ModalBackend, Workers
-from bench.runner import open_store, run_sweep
-from bench.spec import SweepSpec
-from bench.store import RunStore, list_runs
+from bench.run.runner import open_store, run_sweep
+from bench.spec.sweep import SweepSpec
+from bench.store.run_store import RunStore, list_runs
 
 LEDGER = "calls.json"
 
@@ -118,5 +118,5 @@ def _record_estimate(run_dir: Path, usd: float, seconds: float) -> None:
     with RunStore.open(run_dir, lock=False) as store:
         cost = dict(store.manifest.get("cost") or {})
         cost.update(estimate_usd=round(usd, 4), estimate_gpu_hours=round(seconds / 3600, 4),
-                    estimate_basis="estimate: FLOP model and list prices (bench.prices)")
+                    estimate_basis="estimate: FLOP model and list prices (bench.analysis.prices)")
         store.update_manifest(cost=cost)

@@ -3,8 +3,8 @@
 How a sweep runs:
 
 1. Every pending cell's GPU string is checked (cells without one run on
-   :data:`~bench.backends.modal_gpus.DEFAULT_GPU`, L4), against the one GPU table
-   (:mod:`bench.backends.modal_gpus`), and weight sources that only exist on this
+   :data:`~bench.spec.gpus.DEFAULT_GPU`, L4), against the one GPU table
+   (:mod:`bench.spec.gpus`), and weight sources that only exist on this
    machine are refused, all before anything is sent.
 2. A cost estimate is printed and, unless ``confirm=False`` (``--yes``), confirmed.
 3. One ``run_cells`` call per cell is spawned on ``BenchWorker.with_options(gpu=...)``
@@ -45,15 +45,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench.analysis.prices import Prices, load_prices
 from bench.backends.modal_cells import INLINE_AUDIO_FIELD, encode_payload, model_params
-from bench.backends.modal_gpus import DEFAULT_GPU, modal_gpu, validate_gpu
-from bench.errors import UserError
-from bench.prices import Prices, load_prices
-from bench.prompts import Prompt
-from bench.runner import CellHook, RecordSink
-from bench.spec import Cell, ModelSpec, SweepSpec
-from bench.worker import Generation, Worker, plan
-from bench.workload_axes import latent_rows_per_chunk
+from bench.core.errors import UserError
+from bench.run.runner import CellHook, RecordSink
+from bench.run.worker import Generation, Worker, plan
+from bench.spec.gpus import DEFAULT_GPU, modal_gpu, validate_gpu
+from bench.spec.prompts import Prompt
+from bench.spec.sweep import Cell, ModelSpec, SweepSpec
+from bench.spec.workload_axes import latent_rows_per_chunk
 from echo_tts.text import chunk_bytes_for, split_text
 
 # ---- cost model (rough guesses, stated as such in every estimate)

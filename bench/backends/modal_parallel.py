@@ -10,7 +10,7 @@ container's cold start come back with it, so the GPU seconds paid and the extra 
 starts are on the record too.
 
 The ``concurrency`` axis needs nothing here: the worker runs the N requests on N
-threads of one container (bench.concurrency), which is how Modal runs the concurrent
+threads of one container (bench.run.concurrency), which is how Modal runs the concurrent
 inputs of a synchronous function.
 
 This module does not import :mod:`bench.backends.modal_app` (that module imports this
@@ -31,9 +31,9 @@ import modal
 import numpy as np
 import torch
 
-from bench.prompts import Prompt
-from bench.spec import Cell, ModelSpec
-from bench.workload_run import join_chunks
+from bench.run.workload import join_chunks
+from bench.spec.prompts import Prompt
+from bench.spec.sweep import Cell, ModelSpec
 from echo_tts.pipeline import SynthesisResult
 from echo_tts.sampling import SamplerConfig
 
@@ -143,7 +143,7 @@ class ChunkWorker:
 
     @modal.enter()
     def load(self) -> None:
-        from bench.worker import Worker
+        from bench.run.worker import Worker
 
         data = json.loads(self.params)
         model = ModelSpec(**data["model"])

@@ -1,6 +1,6 @@
 """``echo-bench gate``: a candidate config against a baseline, with a statistical verdict.
 
-Exit codes: 0 pass, 1 fail, 2 bad input, 3 inconclusive (see :mod:`bench.gate`).
+Exit codes: 0 pass, 1 fail, 2 bad input, 3 inconclusive (see :mod:`bench.gate.verdict`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from bench.commands.sweep import CellScorer, make_backend
-from bench.errors import UserError
-from bench.gate import ConfigArg, build_sweep, load_gate_spec, parse_side, run_gate
-from bench.runner import DEFAULT_RUNS_ROOT
-from bench.shipped import resolve_spec_path
+from bench.core.errors import UserError
+from bench.gate.verdict import ConfigArg, build_sweep, load_gate_spec, parse_side, run_gate
+from bench.run.runner import DEFAULT_RUNS_ROOT
+from bench.spec.shipped import resolve_spec_path
 
 DEFAULT_GATE_SPEC = "gate"
 

@@ -4,7 +4,7 @@ A step change (asv's rule) is a change of a cell's RTF beyond ``--factor`` again
 previous run that is also significant. Generations are paired across the two runs by
 prompt, seed and repeat, as the gate pairs them: the ratio is the median over pairs of
 RTF now / before, the test a two-sided Wilcoxon signed-rank test on the pairs' log
-ratios, p < ``--alpha`` (:mod:`bench.steps`). WER counts failed and silent generations
+ratios, p < ``--alpha`` (:mod:`bench.analysis.steps`). WER counts failed and silent generations
 as empty transcripts, and the share without speech is shown beside it.
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UserError
-from bench.store import DEFAULT_RUNS_ROOT
+from bench.core.errors import UserError
+from bench.store.run_store import DEFAULT_RUNS_ROOT
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,8 +47,8 @@ def _beyond_wer(row: Mapping[Any, Any] | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.analysis import flag_step_changes, history_table
-    from bench.quality_table import quality_history
+    from bench.analysis.cells import flag_step_changes, history_table
+    from bench.analysis.quality import quality_history
 
     if not args.root.is_dir():
         raise UserError(f"no results folder {args.root}; pass --root DIR")

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 APP_MODULE = "bench.backends.modal_app"
 APP_NAME = "echo-bench"  # bench.backends.modal_app.APP_NAME (not imported: no image build)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from bench.backends.modal_orchestrator import ModalBackend, ModalWorkers
 from bench.scoring.asr import ASR
-from bench.spec import SweepSpec
+from bench.spec.sweep import SweepSpec
 
 
 def modal_backend(spec: SweepSpec, *, confirm: bool, stack: contextlib.ExitStack

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.scoring.asr_ct2 import PREFIX as FASTER_WHISPER
 from bench.scoring.asr_ct2 import fetch_faster_whisper
 from bench.scoring.models import MODEL_FILES, fetch_model, models_dir

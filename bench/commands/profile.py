@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.devices import DTYPES, resolve_device, resolve_dtype
-from bench.errors import UserError
+from bench.core.devices import DTYPES, resolve_device, resolve_dtype
+from bench.core.errors import UserError
 from echo_tts.acceleration import ATTENTION_LAYOUTS
 from echo_tts.sampling import CFG_MODES
 
@@ -51,8 +51,8 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.profile import run_profile
-    from bench.reference import ReferenceUnavailable
+    from bench.perf.profile import run_profile
+    from bench.perf.reference import ReferenceUnavailable
 
     device = resolve_device(args.device)
     if any(b < 1 for b in args.batch) or any(not 1 <= n <= 640 for n in args.length):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.prompt_sets import NAMED_SETS, install, set_folder, sets_root
+from bench.spec.prompt_sets import NAMED_SETS, install, set_folder, sets_root
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.errors import UserError
-from bench.runner import DEFAULT_RUNS_ROOT
-from bench.store import LOCK, MANIFEST, HistoryIndex, RunStore, read_json
+from bench.core.errors import UserError
+from bench.run.runner import DEFAULT_RUNS_ROOT
+from bench.store.run_store import LOCK, MANIFEST, HistoryIndex, RunStore, read_json
 
 OUTPUTS_VOLUME = "echo-bench-outputs"  # bench.backends.modal_app.OUTPUTS_VOLUME
 RUNS_PREFIX = "runs"  # runs sit at /outputs/runs/<id> in containers = runs/<id> on the volume

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.analysis import DEFAULT_WER_BUDGET_POINTS
-from bench.errors import UserError
+from bench.analysis.cells import DEFAULT_WER_BUDGET_POINTS
+from bench.core.errors import UserError
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

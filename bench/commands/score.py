@@ -11,15 +11,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.controls import control_dirs, prompts_of_run, score_control
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.scoring.asr import ASR
+from bench.scoring.controls import control_dirs, prompts_of_run, score_control
 from bench.scoring.protocols import PROTOCOLS, get_protocol
 from bench.scoring.quality import MOS_METRICS, QualityOutcome
 from bench.scoring.rescore import rescore_protocol
 from bench.scoring.run_scoring import QualityScorer, score_run
 from bench.scoring.speaker import SPEAKER_ENCODERS
-from bench.store import RunStore
+from bench.store.run_store import RunStore
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

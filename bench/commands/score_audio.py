@@ -7,12 +7,12 @@ import argparse
 from pathlib import Path
 
 from bench.commands.score import parse_mos
-from bench.controls import score_audio_folder
-from bench.prompts import load_prompts
+from bench.scoring.controls import score_audio_folder
 from bench.scoring.protocols import PROTOCOLS, get_protocol
 from bench.scoring.run_scoring import QualityScorer, make_asr
 from bench.scoring.speaker import SPEAKER_ENCODERS
-from bench.store import DEFAULT_RUNS_ROOT
+from bench.spec.prompts import load_prompts
+from bench.store.run_store import DEFAULT_RUNS_ROOT
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,17 +7,17 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.controls import score_control
-from bench.errors import UserError
-from bench.prompts import Prompt, load_prompts
-from bench.runner import DEFAULT_RUNS_ROOT, Backend, pending_work, run_sweep
+from bench.core.errors import UserError
+from bench.run.runner import DEFAULT_RUNS_ROOT, Backend, pending_work, run_sweep
 from bench.scoring.asr import ASR
+from bench.scoring.controls import score_control
 from bench.scoring.protocols import get_protocol
 from bench.scoring.run_scoring import QualityScorer, make_asr, score_records
-from bench.shipped import resolve_spec_path, shipped_specs
-from bench.spec import Cell, SweepSpec, load_spec
-from bench.store import RunStore
-from bench.workload_axes import check_prompt_speakers, nfe_per_chunk
+from bench.spec.prompts import Prompt, load_prompts
+from bench.spec.shipped import resolve_spec_path, shipped_specs
+from bench.spec.sweep import Cell, SweepSpec, load_spec
+from bench.spec.workload_axes import check_prompt_speakers, nfe_per_chunk
+from bench.store.run_store import RunStore
 
 DEFAULT_SPEC = "smoke"
 
@@ -131,10 +131,10 @@ def print_predictions(spec: SweepSpec) -> None:
 
 def print_cost(spec: SweepSpec, prompts: list[Prompt]) -> None:
     """The Modal backend's cost estimate of the whole spec (what --yes would accept)."""
-    from bench.backends.modal_gpus import DEFAULT_GPU
+    from bench.analysis.prices import load_prices
     from bench.backends.modal_orchestrator import COLD_START_SECONDS, estimate_cost
     from bench.backends.modal_parallel import extra_cold_start_cost
-    from bench.prices import load_prices
+    from bench.spec.gpus import DEFAULT_GPU
 
     prices = load_prices()
     work = pending_work(spec, prompts, set())[0]

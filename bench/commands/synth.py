@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.devices import resolve_device, resolve_dtype
-from bench.errors import UserError
+from bench.core.devices import resolve_device, resolve_dtype
+from bench.core.errors import UserError
 from echo_tts.audio import write_wav
 from echo_tts.pipeline import STAGES, EchoPipeline
 from echo_tts.sampling import SamplerConfig

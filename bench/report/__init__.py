@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.analysis import DEFAULT_WER_BUDGET_POINTS, analyze_run, compare_runs, load_prices
-from bench.errors import UserError
+from bench.analysis.cells import DEFAULT_WER_BUDGET_POINTS, analyze_run, compare_runs, load_prices
+from bench.core.errors import UserError
 
 FORMATS: dict[str, str] = {"html": "report.html", "md": "report.md"}
 

@@ -16,12 +16,18 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from bench import predictions_report
-from bench.analysis import NOT_MEANINGFUL, RunAnalysis, column, flag_step_changes, history_table
-from bench.memory_fit import CUDA_CONTEXT_BYTES, memory_need
-from bench.noise import UNSTABLE_DISPERSION
-from bench.quality_table import quality_html, quality_section
+from bench.analysis.cells import (
+    NOT_MEANINGFUL,
+    RunAnalysis,
+    column,
+    flag_step_changes,
+    history_table,
+)
+from bench.analysis.memory_fit import CUDA_CONTEXT_BYTES, memory_need
+from bench.analysis.noise import UNSTABLE_DISPERSION
+from bench.analysis.quality import quality_html, quality_section
 from bench.report import plots
+from bench.report import predictions as predictions_report
 from bench.report.quality_plots import frontier_beyond_wer
 from bench.report.run_cost import run_cost_text
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import pandas as pd
 
-from bench import predictions_report
-from bench.analysis import NOT_MEANINGFUL, RunAnalysis
-from bench.outcomes import usable
-from bench.quality_table import quality_markdown, quality_section
+from bench.analysis.cells import NOT_MEANINGFUL, RunAnalysis
+from bench.analysis.quality import quality_markdown, quality_section
+from bench.report import predictions as predictions_report
 from bench.report.html import DASH, fmt_money, fmt_number, fmt_pct
 from bench.report.run_cost import run_cost_text
+from bench.scoring.outcomes import usable
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 

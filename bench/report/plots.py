@@ -2,7 +2,7 @@
 
 One style for all: Okabe-Ito colours (distinguishable with the common colour-vision
 deficiencies), a marker per CFG mode so colour is never the only cue, labelled axes
-with units. Each function takes the per-cell table of :func:`bench.analysis.summarize_cells`
+with units. Each function takes the per-cell table of :func:`bench.analysis.cells.summarize_cells`
 (with costs and frontiers added) and returns ``bytes`` of a PNG.
 """
 
@@ -22,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.analysis import NOT_MEANINGFUL, STAGES
+from bench.analysis.cells import NOT_MEANINGFUL, STAGES
 
 #: Okabe & Ito (2008), "Color Universal Design": black first for single series.
 OKABE_ITO: tuple[str, ...] = (
@@ -244,7 +244,7 @@ def cost(cells: pd.DataFrame, currency: str = "USD", highlight: dict[str, str] |
 
 def history(table: pd.DataFrame, max_cells: int = 8) -> bytes:
     """Median RTF of each cell across runs (oldest left); step changes flagged with a
-    triangle (up: slower). Takes :func:`bench.analysis.flag_step_changes` output."""
+    triangle (up: slower). Takes :func:`bench.analysis.cells.flag_step_changes` output."""
     with _figure(8.0, 3.8) as (fig, (ax,)):
         if not len(table):
             _message(ax, "no earlier runs")

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from bench.analysis import NOT_MEANINGFUL
-from bench.quality_table import Metric
+from bench.analysis.cells import NOT_MEANINGFUL
+from bench.analysis.quality import Metric
 from bench.report.plots import _figure, _png, colour
 
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.scoring.wer import CellQuality, UtteranceScore, normalize, score_utterance
 
 __all__ = [

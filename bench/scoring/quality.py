@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from bench.prompts import PromptError, load_prompts
 from bench.scoring.asr import read_audio_16k
 from bench.scoring.cache import VectorCache, sha256_file
 from bench.scoring.metric import Metric
 from bench.scoring.models import ModelMissingError
-from bench.speakers import EspeakMissing
-from bench.store import RunStore
+from bench.spec.prompts import PromptError, load_prompts
+from bench.spec.speakers import EspeakMissing
+from bench.store.run_store import RunStore
 from echo_tts.errors import first_line
 
 __all__ = ["MOS_METRICS", "QualityOutcome", "load_metrics", "score_quality", "vector_cache_for"]

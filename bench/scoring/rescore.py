@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.scoring.protocols import Protocol, protocol_fields
-from bench.store import RunStore
+from bench.store.run_store import RunStore
 
 __all__ = ["RescoreOutcome", "rescore_protocol"]
 

@@ -5,7 +5,7 @@ Scores go to the run's ``scores.jsonl`` (merged into the records when read), one
 generation and ASR model. Scoring is resumable: generations already scored with the same
 ASR are skipped, and transcripts are cached by audio content, so re-scoring costs nothing.
 NaN or silent audio is not transcribed: its score line says why and scores it as an empty
-transcript (all deletions), as :mod:`bench.outcomes` counts it everywhere.
+transcript (all deletions), as :mod:`bench.scoring.outcomes` counts it everywhere.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import faults
-from bench.outcomes import NO_SPEECH_SCORES
+from bench.core import faults
 from bench.scoring.asr import ASR, WhisperASR, transcribe_files
 from bench.scoring.asr_ct2 import PREFIX as FASTER_WHISPER
 from bench.scoring.asr_ct2 import FasterWhisperASR
 from bench.scoring.cache import TranscriptCache
 from bench.scoring.metric import Metric
 from bench.scoring.models import models_dir
+from bench.scoring.outcomes import NO_SPEECH_SCORES
 from bench.scoring.protocols import Protocol, get_protocol, protocol_fields
 from bench.scoring.quality import QualityOutcome, load_metrics, score_quality
-from bench.store import RunStore
+from bench.store.run_store import RunStore
 from echo_tts.errors import first_line
 
 CACHE_DIRNAME = ".transcript-cache"
@@ -51,7 +51,7 @@ def make_asr(name: str, device: str = "auto", download_root: str | None = None,
     """The ASR for a spec's ``asr``/``asr_device``: ``faster-whisper:<name or folder>``
     (named models from the models folder, see `bench.scoring.models`), else openai-whisper
     (download root from ``ECHO_BENCH_WHISPER_CACHE`` when set: a Modal Volume in production)."""
-    from bench.devices import resolve_device  # bench.devices imports the error registry
+    from bench.core.devices import resolve_device  # bench.core.devices imports the error registry
 
     if name.startswith(FASTER_WHISPER):
         return FasterWhisperASR(name.removeprefix(FASTER_WHISPER), models_dir(models_root),
@@ -72,7 +72,7 @@ class QualityScorer:
     @classmethod
     def load(cls, sim: str, mos: Iterable[str], device: str = "auto",
              models_root: str | None = None) -> QualityScorer:
-        from bench.devices import resolve_device
+        from bench.core.devices import resolve_device
 
         metrics, missing = load_metrics(sim, list(mos), models_dir(models_root),
                                         str(resolve_device(device)))
@@ -131,7 +131,7 @@ def score_records(store: RunStore, asr: ASR, *, keys: Iterable[str] | None = Non
         reason = _skip_reason(store.path, record)
         if reason in NO_SPEECH_SCORES:
             # No speech to transcribe: scored as an empty transcript (every reference word
-            # deleted), the rule of bench.outcomes, so the line carries the cell's loss.
+            # deleted), the rule of bench.scoring.outcomes, so the line carries the cell's loss.
             store.append_score(record["key"], {**store.score_of(record["key"]),
                                                **score_fields(record, "", asr, protocol),
                                                "score_status": reason})

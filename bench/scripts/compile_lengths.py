@@ -12,7 +12,7 @@ import argparse
 
 from torch._dynamo.utils import counters
 
-from bench.measure import DeviceTimer
+from bench.run.measure import DeviceTimer
 from echo_tts import SamplerConfig, encode_text, load_model, sample_latents
 from echo_tts.acceleration import DiTForward
 

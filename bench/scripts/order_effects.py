@@ -35,11 +35,11 @@ import numpy as np
 import soundfile as sf
 
 from bench.backends.local import LocalBackend
-from bench.gate import ConfigArg, load_gate_spec, run_gate
-from bench.runner import run_sweep
-from bench.spec import Cell, load_spec
-from bench.store import load_records
-from bench.worker import Generation
+from bench.gate.verdict import ConfigArg, load_gate_spec, run_gate
+from bench.run.runner import run_sweep
+from bench.run.worker import Generation
+from bench.spec.sweep import Cell, load_spec
+from bench.store.run_store import load_records
 from echo_tts.production import ProductionConfig
 
 MODEL = """[model]

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.runner import write_audio
-from bench.store import RunStore
+from bench.run.runner import write_audio
+from bench.store.run_store import RunStore
 from echo_tts import SamplerConfig
 from echo_tts.pipeline import EchoPipeline
 

@@ -22,11 +22,11 @@ import pandas as pd
 import pytest
 
 from bench.backends.local import LocalBackend
-from bench.gate import ConfigArg, load_gate_spec, run_gate
-from bench.runner import run_sweep
+from bench.gate.verdict import ConfigArg, load_gate_spec, run_gate
+from bench.run.runner import run_sweep
 from bench.scripts.order_effects import HalfLoaded, write_prompts
-from bench.spec import load_spec
-from bench.store import load_records
+from bench.spec.sweep import load_spec
+from bench.store.run_store import load_records
 from echo_tts.production import ProductionConfig
 from tests.tiny import TINY_MODEL_TOML
 

@@ -17,10 +17,10 @@ import modal
 import pytest
 
 from bench.backends import modal_app
-from bench.prompts import load_prompts
-from bench.spec import load_spec
-from bench.store import audio_filename
-from bench.worker import plan
+from bench.run.worker import plan
+from bench.spec.prompts import load_prompts
+from bench.spec.sweep import load_spec
+from bench.store.run_store import audio_filename
 from tests.modal_standin import FakeModal, FakeVolume, OrchestratorVolume, Preempted
 from tests.tiny import TINY_MODEL_TOML
 

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from bench.backends.modal_cells import decode_payload, run_cells_local
-from bench.backends.modal_gpus import GpuError
 from bench.backends.modal_orchestrator import (
     COLD_START_SECONDS,
     EFFECTIVE_FLOPS,
@@ -31,13 +30,14 @@ from bench.backends.modal_orchestrator import (
     load_prices,
 )
 from bench.commands.pull import pull_runs
-from bench.errors import UserError
-from bench.prompts import load_prompts
+from bench.core.errors import UserError
 from bench.report import render_run_report
-from bench.runner import pending_work, run_sweep
+from bench.run.runner import pending_work, run_sweep
 from bench.scoring.run_scoring import score_run
-from bench.spec import Cell, SweepSpec, parse_spec
-from bench.store import HistoryIndex, RunStore, StoreError
+from bench.spec.gpus import GpuError
+from bench.spec.prompts import load_prompts
+from bench.spec.sweep import Cell, SweepSpec, parse_spec
+from bench.store.run_store import HistoryIndex, RunStore, StoreError
 from echo_tts.text import chunk_bytes_for, split_text
 from tests.tiny import TINY_MODEL_TOML
 

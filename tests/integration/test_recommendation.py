@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bench.report import render_run_report
-from bench.store import RunStore
+from bench.store.run_store import RunStore
 from tests.unit.test_analysis import rec, scored
 
 TEXT = "the quick brown fox jumps over the lazy dog again"

@@ -8,12 +8,11 @@ from typing import Any
 import pytest
 import torch
 
-from bench import speakers
-from bench.concurrency import overlap_seconds
-from bench.prompts import Prompt
-from bench.spec import Cell, ModelSpec
-from bench.worker import Generation, Worker
-from bench.workload_run import parallel_latency
+from bench.run.concurrency import overlap_seconds
+from bench.run.worker import Generation, Worker
+from bench.run.workload import parallel_latency
+from bench.spec.prompts import Prompt
+from bench.spec.sweep import Cell, ModelSpec, speakers
 from echo_tts import SamplerConfig
 from echo_tts.pipeline import SynthesisResult
 

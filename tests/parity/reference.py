@@ -4,7 +4,7 @@ Its package is also called ``echo_tts`` and its ``inference.py`` imports
 ``echo_tts.model`` by absolute name, so it cannot share a process with this repo's
 package. The wheel is fetched with pip (cached under ``.cache/reference``) and unpacked;
 a script runs with only the reference on its path and exchanges tensors with the test
-through safetensors files in a work folder. Fetching lives in :mod:`bench.reference`.
+through safetensors files in a work folder. Fetching lives in :mod:`bench.perf.reference`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from bench.reference import ReferenceUnavailable, reference_root
+from bench.perf.reference import ReferenceUnavailable, reference_root
 
 __all__ = ["ReferenceUnavailable", "reference_root", "run_reference"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.store import HistoryIndex, RunStore
+from bench.store.run_store import HistoryIndex, RunStore
 from tests.reliability.conftest import REPO, cli, run_dir, size, write_spec
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,7 @@
 """SIGKILL a sweep at many points, resume it, and check that nothing is lost or doubled.
 
 One run directory goes through a chain of processes, each killed by an injected fault
-(``bench.faults``) at a different point: between records, half-way through writing a
+(``bench.core.faults``) at a different point: between records, half-way through writing a
 record line, during scoring and during the parquet export. A last clean process
 resumes and must finish with every generation recorded exactly once, every torn line
 detected, reported and repaired, all scores present and a valid parquet table.

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.store import RunStore
+from bench.store.run_store import RunStore
 from tests.reliability.conftest import REPO, cli, cli_subprocess, run_dir, size, write_spec
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bench.analysis import (
+from bench.analysis.cells import (
     Prices,
     add_costs,
     add_frontiers,
@@ -22,8 +22,8 @@ from bench.analysis import (
     summarize_cells,
     vram_fit,
 )
-from bench.errors import UserError
-from bench.prediction import sampling_flops
+from bench.analysis.speedup import sampling_flops
+from bench.core.errors import UserError
 from echo_tts.config import ModelConfig
 from echo_tts.flops import forward_row_flops, modulation_flops
 

@@ -258,7 +258,7 @@ def test_transcribe_files_matches_direct_transcription(tmp_path: Path, asr: Whis
 
 
 def test_make_asr_refuses_a_bad_device_in_one_line(tmp_path: Path) -> None:
-    from bench.errors import UserError
+    from bench.core.errors import UserError
     from bench.scoring.run_scoring import make_asr
 
     with pytest.raises(UserError, match="unknown device 'gpu'"):

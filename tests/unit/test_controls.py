@@ -8,20 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import speakers
+from bench.analysis.quality import quality_section
 from bench.cli import main
-from bench.controls import (
+from bench.core.errors import UserError
+from bench.scoring.controls import (
     control_dirs,
     ground_truth_files,
     match_folder,
     score_audio_folder,
     score_control,
 )
-from bench.errors import UserError
-from bench.prompts import Prompt, load_prompts
-from bench.quality_table import quality_section
 from bench.scoring.protocols import PROTOCOLS
-from bench.store import RunStore, load_records
+from bench.spec.prompts import Prompt, load_prompts
+from bench.spec.sweep import speakers
+from bench.store.run_store import RunStore, load_records
 from tests.unit.test_prompt_sets import _wav, seed_tts_fixture
 
 
@@ -138,7 +138,7 @@ def test_quality_section_shows_the_control(tmp_path: Path, monkeypatch: pytest.M
         run.append({"key": "c1/a/0/0", "status": "ok", "cell_id": "c1", "cell_label": "c1",
                     "prompt_id": "a", "seed": 0, "text": "I have fifty apples.", "rtf": 0.2})
     files = {"a": audio / "a.wav"}
-    monkeypatch.setattr("bench.controls.ground_truth_files", lambda prompts: files)
+    monkeypatch.setattr("bench.scoring.controls.ground_truth_files", lambda prompts: files)
     score_control(run.path, PROMPTS, EchoASR("I have fifty apples"),
                   PROTOCOLS["whisper-normalizer"])
     section = quality_section(run.path, n_boot=50)

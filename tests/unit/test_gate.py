@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.errors import UserError
-from bench.gate import (
+from bench.core.errors import UserError
+from bench.gate.verdict import (
     GateSpec,
     GateThresholds,
     build_sweep,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from bench.gate_rounds import next_seed, round_budget, speed_undecided
-from bench.spec import MeasureSpec, parse_spec
+from bench.gate.rounds import next_seed, round_budget, speed_undecided
+from bench.spec.sweep import MeasureSpec, parse_spec
 from tests.tiny import TINY_MODEL_TOML
 
 

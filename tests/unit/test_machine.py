@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from bench import machine
-from bench.machine import Nvml, cpu_mhz, machine_state, throttle_names
+from bench.run import machine
+from bench.run.machine import Nvml, cpu_mhz, machine_state, throttle_names
 
 
 def test_cpu_state_is_read_from_this_machine() -> None:

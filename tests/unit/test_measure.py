@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.measure import (
+from bench.run.measure import (
     DeviceTimer,
     MemoryMeasurement,
     MemoryTracker,

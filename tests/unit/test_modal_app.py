@@ -29,12 +29,12 @@ from bench.backends.modal_cells import (
     encode_payload,
     run_cells_local,
 )
-from bench.backends.modal_gpus import GpuError, modal_gpu, validate_gpu
 from bench.commands.modal import modal_command
-from bench.errors import UserError
-from bench.prompts import Prompt, load_prompts
-from bench.runner import pending_work
-from bench.spec import SweepSpec, parse_spec
+from bench.core.errors import UserError
+from bench.run.runner import pending_work
+from bench.spec.gpus import GpuError, modal_gpu, validate_gpu
+from bench.spec.prompts import Prompt, load_prompts
+from bench.spec.sweep import SweepSpec, parse_spec
 from tests.tiny import TINY_MODEL_TOML
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def test_image_installs_from_the_committed_lock_and_carries_it() -> None:
     _, args, kwargs = recorder.calls[1]
     assert args == (str(REPO),) and "--locked" in kwargs["extra_options"]
     assert kwargs["uv_version"] == "0.13.9" and not kwargs.get("extras")
-    # bench/measure.py hashes Path(bench.__file__).parents[1] / "uv.lock"; the packages
+    # bench/run/measure.py hashes Path(bench.__file__).parents[1] / "uv.lock"; the packages
     # live in /root in the container, so the lock must be /root/uv.lock.
     _, args, _ = recorder.calls[3]
     assert args == (REPO / "uv.lock", "/root/uv.lock")
@@ -155,7 +155,7 @@ def test_gpu_names_are_normalised(given: str, expected: str, sent: str) -> None:
     ("A10:5", "A10:1 to A10:4"), ("A10G:8", "A10G:1 to A10G:4"),
 ])
 def test_bad_gpu_names_are_clear_errors(given: str, fragment: str) -> None:
-    from bench.errors import USER_ERRORS
+    from bench.core.errors import USER_ERRORS
 
     assert GpuError in USER_ERRORS  # the CLI prints one line and exits 2
     with pytest.raises(GpuError, match=fragment.replace("(", r"\(")):
@@ -320,7 +320,7 @@ def test_bench_worker_runs_through_local_on_the_tiny_model(
     # The Modal class itself (@modal.enter, then the method), in this process; its
     # outputs Volume is the stand-in, so the nightly's write-to-Volume path runs too.
     from bench.backends.modal_cells import model_params
-    from bench.store import audio_filename
+    from bench.store.run_store import audio_filename
     from tests.modal_standin import FakeVolume
 
     volume = FakeVolume(tmp_path / "outputs")

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.billing import billed_cost
-from bench.retention import in_sample, keep_reasons
+from bench.backends.billing import billed_cost
+from bench.run.retention import in_sample, keep_reasons
 from bench.scoring.remote_asr import RemoteASR, decode_audio, encode_audio
-from bench.store import INDEX_LOCK, LOCK, RunStore
+from bench.store.run_store import INDEX_LOCK, LOCK, RunStore
 
 ROOT = Path(__file__).resolve().parents[2]
 

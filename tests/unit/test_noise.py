@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from bench.noise import UNSTABLE_DISPERSION, cell_noise, dispersion
+from bench.analysis.noise import UNSTABLE_DISPERSION, cell_noise, dispersion
 
 
 def test_dispersion_is_iqr_over_median() -> None:

@@ -1,4 +1,4 @@
-"""Failures and silence count, one rule everywhere (bench.outcomes): report analysis, gate
+"""Failures and silence count, one rule everywhere (bench.scoring.outcomes): report analysis, gate
 and history agree on hand-built runs."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.analysis import (
+from bench.analysis.cells import (
     Prices,
     add_costs,
     add_speedups,
@@ -19,8 +19,8 @@ from bench.analysis import (
     summarize_cells,
     vram_fit,
 )
-from bench.gate import GateThresholds, decide
-from bench.outcomes import has_scores, outcome, quality_scores, usable
+from bench.gate.verdict import GateThresholds, decide
+from bench.scoring.outcomes import has_scores, outcome, quality_scores, usable
 from tests.unit.test_analysis import rec, scored
 
 TEXT = "the quick brown fox jumps over the lazy dog again"

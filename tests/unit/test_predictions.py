@@ -7,9 +7,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bench import predictions_report
-from bench.predictions import measure_predictions
-from bench.prices import load_prices
+from bench.analysis.predictions import measure_predictions
+from bench.analysis.prices import load_prices
+from bench.report import predictions as predictions_report
 
 PROMPTS = [f"p{i}" for i in range(6)]
 

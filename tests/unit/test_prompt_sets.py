@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 
 from bench.cli import main
-from bench.prompt_sets import LIBRISPEECH_LIST, install, load_named, set_folder
-from bench.prompts import PromptError, load_prompts
-from bench.spec import parse_spec
+from bench.spec.prompt_sets import LIBRISPEECH_LIST, install, load_named, set_folder
+from bench.spec.prompts import PromptError, load_prompts
+from bench.spec.sweep import parse_spec
 
 
 def _wav(path: Path, seconds: float = 0.5, rate: int = 16_000, fmt: str = "WAV") -> Path:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bench.prompts import (
+from bench.spec.prompts import (
     Prompt,
     PromptError,
     load_builtin,
@@ -17,7 +17,7 @@ from bench.prompts import (
     load_meta_lst,
     load_prompts,
 )
-from bench.spec import PromptSpec, load_spec
+from bench.spec.sweep import PromptSpec, load_spec
 from echo_tts.text import MAX_TEXT_BYTES, text_bytes
 
 

@@ -20,8 +20,8 @@ from bench.scoring.protocols import (
     protocol_fields,
 )
 from bench.scoring.rescore import rescore_protocol
-from bench.spec import WER_PROTOCOLS
-from bench.store import RunStore, record_key
+from bench.spec.sweep import WER_PROTOCOLS
+from bench.store.run_store import RunStore, record_key
 
 
 @pytest.mark.parametrize(

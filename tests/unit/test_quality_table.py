@@ -9,10 +9,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bench.analysis import NOT_MEANINGFUL
-from bench.gate import GateThresholds, decide
-from bench.gate_quality import check_naturalness, paired_mean_loss
-from bench.quality_table import QualitySection, metric_columns, quality_figures, quality_markdown
+from bench.analysis.cells import NOT_MEANINGFUL
+from bench.analysis.quality import QualitySection, metric_columns, quality_figures, quality_markdown
+from bench.gate.quality import check_naturalness, paired_mean_loss
+from bench.gate.verdict import GateThresholds, decide
 from bench.scoring.protocols import PROTOCOLS, protocol_fields
 
 
@@ -129,14 +129,14 @@ def test_utmos_gate_absent_without_scores_or_with_random_weights() -> None:
 
 
 def test_gate_threshold_rejects_a_negative_utmos_margin() -> None:
-    from bench.errors import UserError
+    from bench.core.errors import UserError
 
     with pytest.raises(UserError, match="utmos_margin must be a number >= 0"):
         GateThresholds.from_table({"utmos_margin": -1})
 
 
 def test_html_block_and_frontier_plot() -> None:
-    from bench.quality_table import quality_html
+    from bench.analysis.quality import quality_html
     from bench.report.quality_plots import frontier_beyond_wer
 
     section = _section(_records())
@@ -150,8 +150,8 @@ def test_html_block_and_frontier_plot() -> None:
 
 
 def test_history_carries_sim_and_utmos(tmp_path: Any) -> None:
-    from bench.quality_table import quality_history
-    from bench.store import RunStore
+    from bench.analysis.quality import quality_history
+    from bench.store.run_store import RunStore
 
     for random_weights in (False, True):
         store = RunStore.create(tmp_path, run_id=f"random-{random_weights}", spec={},
@@ -177,9 +177,9 @@ def test_history_carries_sim_and_utmos(tmp_path: Any) -> None:
 def test_a_metric_only_the_control_has_still_renders(tmp_path: Any) -> None:
     # Cells whose SIM was skipped (no speaker reference) beside a control row that has it:
     # the report read figures["sim"] of the cells and raised KeyError (the smoke sweep).
-    from bench.quality_table import quality_html, quality_section
+    from bench.analysis.quality import quality_html, quality_section
     from bench.report.quality_plots import frontier_beyond_wer
-    from bench.store import RunStore
+    from bench.store.run_store import RunStore
 
     run = RunStore.create(tmp_path / "runs", spec={}, spec_name="s", spec_hash="h",
                           environment={})
@@ -192,14 +192,14 @@ def test_a_metric_only_the_control_has_still_renders(tmp_path: Any) -> None:
                                   sim_skipped="no speaker reference")])
     truth_rows = pd.DataFrame([_record("gt", "p1", 0, rtf=math.nan, sim=0.8, utmos=None,
                                        control=True)])
-    import bench.store
+    import bench.store.run_store
 
-    original = bench.store.load_records
-    bench.store.load_records = lambda path: truth_rows if path == control else original(path)
+    original = bench.store.run_store.load_records
+    bench.store.run_store.load_records = lambda path: truth_rows if path == control else original(path)
     try:
         section = quality_section(run.path, cells, n_boot=50)
     finally:
-        bench.store.load_records = original
+        bench.store.run_store.load_records = original
     assert [m.name for m in section.metrics] == ["sim"]
     assert "sim" in section.figures.columns and math.isnan(section.figures["sim"].iloc[0])
     assert "SIM" in quality_html(section)

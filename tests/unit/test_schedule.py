@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from bench.prompts import Prompt
-from bench.schedule import Generation, group_key, plan, round_order, schedule
-from bench.spec import Cell
+from bench.run.schedule import Generation, group_key, plan, round_order, schedule
+from bench.spec.prompts import Prompt
+from bench.spec.sweep import Cell
 from echo_tts import SamplerConfig
 
 PROMPTS = [Prompt("a", "One."), Prompt("b", "Two."), Prompt("c", "Three.")]

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from bench.cli import main
-from bench.store import RunStore, record_key
+from bench.store.run_store import RunStore, record_key
 
 
 def _run_with_one_generation(root: Path) -> Path:

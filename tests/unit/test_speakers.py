@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from bench import speakers
-from bench.prompts import PromptError, load_prompts
-from bench.spec import SpecError, load_spec, parse_spec
+from bench.spec.prompts import PromptError, load_prompts
+from bench.spec.sweep import SpecError, load_spec, parse_spec, speakers
 
 needs_espeak = pytest.mark.skipif(not speakers.espeak_available(),
                                   reason="espeak-ng is not installed")
@@ -89,7 +88,7 @@ def test_shipped_sweeps_are_speaker_conditioned() -> None:
     assert load_spec(SWEEPS / "nightly.toml").prompts.speakers == "espeak"
     assert load_spec(SWEEPS / "smoke.toml").prompts.speakers == "espeak-or-none"
     assert load_spec(SWEEPS / "smoke.toml").measure.control is True
-    from bench.gate import load_gate_spec
+    from bench.gate.verdict import load_gate_spec
 
     gate = load_gate_spec(SWEEPS / "gate.toml")
     assert gate.sweep["prompts"]["speakers"] == "espeak"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.spec import (
+from bench.spec.sweep import (
     CELL_DEFAULTS,
     DEFAULT_MAX_CELLS,
     SpecError,
@@ -68,7 +68,7 @@ def test_weekly_sweep_fits_its_limit() -> None:
 
 
 def test_nightly_canary_is_the_production_config_and_its_neighbours() -> None:
-    from bench.gate import load_gate_spec
+    from bench.gate.verdict import load_gate_spec
 
     spec = load_spec(sweep_path("nightly.toml"))
     weekly = load_spec(sweep_path("weekly.toml"))

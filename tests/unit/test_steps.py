@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.analysis import flag_step_changes
-from bench.steps import paired_step_change
+from bench.analysis.cells import flag_step_changes
+from bench.analysis.steps import paired_step_change
 
 SIMULATIONS = 200
 

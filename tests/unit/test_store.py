@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import store as store_module
-from bench.store import (
+from bench.store.run_store import (
     INDEX,
     HistoryIndex,
     RunStore,
@@ -25,6 +24,7 @@ from bench.store import (
     load_records,
     record_key,
 )
+from bench.store.run_store import run_store as store_module
 
 SPEC = {"name": "smoke", "cells": [{"steps": 4}]}
 
@@ -153,7 +153,7 @@ def test_torn_last_line_is_reported_and_repaired(
     whole = records_path.read_bytes()
     with open(records_path, "ab") as f:
         f.write(tail)
-    with caplog.at_level(logging.WARNING, logger="bench.store"):
+    with caplog.at_level(logging.WARNING, logger="bench.store.run_store"):
         store = RunStore.open(tmp_path / "r")
     with store:
         assert len(store.repaired) == 1 and "torn last line" in store.repaired[0]
@@ -206,7 +206,7 @@ def test_open_rejects_non_runs_and_other_schema_versions(tmp_path: Path) -> None
 
 def test_lock_refuses_a_second_process(tmp_path: Path) -> None:
     opener = f"""
-        from bench.store import RunStore, StoreError
+        from bench.store.run_store import RunStore, StoreError
         try:
             RunStore.open({str(tmp_path / "r")!r}).close()
         except StoreError as err:
@@ -364,7 +364,7 @@ def test_history_index_loses_nothing_under_concurrent_writers(tmp_path: Path) ->
     # Each writer announces itself and waits for "go", so their appends really overlap.
     writer = """
         import pathlib, time
-        from bench.store import HistoryIndex
+        from bench.store.run_store import HistoryIndex
         root = pathlib.Path({root!r})
         (root / "ready-{name}").touch()
         while not (root / "go").exists():

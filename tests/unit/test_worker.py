@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.prompts import Prompt
-from bench.spec import Cell
-from bench.worker import Generation, warmup_generations
+from bench.run.worker import Generation, warmup_generations
+from bench.spec.prompts import Prompt
+from bench.spec.sweep import Cell
 from echo_tts import SamplerConfig
 
 CELL = Cell(id="c", sampler=SamplerConfig())
