@@ -10,12 +10,28 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from bench.core.errors import USER_ERRORS, UserError
+from bench.core.errors import UserError
+from bench.scoring.asr import ASRError
+from bench.scoring.models import ModelMissingError
+from bench.spec.gpus import GpuError
+from bench.spec.prompt_files import PromptError
+from bench.spec.sweep import SpecError
+from bench.store.run_store import StoreError
+from echo_tts.audio import AudioError
 from echo_tts.autoencoder import DEFAULT_CODEC_REPO
 from echo_tts.errors import first_line
-from echo_tts.weights import DEFAULT_MODEL_REPO
+from echo_tts.production import ProductionConfigError
+from echo_tts.text import TextTooLongError
+from echo_tts.weights import DEFAULT_MODEL_REPO, WeightsError
 
 Handler = Callable[[argparse.Namespace], int]
+
+# Bad input, one type per layer that reads it: the CLI prints the one-line message and
+# exits 2. The CLI is the only place that knows them all, so no layer imports upward.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    UserError, WeightsError, TextTooLongError, ProductionConfigError, SpecError, PromptError,
+    StoreError, ASRError, ModelMissingError, AudioError, GpuError,
+)
 
 
 def _add_synth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 
 from bench.core.errors import UserError
 from bench.run.retention import keep_reasons
-from bench.spec.prompts import Prompt
+from bench.spec.prompt_files import Prompt
 from bench.spec.sweep import EXECUTION_AXES, Cell, ModelSpec, SweepSpec
 from bench.store.run_store import AUDIO_DIR, audio_filename
 

@@ -51,7 +51,7 @@ from bench.core.errors import UserError
 from bench.run.runner import CellHook, RecordSink
 from bench.run.worker import Generation, Worker, plan
 from bench.spec.gpus import DEFAULT_GPU, modal_gpu, validate_gpu
-from bench.spec.prompts import Prompt
+from bench.spec.prompt_files import Prompt
 from bench.spec.sweep import Cell, ModelSpec, SweepSpec
 from bench.spec.workload_axes import latent_rows_per_chunk
 from echo_tts.text import chunk_bytes_for, split_text

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from bench.run.workload import join_chunks
-from bench.spec.prompts import Prompt
+from bench.spec.prompt_files import Prompt
 from bench.spec.sweep import Cell, ModelSpec
 from echo_tts.pipeline import SynthesisResult
 from echo_tts.sampling import SamplerConfig

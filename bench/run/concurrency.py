@@ -24,15 +24,29 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bench.run.measure import MemoryTracker
+from bench.run.schedule import Generation, ResultSink
 from bench.spec.sweep import Cell
 from echo_tts.pipeline import EchoPipeline, SynthesisResult
 from echo_tts.timing import synchronize
 
-if TYPE_CHECKING:
-    from bench.run.worker import Generation, ResultSink, Worker
+
+class RequestRunner(Protocol):
+    """What a round needs of the worker (``bench.run.worker.Worker`` is one); a protocol,
+    so this module and the worker that calls it do not import each other."""
+
+    def synthesize_one(self, pipe: EchoPipeline, cell: Cell, gen: Generation
+                       ) -> SynthesisResult: ...
+
+    def ok_record(self, gen: Generation, result: SynthesisResult, wall_seconds: float,
+                  memory: dict[str, Any]) -> dict[str, Any]: ...
+
+    def failed_record(self, gen: Generation, err: BaseException, phase: str
+                      ) -> dict[str, Any]: ...
+
+    def release_memory(self) -> None: ...
 
 
 @dataclass
@@ -44,7 +58,7 @@ class _Outcome:
     error: BaseException | None = None
 
 
-def run_concurrently(worker: Worker, pipe: EchoPipeline, cell: Cell,
+def run_concurrently(worker: RequestRunner, pipe: EchoPipeline, cell: Cell,
                      generations: list[Generation], sink: ResultSink) -> None:
     """Run ``generations`` in rounds of ``cell.concurrency`` threads (module docstring)."""
     n = cell.concurrency
@@ -73,7 +87,7 @@ def run_concurrently(worker: Worker, pipe: EchoPipeline, cell: Cell,
             sink(record, o.result.audio)
 
 
-def run_round(worker: Worker, pipe: EchoPipeline, cell: Cell, batch: list[Generation]
+def run_round(worker: RequestRunner, pipe: EchoPipeline, cell: Cell, batch: list[Generation]
               ) -> tuple[list[_Outcome], float, dict[str, Any]]:
     """One round: every generation of ``batch`` on its own thread, released together.
 

@@ -19,7 +19,8 @@ from tqdm import tqdm
 from bench.core import faults
 from bench.run.measure import capture_environment
 from bench.run.worker import Generation, plan
-from bench.spec.prompts import Prompt, load_prompts
+from bench.spec.prompt_files import Prompt
+from bench.spec.prompts import load_prompts
 from bench.spec.sweep import Cell, SweepSpec, spec_to_dict
 from bench.store.run_store import DEFAULT_RUNS_ROOT, RunStore, StoreError, atomic_target, list_runs
 from echo_tts.audio import wav_bytes

@@ -20,15 +20,23 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from graphlib import TopologicalSorter
+from typing import Any
 
-from bench.spec.prompts import Prompt
+from torch import Tensor
+
+from bench.spec.prompt_files import Prompt
 from bench.spec.sweep import Cell
 from bench.store.run_store import record_key
 
 GroupKey = tuple[str | None, str, bool, bool]
+
+
+# Where a worker hands each finished generation: its record, and its audio (None when it
+# failed). The runner's sink writes to the store; the Modal worker's to its volume.
+ResultSink = Callable[[dict[str, Any], Tensor | None], None]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from bench.run import workload as workload_run
 from bench.run.concurrency import run_concurrently
 from bench.run.machine import machine_state
 from bench.run.measure import DeviceTimer, MemoryTracker
-from bench.run.schedule import Generation, Group, Step, plan, schedule
+from bench.run.schedule import Generation, Group, ResultSink, Step, plan, schedule
 from bench.spec.sweep import Cell, ModelSpec
 from bench.store.run_store import utc_now
 from echo_tts.autoencoder import load_codec
@@ -40,8 +40,6 @@ __all__ = ["SILENCE_PEAK", "Generation", "Worker", "order_fields", "plan",
 # Audio whose peak is below this is treated as silent (about -80 dBFS).
 SILENCE_PEAK = 1e-4
 
-
-ResultSink = Callable[[dict[str, Any], Tensor | None], None]
 
 
 def warmup_generations(generations: list[Generation], warmup: int, compiled: bool,

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import soundfile as sf
 import torch
 
-from bench.spec.prompts import Prompt
+from bench.spec.prompt_files import Prompt
 from bench.spec.sweep import Cell
 from bench.spec.workload_axes import block_configs
 from echo_tts.audio import SAMPLE_RATE, SPEAKER_PATCH_SIZE, load_speaker_audio, write_wav

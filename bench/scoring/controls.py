@@ -31,7 +31,8 @@ from bench.run.measure import capture_environment
 from bench.scoring.asr import ASR
 from bench.scoring.protocols import Protocol
 from bench.scoring.run_scoring import QualityScorer, ScoringOutcome, score_records
-from bench.spec.prompts import Prompt, load_prompts
+from bench.spec.prompt_files import Prompt
+from bench.spec.prompts import load_prompts
 from bench.store.run_store import RunStore, record_key, utc_now
 
 __all__ = [

@@ -22,7 +22,8 @@ from bench.scoring.asr import read_audio_16k
 from bench.scoring.cache import VectorCache, sha256_file
 from bench.scoring.metric import Metric
 from bench.scoring.models import ModelMissingError
-from bench.spec.prompts import PromptError, load_prompts
+from bench.spec.prompt_files import PromptError
+from bench.spec.prompts import load_prompts
 from bench.spec.speakers import EspeakMissing
 from bench.store.run_store import RunStore
 from echo_tts.errors import first_line

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.spec.prompts import Prompt, PromptError, load_meta_lst
+from bench.spec.prompt_files import Prompt, PromptError, load_meta_lst
 
 __all__ = [
     "LIBRISPEECH_LIST",

@@ -11,7 +11,7 @@ import torch
 from bench.run.concurrency import overlap_seconds
 from bench.run.worker import Generation, Worker
 from bench.run.workload import parallel_latency
-from bench.spec.prompts import Prompt
+from bench.spec.prompt_files import Prompt
 from bench.spec.sweep import Cell, ModelSpec, speakers
 from echo_tts import SamplerConfig
 from echo_tts.pipeline import SynthesisResult

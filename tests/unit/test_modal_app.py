@@ -33,7 +33,8 @@ from bench.commands.modal import modal_command
 from bench.core.errors import UserError
 from bench.run.runner import pending_work
 from bench.spec.gpus import GpuError, modal_gpu, validate_gpu
-from bench.spec.prompts import Prompt, load_prompts
+from bench.spec.prompt_files import Prompt
+from bench.spec.prompts import load_prompts
 from bench.spec.sweep import SweepSpec, parse_spec
 from tests.tiny import TINY_MODEL_TOML
 
@@ -155,7 +156,7 @@ def test_gpu_names_are_normalised(given: str, expected: str, sent: str) -> None:
     ("A10:5", "A10:1 to A10:4"), ("A10G:8", "A10G:1 to A10G:4"),
 ])
 def test_bad_gpu_names_are_clear_errors(given: str, fragment: str) -> None:
-    from bench.core.errors import USER_ERRORS
+    from bench.cli import USER_ERRORS
 
     assert GpuError in USER_ERRORS  # the CLI prints one line and exits 2
     with pytest.raises(GpuError, match=fragment.replace("(", r"\(")):

@@ -11,8 +11,9 @@ import pytest
 import soundfile as sf
 
 from bench.cli import main
+from bench.spec.prompt_files import PromptError
 from bench.spec.prompt_sets import LIBRISPEECH_LIST, install, load_named, set_folder
-from bench.spec.prompts import PromptError, load_prompts
+from bench.spec.prompts import load_prompts
 from bench.spec.sweep import parse_spec
 
 

@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bench.spec.prompts import (
-    Prompt,
-    PromptError,
-    load_builtin,
-    load_jsonl,
-    load_meta_lst,
-    load_prompts,
-)
+from bench.spec.prompt_files import Prompt, PromptError, load_builtin, load_jsonl, load_meta_lst
+from bench.spec.prompts import load_prompts
 from bench.spec.sweep import PromptSpec, load_spec
 from echo_tts.text import MAX_TEXT_BYTES, text_bytes
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from bench.run.schedule import Generation, group_key, plan, round_order, schedule
-from bench.spec.prompts import Prompt
+from bench.spec.prompt_files import Prompt
 from bench.spec.sweep import Cell
 from echo_tts import SamplerConfig
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from bench.spec.prompts import PromptError, load_prompts
+from bench.spec.prompt_files import PromptError
+from bench.spec.prompts import load_prompts
 from bench.spec.sweep import SpecError, load_spec, parse_spec, speakers
 
 needs_espeak = pytest.mark.skipif(not speakers.espeak_available(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.run.worker import Generation, warmup_generations
-from bench.spec.prompts import Prompt
+from bench.spec.prompt_files import Prompt
 from bench.spec.sweep import Cell
 from echo_tts import SamplerConfig
 
