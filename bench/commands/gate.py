@@ -13,7 +13,8 @@ from pathlib import Path
 
 from bench.commands.sweep import CellScorer, make_backend
 from bench.core.errors import UserError
-from bench.gate.verdict import ConfigArg, build_sweep, load_gate_spec, parse_side, run_gate
+from bench.gate.run_gate import ConfigArg, parse_side, run_gate
+from bench.gate.sweep import build_sweep, load_gate_spec
 from bench.run.runner import DEFAULT_RUNS_ROOT
 from bench.spec.shipped import resolve_spec_path
 

@@ -35,7 +35,8 @@ import numpy as np
 import soundfile as sf
 
 from bench.backends.local import LocalBackend
-from bench.gate.verdict import ConfigArg, load_gate_spec, run_gate
+from bench.gate.run_gate import ConfigArg, run_gate
+from bench.gate.sweep import load_gate_spec
 from bench.run.runner import run_sweep
 from bench.run.worker import Generation
 from bench.spec.sweep import Cell, load_spec

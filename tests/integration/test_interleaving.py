@@ -22,7 +22,8 @@ import pandas as pd
 import pytest
 
 from bench.backends.local import LocalBackend
-from bench.gate.verdict import ConfigArg, load_gate_spec, run_gate
+from bench.gate.run_gate import ConfigArg, run_gate
+from bench.gate.sweep import load_gate_spec
 from bench.run.runner import run_sweep
 from bench.scripts.order_effects import HalfLoaded, write_prompts
 from bench.spec.sweep import load_spec

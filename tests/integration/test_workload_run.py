@@ -11,8 +11,9 @@ import torch
 from bench.run.concurrency import overlap_seconds
 from bench.run.worker import Generation, Worker
 from bench.run.workload import parallel_latency
+from bench.spec import speakers
 from bench.spec.prompt_files import Prompt
-from bench.spec.sweep import Cell, ModelSpec, speakers
+from bench.spec.sweep import Cell, ModelSpec
 from echo_tts import SamplerConfig
 from echo_tts.pipeline import SynthesisResult
 

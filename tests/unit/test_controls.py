@@ -19,9 +19,9 @@ from bench.scoring.controls import (
     score_control,
 )
 from bench.scoring.protocols import PROTOCOLS
+from bench.spec import speakers
 from bench.spec.prompt_files import Prompt
 from bench.spec.prompts import load_prompts
-from bench.spec.sweep import speakers
 from bench.store.run_store import RunStore, load_records
 from tests.unit.test_prompt_sets import _wav, seed_tts_fixture
 

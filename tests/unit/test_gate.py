@@ -11,17 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.analysis.signed_rank import signed_rank_p_greater
 from bench.core.errors import UserError
-from bench.gate.verdict import (
-    GateSpec,
-    GateThresholds,
-    build_sweep,
-    decide,
-    dump_toml,
-    load_gate_spec,
-    prompts_needed,
-    signed_rank_p_greater,
-)
+from bench.gate.quality import prompts_needed
+from bench.gate.sweep import GateSpec, build_sweep, dump_toml, load_gate_spec
+from bench.gate.thresholds import GateThresholds
+from bench.gate.verdict import decide
 from echo_tts.production import ProductionConfig
 from echo_tts.sampling import SamplerConfig
 

@@ -19,7 +19,8 @@ from bench.analysis.cells import (
     summarize_cells,
     vram_fit,
 )
-from bench.gate.verdict import GateThresholds, decide
+from bench.gate.thresholds import GateThresholds
+from bench.gate.verdict import decide
 from bench.scoring.outcomes import has_scores, outcome, quality_scores, usable
 from tests.unit.test_analysis import rec, scored
 

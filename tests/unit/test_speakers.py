@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from bench.spec import speakers
 from bench.spec.prompt_files import PromptError
 from bench.spec.prompts import load_prompts
-from bench.spec.sweep import SpecError, load_spec, parse_spec, speakers
+from bench.spec.sweep import SpecError, load_spec, parse_spec
 
 needs_espeak = pytest.mark.skipif(not speakers.espeak_available(),
                                   reason="espeak-ng is not installed")
@@ -89,7 +90,7 @@ def test_shipped_sweeps_are_speaker_conditioned() -> None:
     assert load_spec(SWEEPS / "nightly.toml").prompts.speakers == "espeak"
     assert load_spec(SWEEPS / "smoke.toml").prompts.speakers == "espeak-or-none"
     assert load_spec(SWEEPS / "smoke.toml").measure.control is True
-    from bench.gate.verdict import load_gate_spec
+    from bench.gate.sweep import load_gate_spec
 
     gate = load_gate_spec(SWEEPS / "gate.toml")
     assert gate.sweep["prompts"]["speakers"] == "espeak"

@@ -68,7 +68,7 @@ def test_weekly_sweep_fits_its_limit() -> None:
 
 
 def test_nightly_canary_is_the_production_config_and_its_neighbours() -> None:
-    from bench.gate.verdict import load_gate_spec
+    from bench.gate.sweep import load_gate_spec
 
     spec = load_spec(sweep_path("nightly.toml"))
     weekly = load_spec(sweep_path("weekly.toml"))

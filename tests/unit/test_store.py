@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.store import run_store as store_module
 from bench.store.run_store import (
     INDEX,
     HistoryIndex,
@@ -24,7 +25,6 @@ from bench.store.run_store import (
     load_records,
     record_key,
 )
-from bench.store.run_store import run_store as store_module
 
 SPEC = {"name": "smoke", "cells": [{"steps": 4}]}
 
