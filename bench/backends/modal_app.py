@@ -294,8 +294,8 @@ def scheduled_run(spec_name: str) -> str:
     score it, and record the billed cost when Modal's billing report has it."""
     from bench.backends.modal_nightly import run_on_volume
     from bench.backends.modal_orchestrator import ModalWorkers
+    from bench.spec.parser import load_spec
     from bench.spec.shipped import resolve_spec_path
-    from bench.spec.sweep import load_spec
 
     spec = load_spec(resolve_spec_path(spec_name), allow_large=True)
     workers = ModalWorkers(BenchWorker, region=spec.modal.region)

@@ -13,10 +13,11 @@ from bench.scoring.asr import ASR
 from bench.scoring.controls import score_control
 from bench.scoring.protocols import get_protocol
 from bench.scoring.run_scoring import QualityScorer, make_asr, score_records
+from bench.spec.parser import load_spec
 from bench.spec.prompt_files import Prompt
 from bench.spec.prompts import load_prompts
 from bench.spec.shipped import resolve_spec_path, shipped_specs
-from bench.spec.sweep import Cell, SweepSpec, load_spec
+from bench.spec.sweep import Cell, SweepSpec
 from bench.spec.workload_axes import check_prompt_speakers, nfe_per_chunk
 from bench.store.run_store import RunStore
 

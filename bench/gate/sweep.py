@@ -13,7 +13,8 @@ from typing import Any
 
 from bench.core.errors import UserError
 from bench.gate.thresholds import GateThresholds
-from bench.spec.sweep import SweepSpec, parse_spec
+from bench.spec.parser import parse_spec
+from bench.spec.sweep import SweepSpec
 from echo_tts.production import ProductionConfig
 from echo_tts.sampling import SamplerConfig
 

@@ -39,7 +39,8 @@ from bench.gate.run_gate import ConfigArg, run_gate
 from bench.gate.sweep import load_gate_spec
 from bench.run.runner import run_sweep
 from bench.run.worker import Generation
-from bench.spec.sweep import Cell, load_spec
+from bench.spec.parser import load_spec
+from bench.spec.sweep import Cell
 from bench.store.run_store import load_records
 from echo_tts.production import ProductionConfig
 

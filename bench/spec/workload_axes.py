@@ -34,7 +34,7 @@ WORKLOAD_DEFAULTS: dict[str, Any] = {
     "block_cfg": None,
 }
 
-#: (kind, optional, choices, minimum) of each axis, as bench.spec.sweep's _AxisType takes them.
+#: (kind, optional, choices, minimum) of each axis, as bench.spec.axes.AxisType takes them.
 WORKLOAD_AXIS_TYPES: dict[str, tuple[str, bool, tuple[str, ...], int | None]] = {
     "concurrency": ("int", False, (), 1),
     "chunk_workers": ("int", False, (), 1),

@@ -18,8 +18,8 @@ import pytest
 
 from bench.backends import modal_app
 from bench.run.worker import plan
+from bench.spec.parser import load_spec
 from bench.spec.prompts import load_prompts
-from bench.spec.sweep import load_spec
 from bench.store.run_store import audio_filename
 from tests.modal_standin import FakeModal, FakeVolume, OrchestratorVolume, Preempted
 from tests.tiny import TINY_MODEL_TOML

@@ -35,8 +35,9 @@ from bench.report import render_run_report
 from bench.run.runner import pending_work, run_sweep
 from bench.scoring.run_scoring import score_run
 from bench.spec.gpus import GpuError
+from bench.spec.parser import parse_spec
 from bench.spec.prompts import load_prompts
-from bench.spec.sweep import Cell, SweepSpec, parse_spec
+from bench.spec.sweep import Cell, SweepSpec
 from bench.store.run_store import HistoryIndex, RunStore, StoreError
 from echo_tts.text import chunk_bytes_for, split_text
 from tests.tiny import TINY_MODEL_TOML

@@ -18,7 +18,7 @@ from bench.backends.local import LocalBackend
 from bench.cli import main
 from bench.report import render_run_report
 from bench.run.runner import run_sweep
-from bench.spec.sweep import parse_spec
+from bench.spec.parser import parse_spec
 from bench.store.run_store import SCORES, load_records
 from tests.tiny import TINY_MODEL_TOML
 

@@ -16,7 +16,7 @@ import pytest
 from bench.backends.local import LocalBackend
 from bench.cli import main
 from bench.run.runner import run_sweep
-from bench.spec.sweep import load_spec
+from bench.spec.parser import load_spec
 from echo_tts.pipeline import EchoPipeline
 
 EXPECTED = 4 * 2 * 2  # cells x prompts x seeds

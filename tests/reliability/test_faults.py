@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.core import faults
-from bench.spec.sweep import load_spec
+from bench.spec.parser import load_spec
 from tests.reliability.conftest import cli, raw_lines, run_dir, write_spec
 
 pytestmark = pytest.mark.slow

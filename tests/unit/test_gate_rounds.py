@@ -6,7 +6,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.gate.rounds import next_seed, round_budget, speed_undecided
-from bench.spec.sweep import MeasureSpec, parse_spec
+from bench.spec.parser import parse_spec
+from bench.spec.sweep import MeasureSpec
 from tests.tiny import TINY_MODEL_TOML
 
 

@@ -33,9 +33,10 @@ from bench.commands.modal import modal_command
 from bench.core.errors import UserError
 from bench.run.runner import pending_work
 from bench.spec.gpus import GpuError, modal_gpu, validate_gpu
+from bench.spec.parser import parse_spec
 from bench.spec.prompt_files import Prompt
 from bench.spec.prompts import load_prompts
-from bench.spec.sweep import SweepSpec, parse_spec
+from bench.spec.sweep import SweepSpec
 from tests.tiny import TINY_MODEL_TOML
 
 REPO = Path(__file__).resolve().parents[2]

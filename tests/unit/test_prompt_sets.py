@@ -11,10 +11,10 @@ import pytest
 import soundfile as sf
 
 from bench.cli import main
+from bench.spec.parser import parse_spec
 from bench.spec.prompt_files import PromptError
 from bench.spec.prompt_sets import LIBRISPEECH_LIST, install, load_named, set_folder
 from bench.spec.prompts import load_prompts
-from bench.spec.sweep import parse_spec
 
 
 def _wav(path: Path, seconds: float = 0.5, rate: int = 16_000, fmt: str = "WAV") -> Path:

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bench.spec.parser import load_spec
 from bench.spec.prompt_files import Prompt, PromptError, load_builtin, load_jsonl, load_meta_lst
 from bench.spec.prompts import load_prompts
-from bench.spec.sweep import PromptSpec, load_spec
+from bench.spec.sweep import PromptSpec
 from echo_tts.text import MAX_TEXT_BYTES, text_bytes
 
 

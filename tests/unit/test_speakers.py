@@ -8,9 +8,10 @@ import pytest
 import soundfile as sf
 
 from bench.spec import speakers
+from bench.spec.parser import load_spec, parse_spec
 from bench.spec.prompt_files import PromptError
 from bench.spec.prompts import load_prompts
-from bench.spec.sweep import SpecError, load_spec, parse_spec
+from bench.spec.sweep import SpecError
 
 needs_espeak = pytest.mark.skipif(not speakers.espeak_available(),
                                   reason="espeak-ng is not installed")

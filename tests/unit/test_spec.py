@@ -12,15 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.spec.sweep import (
-    CELL_DEFAULTS,
-    DEFAULT_MAX_CELLS,
-    SpecError,
-    SweepSpec,
-    load_spec,
-    parse_spec,
-    spec_to_dict,
-)
+from bench.spec.parser import load_spec, parse_spec
+from bench.spec.sweep import CELL_DEFAULTS, DEFAULT_MAX_CELLS, SpecError, SweepSpec, spec_to_dict
 from echo_tts.sampling import CFG_MODES, SamplerConfig
 
 MODEL = '[model]\nmodel = "random:tiny"\n'

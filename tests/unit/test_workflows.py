@@ -152,7 +152,7 @@ def test_the_modal_backend_scores_on_the_apps_gpu_transcriber() -> None:
 
     from bench.backends import modal_app
     from bench.commands.sweep import make_backend
-    from bench.spec.sweep import load_spec
+    from bench.spec.parser import load_spec
 
     spec = load_spec(ROOT / "bench" / "sweeps" / "gate.toml")
     with contextlib.ExitStack() as stack:

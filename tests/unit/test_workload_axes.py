@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.spec.sweep import SpecError, load_spec, parse_spec
+from bench.spec.parser import load_spec, parse_spec
+from bench.spec.sweep import SpecError
 from tests.tiny import TINY_MODEL_TOML
 
 # Parsing a spec does not read the clip, so any path will do.
