@@ -16,7 +16,7 @@ from bench.scoring.models import ModelMissingError
 from bench.spec.gpus import GpuError
 from bench.spec.prompt_files import PromptError
 from bench.spec.sweep import SpecError
-from bench.store.run_store import StoreError
+from bench.store.layout import StoreError
 from echo_tts.audio import AudioError
 from echo_tts.autoencoder import DEFAULT_CODEC_REPO
 from echo_tts.errors import first_line

@@ -603,7 +603,9 @@ def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
                 wer_budget_points: float = DEFAULT_WER_BUDGET_POINTS,
                 n_boot: int = 1000) -> RunAnalysis:
     """Load a run directory and compute every figure of its report."""
-    from bench.store.run_store import MANIFEST, StoreError, load_records, read_json
+    from bench.store.files import read_json
+    from bench.store.layout import MANIFEST, StoreError
+    from bench.store.records import load_records
 
     run_dir = Path(run_dir)
     try:
@@ -698,7 +700,9 @@ def history_table(root: str | Path, spec_name: str | None = None) -> pd.DataFram
     (prompt, seed, repeat), so runs pair twin generations). Runs whose records cannot be
     read are skipped.
     """
-    from bench.store.run_store import StoreError, list_runs, load_records
+    from bench.store.history import list_runs
+    from bench.store.layout import StoreError
+    from bench.store.records import load_records
 
     root = Path(root)
     rows: list[dict[str, Any]] = []

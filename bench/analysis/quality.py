@@ -187,7 +187,7 @@ def quality_section(run_dir: Path, records: pd.DataFrame | None = None, *,
                     n_boot: int = 1000) -> QualitySection:
     """The quality block of a run: its cells and the control runs in ``<run>/controls``."""
     from bench.scoring.controls import control_dirs
-    from bench.store.run_store import load_records
+    from bench.store.records import load_records
 
     records = load_records(run_dir) if records is None else records
     control_records = [load_records(d) for d in control_dirs(run_dir)]
@@ -284,7 +284,9 @@ def quality_html(section: QualitySection) -> str:
 def quality_history(root: Path, spec_name: str | None = None) -> pd.DataFrame:
     """Per (run, cell): ``run_id``, ``cell_id``, ``wer_protocol`` and the means of the
     metrics of :data:`METRICS` (NaN unless scored and meaningful), oldest run first."""
-    from bench.store.run_store import StoreError, list_runs, load_records
+    from bench.store.history import list_runs
+    from bench.store.layout import StoreError
+    from bench.store.records import load_records
 
     rows: list[dict[str, Any]] = []
     for entry in list_runs(root, spec_name):

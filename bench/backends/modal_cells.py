@@ -34,7 +34,7 @@ from bench.core.errors import UserError
 from bench.run.retention import keep_reasons
 from bench.spec.prompt_files import Prompt
 from bench.spec.sweep import EXECUTION_AXES, Cell, ModelSpec, SweepSpec
-from bench.store.run_store import AUDIO_DIR, audio_filename
+from bench.store.layout import AUDIO_DIR, audio_filename
 
 PAYLOAD_VERSION = 2
 

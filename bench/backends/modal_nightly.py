@@ -32,7 +32,8 @@ from typing import Any, Protocol
 from bench.backends.modal_orchestrator import ModalBackend, Workers
 from bench.run.runner import open_store, run_sweep
 from bench.spec.sweep import SweepSpec
-from bench.store.run_store import RunStore, list_runs
+from bench.store.history import list_runs
+from bench.store.run_store import RunStore
 
 LEDGER = "calls.json"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.errors import UserError
-from bench.store.run_store import DEFAULT_RUNS_ROOT
+from bench.store.layout import DEFAULT_RUNS_ROOT
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

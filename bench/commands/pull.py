@@ -21,7 +21,10 @@ from typing import Any, Protocol
 
 from bench.core.errors import UserError
 from bench.run.runner import DEFAULT_RUNS_ROOT
-from bench.store.run_store import LOCK, MANIFEST, HistoryIndex, RunStore, read_json
+from bench.store.files import read_json
+from bench.store.history import HistoryIndex
+from bench.store.layout import LOCK, MANIFEST
+from bench.store.run_store import RunStore
 
 OUTPUTS_VOLUME = "echo-bench-outputs"  # bench.backends.modal_app.OUTPUTS_VOLUME
 RUNS_PREFIX = "runs"  # runs sit at /outputs/runs/<id> in containers = runs/<id> on the volume

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.errors import UserError
-from bench.store.run_store import DEFAULT_RUNS_ROOT
+from bench.store.layout import DEFAULT_RUNS_ROOT
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,7 +28,7 @@ def format_counts(counts: Mapping[str, Any] | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.store.run_store import list_runs
+    from bench.store.history import list_runs
 
     root: Path = args.root
     if not root.is_dir():

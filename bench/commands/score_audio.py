@@ -12,7 +12,7 @@ from bench.scoring.protocols import PROTOCOLS, get_protocol
 from bench.scoring.run_scoring import QualityScorer, make_asr
 from bench.scoring.speaker import SPEAKER_ENCODERS
 from bench.spec.prompts import load_prompts
-from bench.store.run_store import DEFAULT_RUNS_ROOT
+from bench.store.layout import DEFAULT_RUNS_ROOT
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

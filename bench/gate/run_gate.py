@@ -15,7 +15,8 @@ from bench.core.errors import UserError
 from bench.gate.sweep import GateSpec, build_sweep
 from bench.gate.verdict import GateVerdict, Scorer, Side, decide
 from bench.spec.sweep import SweepSpec
-from bench.store.run_store import DEFAULT_RUNS_ROOT, load_records
+from bench.store.layout import DEFAULT_RUNS_ROOT
+from bench.store.records import load_records
 from echo_tts.production import ProductionConfig
 
 

@@ -22,7 +22,10 @@ from bench.run.worker import Generation, plan
 from bench.spec.prompt_files import Prompt
 from bench.spec.prompts import load_prompts
 from bench.spec.sweep import Cell, SweepSpec, spec_to_dict
-from bench.store.run_store import DEFAULT_RUNS_ROOT, RunStore, StoreError, atomic_target, list_runs
+from bench.store.files import atomic_target
+from bench.store.history import list_runs
+from bench.store.layout import DEFAULT_RUNS_ROOT, StoreError
+from bench.store.run_store import RunStore
 from echo_tts.audio import wav_bytes
 
 UNFINISHED = {"running", "interrupted"}

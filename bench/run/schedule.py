@@ -29,7 +29,7 @@ from torch import Tensor
 
 from bench.spec.prompt_files import Prompt
 from bench.spec.sweep import Cell
-from bench.store.run_store import record_key
+from bench.store.layout import record_key
 
 GroupKey = tuple[str | None, str, bool, bool]
 

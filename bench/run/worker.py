@@ -28,7 +28,7 @@ from bench.run.machine import machine_state
 from bench.run.measure import DeviceTimer, MemoryTracker
 from bench.run.schedule import Generation, Group, ResultSink, Step, plan, schedule
 from bench.spec.sweep import Cell, ModelSpec
-from bench.store.run_store import utc_now
+from bench.store.layout import utc_now
 from echo_tts.autoencoder import load_codec
 from echo_tts.errors import first_line
 from echo_tts.pipeline import STAGES, EchoPipeline, SynthesisResult

@@ -33,7 +33,8 @@ from bench.scoring.protocols import Protocol
 from bench.scoring.run_scoring import QualityScorer, ScoringOutcome, score_records
 from bench.spec.prompt_files import Prompt
 from bench.spec.prompts import load_prompts
-from bench.store.run_store import RunStore, record_key, utc_now
+from bench.store.layout import record_key, utc_now
+from bench.store.run_store import RunStore
 
 __all__ = [
     "AUDIO_SUFFIXES",

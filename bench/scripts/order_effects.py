@@ -41,7 +41,7 @@ from bench.run.runner import run_sweep
 from bench.run.worker import Generation
 from bench.spec.parser import load_spec
 from bench.spec.sweep import Cell
-from bench.store.run_store import load_records
+from bench.store.records import load_records
 from echo_tts.production import ProductionConfig
 
 MODEL = """[model]

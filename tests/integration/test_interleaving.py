@@ -27,7 +27,7 @@ from bench.gate.sweep import load_gate_spec
 from bench.run.runner import run_sweep
 from bench.scripts.order_effects import HalfLoaded, write_prompts
 from bench.spec.parser import load_spec
-from bench.store.run_store import load_records
+from bench.store.records import load_records
 from echo_tts.production import ProductionConfig
 from tests.tiny import TINY_MODEL_TOML
 

@@ -20,7 +20,7 @@ from bench.backends import modal_app
 from bench.run.worker import plan
 from bench.spec.parser import load_spec
 from bench.spec.prompts import load_prompts
-from bench.store.run_store import audio_filename
+from bench.store.layout import audio_filename
 from tests.modal_standin import FakeModal, FakeVolume, OrchestratorVolume, Preempted
 from tests.tiny import TINY_MODEL_TOML
 

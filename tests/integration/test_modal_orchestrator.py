@@ -38,7 +38,9 @@ from bench.spec.gpus import GpuError
 from bench.spec.parser import parse_spec
 from bench.spec.prompts import load_prompts
 from bench.spec.sweep import Cell, SweepSpec
-from bench.store.run_store import HistoryIndex, RunStore, StoreError
+from bench.store.history import HistoryIndex
+from bench.store.layout import StoreError
+from bench.store.run_store import RunStore
 from echo_tts.text import chunk_bytes_for, split_text
 from tests.tiny import TINY_MODEL_TOML
 

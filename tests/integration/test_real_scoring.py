@@ -19,7 +19,8 @@ import torchaudio.functional as AF
 from bench.scoring.asr import read_audio_16k
 from bench.scoring.metric import cosine
 from bench.scoring.wer import normalize, score_utterance
-from bench.store.run_store import RunStore, record_key
+from bench.store.layout import record_key
+from bench.store.run_store import RunStore
 
 ESPEAK = shutil.which("espeak-ng")
 pytestmark = pytest.mark.skipif(ESPEAK is None, reason="espeak-ng is not installed "

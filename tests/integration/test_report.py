@@ -19,7 +19,8 @@ from bench.cli import main
 from bench.report import render_run_report
 from bench.run.runner import run_sweep
 from bench.spec.parser import parse_spec
-from bench.store.run_store import SCORES, load_records
+from bench.store.layout import SCORES
+from bench.store.records import load_records
 from tests.tiny import TINY_MODEL_TOML
 
 XSS = "<script>alert(1)</script>"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.store.run_store import HistoryIndex, RunStore
+from bench.store.history import HistoryIndex
+from bench.store.run_store import RunStore
 from tests.reliability.conftest import REPO, cli, run_dir, size, write_spec
 
 pytestmark = pytest.mark.slow

@@ -22,7 +22,8 @@ from bench.scoring.protocols import PROTOCOLS
 from bench.spec import speakers
 from bench.spec.prompt_files import Prompt
 from bench.spec.prompts import load_prompts
-from bench.store.run_store import RunStore, load_records
+from bench.store.records import load_records
+from bench.store.run_store import RunStore
 from tests.unit.test_prompt_sets import _wav, seed_tts_fixture
 
 

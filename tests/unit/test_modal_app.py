@@ -322,7 +322,7 @@ def test_bench_worker_runs_through_local_on_the_tiny_model(
     # The Modal class itself (@modal.enter, then the method), in this process; its
     # outputs Volume is the stand-in, so the nightly's write-to-Volume path runs too.
     from bench.backends.modal_cells import model_params
-    from bench.store.run_store import audio_filename
+    from bench.store.layout import audio_filename
     from tests.modal_standin import FakeVolume
 
     volume = FakeVolume(tmp_path / "outputs")

@@ -17,7 +17,8 @@ import pytest
 from bench.backends.billing import billed_cost
 from bench.run.retention import in_sample, keep_reasons
 from bench.scoring.remote_asr import RemoteASR, decode_audio, encode_audio
-from bench.store.run_store import INDEX_LOCK, LOCK, RunStore
+from bench.store.layout import INDEX_LOCK, LOCK
+from bench.store.run_store import RunStore
 
 ROOT = Path(__file__).resolve().parents[2]
 

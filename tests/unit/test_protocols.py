@@ -21,7 +21,8 @@ from bench.scoring.protocols import (
 )
 from bench.scoring.rescore import rescore_protocol
 from bench.spec.sweep import WER_PROTOCOLS
-from bench.store.run_store import RunStore, record_key
+from bench.store.layout import record_key
+from bench.store.run_store import RunStore
 
 
 @pytest.mark.parametrize(

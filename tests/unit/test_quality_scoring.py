@@ -13,7 +13,8 @@ import soundfile as sf
 from bench.scoring.cache import VectorCache
 from bench.scoring.metric import Metric, cosine
 from bench.scoring.quality import score_quality
-from bench.store.run_store import RunStore, record_key
+from bench.store.layout import record_key
+from bench.store.run_store import RunStore
 
 
 class Loudness:

@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 
 from bench.cli import main
-from bench.store.run_store import RunStore, record_key
+from bench.store.layout import record_key
+from bench.store.run_store import RunStore
 
 
 def _run_with_one_generation(root: Path) -> Path:

@@ -15,16 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.store import run_store as store_module
-from bench.store.run_store import (
-    INDEX,
-    HistoryIndex,
-    RunStore,
-    StoreError,
-    list_runs,
-    load_records,
-    record_key,
-)
+from bench.store import layout, records
+from bench.store.history import HistoryIndex, list_runs
+from bench.store.layout import INDEX, StoreError, record_key
+from bench.store.records import load_records
+from bench.store.run_store import RunStore
 
 SPEC = {"name": "smoke", "cells": [{"steps": 4}]}
 
@@ -61,7 +56,7 @@ def _run_python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_record_key_format_and_cell_ids_without_slash() -> None:
     assert record_key("c1", "p/x", 42, 1) == "c1/p/x/42/1"
-    assert store_module.cell_of("c1/p/x/42/1") == "c1"
+    assert layout.cell_of("c1/p/x/42/1") == "c1"
     with pytest.raises(ValueError):
         record_key("a/b", "p", 0, 0)
 
@@ -72,7 +67,7 @@ def test_create_lays_out_the_run_and_indexes_it(tmp_path: Path) -> None:
         for name in ("manifest.json", "records.jsonl", "scores.jsonl", "audio", "lock"):
             assert (store.path / name).exists(), name
         manifest = json.loads((store.path / "manifest.json").read_text())
-        assert manifest["schema_version"] == store_module.SCHEMA_VERSION
+        assert manifest["schema_version"] == layout.SCHEMA_VERSION
         assert manifest["spec"] == SPEC and manifest["spec_hash"] == "h1"
         assert manifest["status"] == "running" and manifest["finished_at"] is None
         assert manifest["environment"]["git_commit"] == "c0ffee"
@@ -133,7 +128,7 @@ def test_records_in_memory_match_what_a_reader_of_the_files_sees(tmp_path: Path)
         store.append_score("c1/p1/0/0", {"wer": 0.5})
         store.append_score("c1/p1/0/0", {"wer": 0.2, "rtf": 0.3})
         for with_scores in (True, False):
-            assert store.records(with_scores) == store_module._merged(
+            assert store.records(with_scores) == records._merged(
                 store.path, with_scores=with_scores)
         store.records()[0]["rtf"] = -1.0  # callers get copies
         assert store.records()[0]["rtf"] == 0.3
@@ -153,7 +148,7 @@ def test_torn_last_line_is_reported_and_repaired(
     whole = records_path.read_bytes()
     with open(records_path, "ab") as f:
         f.write(tail)
-    with caplog.at_level(logging.WARNING, logger="bench.store.run_store"):
+    with caplog.at_level(logging.WARNING, logger="bench.store"):
         store = RunStore.open(tmp_path / "r")
     with store:
         assert len(store.repaired) == 1 and "torn last line" in store.repaired[0]
