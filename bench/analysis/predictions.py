@@ -29,12 +29,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from bench.analysis.cells import column, quality_is_meaningful
+from bench.analysis.cells import quality_is_meaningful
+from bench.analysis.flop_model import flop_speedup
 from bench.analysis.prices import Prices
+from bench.scoring.outcomes import column
 from bench.scoring.stats import Interval
-from echo_tts.config import ModelConfig
-from echo_tts.flops import forward_row_flops, sampling_flops
-from echo_tts.sampling import SamplerConfig
 
 #: Per-utterance quality columns a run may carry; a prediction row shows each one present.
 QUALITY_METRICS: tuple[str, ...] = ("wer", "cer", "sim", "utmos", "dnsmos_ovrl", "dnsmos_sig",
@@ -85,8 +84,8 @@ def measure_predictions(records: pd.DataFrame, manifest: Mapping[str, Any], pric
     cores = (manifest.get("environment") or {}).get("cpu_count")
     out = []
     for p in predictions:
-        base = _cell_rows(records, p["baseline_cell"])
-        cand = None if p.get("candidate_cell") is None else _cell_rows(records, p["candidate_cell"])
+        base = cell_rows(records, p["baseline_cell"])
+        cand = None if p.get("candidate_cell") is None else cell_rows(records, p["candidate_cell"])
         if p.get("category"):
             base = base[column(base, "prompt_category") == p["category"]]
             if cand is not None:
@@ -105,7 +104,7 @@ class _Context:
     seed: int
 
 
-def _cell_rows(records: pd.DataFrame, cell_id: str) -> pd.DataFrame:
+def cell_rows(records: pd.DataFrame, cell_id: str) -> pd.DataFrame:
     return records[column(records, "cell_id") == cell_id]
 
 
@@ -346,69 +345,6 @@ def _max(rows: pd.DataFrame, name: str) -> float | None:
 
 
 # --------------------------------------------------------------------------- FLOP model
-
-
-def flop_speedup(base_ok: pd.DataFrame, cand_ok: pd.DataFrame, measure: str) -> float | None:
-    """What echo_tts.flops predicts: baseline FLOPs / proposal FLOPs on the critical path
-    (per text for latency, to the first block or chunk for ttfb). None where FLOPs do not
-    decide (throughput, memory) or the records lack the settings."""
-    if measure not in ("latency", "ttfb") or not len(base_ok) or not len(cand_ok):
-        return None
-    b, c = _path_flops(base_ok, measure), _path_flops(cand_ok, measure)
-    return b / c if b and c else None
-
-
-def _path_flops(ok: pd.DataFrame, measure: str) -> float | None:
-    first = ok.iloc[0]
-    model = str(first.get("model") or "")
-    preset = model.removeprefix("random:") if model.startswith("random:") else "echo-tts-base"
-    try:
-        cfg = ModelConfig.preset(preset)
-        sampler = SamplerConfig(**{k: _plain(first[k]) for k in SamplerConfig.field_names()})
-    except (KeyError, TypeError, ValueError):
-        return None
-    chunks = float(np.nanmedian(_numbers(ok, "n_chunks")))
-    text = float(np.nanmedian([len(str(t).encode()) for t in column(ok, "normalized_text")]))
-    text_len = min(768, int(text / max(chunks, 1)) + 1)
-    tokens = _numbers(ok, "speaker_tokens")
-    speaker = int(np.nanmedian(tokens)) if np.isfinite(tokens).any() else 1
-    blocks = _plain(first.get("block_sizes"))
-    if blocks:
-        per_chunk = _blockwise_flops(cfg, sampler, list(blocks), _plain(first.get("block_steps")),
-                                     text_len, speaker, first_only=measure == "ttfb")
-    else:
-        per_chunk = float(sampling_flops(cfg, sampler, text_len, speaker).total)
-    if measure == "ttfb":
-        return per_chunk
-    workers = int(_plain(first.get("chunk_workers")) or 1)
-    # Chunk i on worker i mod N: the busiest worker runs ceil(chunks / N) of them.
-    return per_chunk * math.ceil(chunks / max(1, workers))
-
-
-def _blockwise_flops(cfg: ModelConfig, sampler: SamplerConfig, blocks: list[int],
-                     steps: Any, text_len: int, speaker: int, first_only: bool) -> float:
-    total, start = 0.0, 0
-    for index, size in enumerate(blocks):
-        block = SamplerConfig(**{**sampler.to_dict(), "sequence_length": size,
-                                 **({} if not steps else {"num_steps": int(steps[index])})})
-        prefix_tokens = -(-start // cfg.speaker_patch_size)
-        context = text_len + speaker + prefix_tokens
-        total += block.nfe() * forward_row_flops(cfg, size, context)
-        start += size
-        if first_only:
-            break
-    return total
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays from parquet back to Python values."""
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 # --------------------------------------------------------------------------- statistics

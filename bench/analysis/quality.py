@@ -28,13 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.cells import (
-    NOT_MEANINGFUL,
-    column,
-    pareto_mask,
-    quality_is_meaningful,
-)
-from bench.scoring.outcomes import has_scores, quality_scores
+from bench.analysis.cells import NOT_MEANINGFUL, quality_is_meaningful
+from bench.analysis.frontier import pareto_mask
+from bench.scoring.outcomes import column, has_scores, quality_scores
 from bench.scoring.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol, headline_wer
 from bench.scoring.stats import ratio_interval
 from bench.scoring.wer import summarize

@@ -4,7 +4,7 @@ A step change (asv's rule) is a change of a cell's RTF beyond ``--factor`` again
 previous run that is also significant. Generations are paired across the two runs by
 prompt, seed and repeat, as the gate pairs them: the ratio is the median over pairs of
 RTF now / before, the test a two-sided Wilcoxon signed-rank test on the pairs' log
-ratios, p < ``--alpha`` (:mod:`bench.analysis.steps`). WER counts failed and silent generations
+ratios, p < ``--alpha`` (:mod:`bench.analysis.history`). WER counts failed and silent generations
 as empty transcripts, and the share without speech is shown beside it.
 """
 
@@ -47,7 +47,7 @@ def _beyond_wer(row: Mapping[Any, Any] | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.analysis.cells import flag_step_changes, history_table
+    from bench.analysis.history import flag_step_changes, history_table
     from bench.analysis.quality import quality_history
 
     if not args.root.is_dir():

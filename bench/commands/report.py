@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.analysis.cells import DEFAULT_WER_BUDGET_POINTS
+from bench.analysis.headline import DEFAULT_WER_BUDGET_POINTS
 from bench.core.errors import UserError
 
 

@@ -14,10 +14,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from bench.analysis.cells import column, pair_keys
+from bench.analysis.cells import pair_keys
 from bench.analysis.signed_rank import signed_rank_p_greater
 from bench.gate.thresholds import GIB, GPU_MEMORY_GIB, GateThresholds
-from bench.scoring.outcomes import no_speech, outcome
+from bench.scoring.outcomes import column, no_speech, outcome
 from bench.scoring.stats import bootstrap_ratio_replicates, percentile_interval
 
 Status = Literal["PASS", "FAIL", "INCONCLUSIVE", "NOT_MEANINGFUL", "SKIPPED"]

@@ -23,13 +23,13 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-from bench.analysis.cells import column, pair_scores, quality_is_meaningful, scored_rows
+from bench.analysis.cells import pair_scores, quality_is_meaningful, scored_rows
 from bench.gate.checks import (
     Check,
     first_per_pair,
 )
 from bench.gate.thresholds import GateThresholds
-from bench.scoring.outcomes import has_scores
+from bench.scoring.outcomes import column, has_scores
 from bench.scoring.stats import bootstrap_ratio_replicates, percentile_interval
 from bench.scoring.wer import paired_difference
 

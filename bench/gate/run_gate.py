@@ -10,10 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from bench.analysis.cells import column
 from bench.core.errors import UserError
 from bench.gate.sweep import GateSpec, build_sweep
 from bench.gate.verdict import GateVerdict, Scorer, Side, decide
+from bench.scoring.outcomes import column
 from bench.spec.sweep import SweepSpec
 from bench.store.layout import DEFAULT_RUNS_ROOT
 from bench.store.records import load_records

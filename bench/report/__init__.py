@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.analysis.cells import DEFAULT_WER_BUDGET_POINTS, analyze_run, compare_runs, load_prices
+from bench.analysis.headline import DEFAULT_WER_BUDGET_POINTS
+from bench.analysis.prices import load_prices
+from bench.analysis.run_analysis import analyze_run, compare_runs
 from bench.core.errors import UserError
 
 FORMATS: dict[str, str] = {"html": "report.html", "md": "report.md"}

@@ -16,20 +16,17 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from bench.analysis.cells import (
-    NOT_MEANINGFUL,
-    RunAnalysis,
-    column,
-    flag_step_changes,
-    history_table,
-)
+from bench.analysis.cells import NOT_MEANINGFUL
+from bench.analysis.history import flag_step_changes, history_table
 from bench.analysis.memory_fit import CUDA_CONTEXT_BYTES, memory_need
 from bench.analysis.noise import UNSTABLE_DISPERSION
 from bench.analysis.quality import quality_html, quality_section
+from bench.analysis.run_analysis import RunAnalysis
 from bench.report import plots
 from bench.report import predictions as predictions_report
 from bench.report.quality_plots import frontier_beyond_wer
 from bench.report.run_cost import run_cost_text
+from bench.scoring.outcomes import column
 
 #: Sample clips linked per cell (the first prompts, so every cell offers the same ones).
 SAMPLES_PER_CELL = 2

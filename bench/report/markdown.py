@@ -13,8 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench.analysis.cells import NOT_MEANINGFUL, RunAnalysis
+from bench.analysis.cells import NOT_MEANINGFUL
 from bench.analysis.quality import quality_markdown, quality_section
+from bench.analysis.run_analysis import RunAnalysis
 from bench.report import predictions as predictions_report
 from bench.report.html import DASH, fmt_money, fmt_number, fmt_pct
 from bench.report.run_cost import run_cost_text

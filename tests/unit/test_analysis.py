@@ -9,20 +9,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bench.analysis.cells import (
-    Prices,
-    add_costs,
-    add_frontiers,
-    add_speedups,
-    choose_baselines,
-    cost_per_audio_hour,
-    headline,
-    load_prices,
-    pareto_mask,
-    summarize_cells,
-    vram_fit,
-)
-from bench.analysis.speedup import sampling_flops
+from bench.analysis.cells import summarize_cells
+from bench.analysis.cost import add_costs, cost_per_audio_hour
+from bench.analysis.flop_model import sampling_flops
+from bench.analysis.frontier import add_frontiers, pareto_mask
+from bench.analysis.headline import add_speedups, choose_baselines, headline
+from bench.analysis.memory_fit import vram_fit
+from bench.analysis.prices import Prices, load_prices
 from bench.core.errors import UserError
 from echo_tts.config import ModelConfig
 from echo_tts.flops import forward_row_flops, modulation_flops

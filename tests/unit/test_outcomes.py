@@ -10,15 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.analysis.cells import (
-    Prices,
-    add_costs,
-    add_speedups,
-    choose_baselines,
-    headline,
-    summarize_cells,
-    vram_fit,
-)
+from bench.analysis.cells import summarize_cells
+from bench.analysis.cost import add_costs
+from bench.analysis.headline import add_speedups, choose_baselines, headline
+from bench.analysis.memory_fit import vram_fit
+from bench.analysis.prices import Prices
 from bench.gate.thresholds import GateThresholds
 from bench.gate.verdict import decide
 from bench.scoring.outcomes import has_scores, outcome, quality_scores, usable

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.analysis.cells import flag_step_changes
-from bench.analysis.steps import paired_step_change
+from bench.analysis.history import flag_step_changes, paired_step_change
 
 SIMULATIONS = 200
 

@@ -1,0 +1,248 @@
+"""The headline: per GPU, the baseline cell and the fastest settings whose quality stays
+within the budget, with speed-ups paired by prompt and seed against the baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from bench.analysis.cells import NOT_MEANINGFUL, SETTINGS, aligned_numbers, nanmedian, pair_index
+from bench.core.errors import UserError
+from bench.scoring.outcomes import (
+    column,
+    usable,
+)
+
+#: The production default that speed-ups are measured against, on each GPU.
+DEFAULT_BASELINE: dict[str, Any] = {"num_steps": 40, "cfg_mode": "independent",
+                                    "sequence_length": 640}
+
+#: Among cells with the default baseline's sampler settings (a speed-options sweep has
+#: several), the one that runs the production path: fewest of these changed.
+PLAIN_EXECUTION: dict[str, Any] = {"compile": False, "cuda_graphs": False,
+                                   "attention": "sliced", "batch_size": 1}
+
+DEFAULT_WER_BUDGET_POINTS = 0.5
+
+@dataclass(frozen=True)
+class Baseline:
+    """The cell speed-ups on one hardware are measured against, and why it was chosen."""
+
+    hardware: str
+    cell_id: str
+    reason: str
+
+def _matches(row: Mapping[Any, Any] | pd.Series, settings: Mapping[str, Any]) -> bool:
+    return all(row.get(k) == v for k, v in settings.items())
+
+def choose_baselines(cells: pd.DataFrame, baseline_cell: str | None = None
+                     ) -> dict[str, Baseline]:
+    """The baseline cell per hardware.
+
+    Default: the cell with :data:`DEFAULT_BASELINE` settings on that hardware (of several,
+    the one closest to :data:`PLAIN_EXECUTION`). With
+    ``baseline_cell`` (a cell id): that cell on its own hardware, and the cell with the
+    same settings on each other hardware. Where no cell matches, the slowest cell (highest
+    median RTF) stands in and ``reason`` says so.
+    """
+    if not len(cells):
+        return {}
+    if baseline_cell is not None:
+        if baseline_cell not in cells.index:
+            raise UserError(f"baseline cell {baseline_cell!r} is not in this run; pick one of "
+                            f"{', '.join(map(str, cells.index))}")
+        chosen = cells.loc[baseline_cell]
+        settings = {k: chosen[k] for k in SETTINGS
+                    if k not in ("cell_label", "gpu", "device_name") and _present(chosen[k])}
+        wanted = f"cell {baseline_cell} ({chosen['cell_label']})"
+    else:
+        settings = dict(DEFAULT_BASELINE)
+        wanted = "40 steps, independent CFG, 640 latents"
+    out: dict[str, Baseline] = {}
+    for hardware, group in cells.groupby("hardware", sort=False):
+        hw = str(hardware)
+        matching = [(cid, row) for cid, row in group.iterrows() if _matches(row, settings)]
+        if baseline_cell is None:
+            # Columns a run predates (e.g. attention) count as their default.
+            matching.sort(key=lambda item: sum(item[1].get(k, v) != v
+                                               for k, v in PLAIN_EXECUTION.items()))
+        match = [cid for cid, _ in matching]
+        if baseline_cell is not None and baseline_cell in group.index:
+            out[hw] = Baseline(hw, baseline_cell, f"chosen: {wanted}")
+        elif match:
+            out[hw] = Baseline(hw, str(match[0]), f"{wanted} (the production default)"
+                               if baseline_cell is None else f"same settings as {wanted}")
+        else:
+            rtf = group["rtf_median"].astype(float)
+            slowest = str(rtf.idxmax()) if rtf.notna().any() else str(group.index[0])
+            out[hw] = Baseline(hw, slowest, f"no cell with {wanted} on {hw}; the slowest cell "
+                               "(highest median RTF) stands in")
+    return out
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+def add_speedups(cells: pd.DataFrame, records: pd.DataFrame,
+                 baselines: Mapping[str, Baseline]) -> pd.DataFrame:
+    """Add measured and FLOP-predicted speed-ups against each hardware's baseline cell.
+
+    Generations are paired by (prompt, seed, repeat) with the baseline's; each figure is
+    the median over pairs of a per-pair ratio (the median resists a slow outlier):
+
+    * ``speedup_sampling`` = baseline t_sampling / cell t_sampling (measured);
+    * ``predicted_sampling`` = baseline sampling FLOPs / cell sampling FLOPs
+      (:func:`bench.analysis.flop_model.sampling_flops`: NFE x FLOPs per row at the cell's
+      sequence length and context, plus per-step conditioning; sampling time
+      proportional to FLOPs, the cost per FLOP unchanged);
+    * ``speedup_total`` = baseline t_total / cell t_total (measured);
+    * ``predicted_total`` = baseline t_total / (baseline non-sampling time + baseline
+      t_sampling x cell FLOPs / baseline FLOPs): only the sampling share shrinks (Amdahl);
+    * ``*_gap`` = measured - predicted (positive: faster than the FLOP count promises).
+
+    ``baseline_id`` names the baseline; ``n_pairs`` counts the pairs (0: no figures).
+    """
+    out = cells.copy()
+    ok = records[column(records, "status") == "ok"]
+    by_cell: dict[str, pd.DataFrame] = {
+        str(cid): g.set_index(pair_index(g)) for cid, g in ok.groupby("cell_id", sort=False)}
+    names = ("speedup_sampling", "predicted_sampling", "speedup_total", "predicted_total")
+    results: dict[str, list[float]] = {n: [] for n in names}
+    base_ids: list[str | None] = []
+    pairs: list[int] = []
+    for cell_id, row in out.iterrows():
+        baseline = baselines.get(str(row["hardware"]))
+        base_ids.append(baseline.cell_id if baseline else None)
+        cell = by_cell.get(str(cell_id))
+        base = by_cell.get(baseline.cell_id) if baseline else None
+        if cell is None or base is None:
+            pairs.append(0)
+            for n in names:
+                results[n].append(math.nan)
+            continue
+        common = cell.index.intersection(base.index)
+        pairs.append(len(common))
+        c, b = cell.loc[common], base.loc[common]
+        figures = _pair_ratios(b, c)
+        for n in names:
+            results[n].append(figures[n])
+    out["baseline_id"] = base_ids
+    out["n_pairs"] = pairs
+    for n in names:
+        out[n] = results[n]
+    out["sampling_gap"] = out["speedup_sampling"] - out["predicted_sampling"]
+    out["total_gap"] = out["speedup_total"] - out["predicted_total"]
+    return out
+
+
+def _pair_ratios(base: pd.DataFrame, cell: pd.DataFrame) -> dict[str, float]:
+    def arr(frame: pd.DataFrame, name: str) -> npt.NDArray[np.float64]:
+        return aligned_numbers(frame, name, math.nan)
+
+    b_samp, c_samp = arr(base, "t_sampling"), arr(cell, "t_sampling")
+    b_tot, c_tot = arr(base, "t_total"), arr(cell, "t_total")
+    b_flops, c_flops = _flops(base), _flops(cell)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        predicted_total = b_tot / ((b_tot - b_samp) + b_samp * c_flops / b_flops)
+        ratios = {
+            "speedup_sampling": b_samp / c_samp,
+            "predicted_sampling": b_flops / c_flops,
+            "speedup_total": b_tot / c_tot,
+            "predicted_total": predicted_total,
+        }
+    return {name: nanmedian(values) for name, values in ratios.items()}
+
+def _flops(frame: pd.DataFrame) -> npt.NDArray[np.float64]:
+    from bench.analysis.flop_model import sampling_flops
+
+    return np.asarray([sampling_flops(r) for r in frame.to_dict("records")], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The fastest acceptable cell on one hardware (see :func:`headline`)."""
+
+    hardware: str
+    cell_id: str
+    cell_label: str
+    rtf: float
+    speedup_total: float
+    corpus_wer: float
+    wer_limit: float
+    cost_per_audio_hour: float
+    speed_only: bool
+    note: str
+
+def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
+             wer_budget_points: float = DEFAULT_WER_BUDGET_POINTS) -> list[Choice]:
+    """Per hardware: the cell with the lowest median RTF whose corpus WER is at most the
+    baseline's plus ``wer_budget_points`` percentage points (0.5 -> +0.005).
+
+    Only usable cells compete (:func:`bench.scoring.outcomes.usable`: every generation produced
+    speech); under a WER budget, only cells with a WER. A cell without quality figures
+    never switches the budget off for the others. When the hardware's quality is not
+    meaningful (random weights or ASR) or not scored at all, the choice is the fastest
+    usable cell, marked ``speed_only``. With no cell left, the choice names none
+    (``cell_id`` empty) and its note says why.
+    """
+    choices = []
+    for hardware, group in cells.groupby("hardware", sort=False):
+        hw = str(hardware)
+        base = baselines.get(hw)
+        if base is None:
+            continue
+        ranked = group[group["rtf_median"].notna()].sort_values("rtf_median", kind="stable")
+        if not len(ranked):
+            continue
+        candidates = ranked[[usable(r) for r in ranked.to_dict("records")]]
+        left_out = sum(not usable(r) for r in group.to_dict("records"))
+        base_row: dict[Any, Any] = cells.loc[base.cell_id].to_dict()
+        base_wer = float(base_row["corpus_wer"])
+        statuses = set(group["quality"])
+        meaningful = "not meaningful" not in statuses and math.isfinite(base_wer)
+        limit = base_wer + wer_budget_points / 100.0 if meaningful else math.nan
+        if meaningful:
+            fits = candidates[candidates["corpus_wer"] <= limit + 1e-12]
+            note = (f"fastest usable cell with corpus WER within {wer_budget_points:g} points "
+                    f"of the baseline ({base_wer * 100:.2f} % + {wer_budget_points:g})")
+        else:
+            fits = candidates
+            why = (f"quality {NOT_MEANINGFUL}" if "not meaningful" in statuses
+                   else "quality not scored")
+            note = f"speed-only choice: {why}; the fastest usable cell is shown"
+        if left_out:
+            note += (f"; {left_out} cell{'s' if left_out != 1 else ''} with failed, NaN or "
+                     "silent generations left out")
+        if not usable(base_row):
+            note += f"; the baseline itself has {_no_speech_text(base_row)}"
+        if len(fits):
+            pick: dict[Any, Any] = fits.iloc[0].to_dict()
+            choices.append(_choice(hw, pick, limit, not meaningful, note))
+        else:
+            choices.append(Choice(
+                hardware=hw, cell_id="", cell_label="no cell qualifies", rtf=math.nan,
+                speedup_total=math.nan, corpus_wer=math.nan, wer_limit=limit,
+                cost_per_audio_hour=math.nan, speed_only=not meaningful,
+                note=f"no recommendation: no usable cell{' within the budget' if meaningful else ''}"
+                     f" ({note})"))
+    return choices
+
+def _choice(hardware: str, pick: Mapping[Any, Any], limit: float, speed_only: bool,
+            note: str) -> Choice:
+    return Choice(
+        hardware=hardware, cell_id=str(pick["cell_id"]), cell_label=str(pick["cell_label"]),
+        rtf=float(pick["rtf_median"]), speedup_total=float(pick.get("speedup_total", math.nan)),
+        corpus_wer=float(pick["corpus_wer"]), wer_limit=limit,
+        cost_per_audio_hour=float(pick.get("cost_per_audio_hour", math.nan)),
+        speed_only=speed_only, note=note)
+
+def _no_speech_text(row: Mapping[Any, Any]) -> str:
+    parts = [f"{int(row.get(k) or 0)} {what}" for k, what in (
+        ("n_failed", "failed"), ("n_nan", "NaN"), ("n_silent", "silent")) if row.get(k)]
+    return (", ".join(parts) or "no completed") + " generations"
