@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from echo_tts.autoencoder import CODEC_FILENAME, PCA_FILENAME, S1DAC, CodecConfig
+from echo_tts.autoencoder import CODEC_FILENAME, PCA_FILENAME, S1DAC
+from echo_tts.config import CodecConfig
 from echo_tts.weights import randomize_
 
 LOAD_REFERENCE_CODEC = """

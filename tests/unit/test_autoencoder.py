@@ -14,12 +14,12 @@ from echo_tts.autoencoder import (
     PCA_FILENAME,
     S1DAC,
     Codec,
-    CodecConfig,
     crop_audio_to_flattening_point,
     find_flattening_point,
     load_codec,
     save_codec,
 )
+from echo_tts.config import CodecConfig
 from echo_tts.weights import WeightsError
 
 
