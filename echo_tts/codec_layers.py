@@ -28,6 +28,7 @@ class Snake(nn.Module):
         # float rounding matches too.
         return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
 
+
 class CausalConv1d(nn.Module):
     """Conv1d [B, C_in, T] -> [B, C_out, ceil(T / stride)] that never looks ahead,
     weight-normed by default.
@@ -51,6 +52,7 @@ class CausalConv1d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.pad(x, (self.left_pad, -x.shape[-1] % self.stride)))
 
+
 class CausalConvTranspose1d(nn.Module):
     """ConvTranspose1d [B, C_in, F] -> [B, C_out, F * stride], weight-normed by default.
 
@@ -69,6 +71,7 @@ class CausalConvTranspose1d(nn.Module):
         y = self.conv(x)
         return y[..., : y.shape[-1] - self.overhang]
 
+
 class ResidualUnit(nn.Module):
     """x + conv1(snake(conv7_dilated(snake(x)))); causal convs keep the length."""
 
@@ -84,8 +87,10 @@ class ResidualUnit(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x + self.block(x)
 
+
 def _residual_units(channels: int) -> list[nn.Module]:
     return [ResidualUnit(channels, dilation) for dilation in (1, 3, 9)]
+
 
 class EncoderBlock(nn.Module):
     """[B, width / 2, T] -> [B, width, T / stride]: residual units, a strided conv and an
@@ -102,6 +107,7 @@ class EncoderBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.block(x)
+
 
 class Encoder(nn.Module):
     """Audio [B, 1, T] -> frames [B, D, T / hop_length]."""
@@ -124,6 +130,7 @@ class Encoder(nn.Module):
     def forward(self, audio: Tensor) -> Tensor:
         return self.block(audio)
 
+
 class DecoderBlock(nn.Module):
     """[B, C_in, F] -> [B, C_out, F * stride]: upsampling conv then residual units."""
 
@@ -137,6 +144,7 @@ class DecoderBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.block(x)
+
 
 class Decoder(nn.Module):
     """Frames [B, D, F] -> audio [B, 1, F * hop_length] in [-1, 1].
@@ -170,11 +178,13 @@ def _rope_table(length: int, head_dim: int, base: float, device: torch.device) -
     with torch.inference_mode(False):
         return _build_rope_table(length, head_dim, base).to(device)
 
+
 def _build_rope_table(length: int, head_dim: int, base: float) -> Tensor:
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
     angles = torch.outer(torch.arange(length), inv_freq)
     rotation = torch.polar(torch.ones_like(angles), angles)
     return torch.stack([rotation.real, rotation.imag], dim=-1).to(torch.bfloat16).float()
+
 
 @functools.lru_cache(maxsize=16)
 def _window_mask(length: int, window: int, device: torch.device) -> Tensor:
@@ -184,12 +194,14 @@ def _window_mask(length: int, window: int, device: torch.device) -> Tensor:
         key = torch.arange(length, device=device)[None, :]
         return (key <= query) & (key > query - window)
 
+
 def _apply_rope(x: Tensor, table: Tensor) -> Tensor:
     """Rotate consecutive pairs of x [B, F, H, Dh] by the angles of table [F, Dh / 2, 2]."""
     pairs = x.float().unflatten(-1, (-1, 2))
     cos, sin = table[:, None, :, 0], table[:, None, :, 1]
     real, imag = pairs[..., 0], pairs[..., 1]
     return torch.stack((real * cos - imag * sin, imag * cos + real * sin), -1).flatten(3).type_as(x)
+
 
 class RMSNorm(nn.Module):
     """RMS normalisation over the last dim in float32, scaled after casting back."""
@@ -204,6 +216,7 @@ class RMSNorm(nn.Module):
         # own rounding order, which bit-parity with the reference needs.
         return rms_normalize(x, self.eps).type_as(x) * self.weight
 
+
 class LayerScale(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -211,6 +224,7 @@ class LayerScale(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.gamma
+
 
 class Attention(nn.Module):
     def __init__(self, dim: int, head_dim: int) -> None:
@@ -227,6 +241,7 @@ class Attention(nn.Module):
                                            v.transpose(1, 2), attn_mask=mask)
         return self.wo(y.transpose(1, 2).reshape(batch, length, dim))
 
+
 class TransformerBlock(nn.Module):
     def __init__(self, dim: int, config: CodecConfig) -> None:
         super().__init__()
@@ -240,6 +255,7 @@ class TransformerBlock(nn.Module):
     def forward(self, x: Tensor, rope: Tensor, mask: Tensor) -> Tensor:
         x = x + self.attention_layer_scale(self.attention(self.attention_norm(x), rope, mask))
         return x + self.ffn_layer_scale(self.feed_forward(self.ffn_norm(x)))
+
 
 class WindowedTransformer(nn.Module):
     """Causal pre-norm transformer over channels-first frames [B, C, F] -> [B, C, F].
@@ -262,6 +278,7 @@ class WindowedTransformer(nn.Module):
         for layer in self.layers:
             h = layer(h, rope, mask)
         return self.norm(h).transpose(1, 2)
+
 
 class ConvNeXtBlock(nn.Module):
     """Residual causal depthwise conv (kernel 7) + LayerNorm + GELU MLP, on [B, C, F]."""

@@ -46,6 +46,7 @@ class Codebook(nn.Module):
         """The quantized vectors [B, D, L] of codes [B, L]."""
         return self.out_proj(self.codebook(codes).transpose(1, 2))
 
+
 class ResidualCodebooks(nn.Module):
     """Codebooks applied in turn, each quantizing what the previous ones left over."""
 
@@ -74,6 +75,7 @@ class ResidualCodebooks(nn.Module):
         for book, indices in zip(rest, codes[:, 1:].unbind(1), strict=True):
             total = total + book.lookup(indices)
         return total
+
 
 class Quantizer(nn.Module):
     """Frames [B, D, F] <-> codes [B, 1 + n_codebooks, L] and z_q [B, D, L] (F = 4 L)."""

@@ -287,6 +287,7 @@ def pair_index(group: pd.DataFrame) -> pd.Index:
     return pd.Index([f"{p}/{s}/{r}" for p, s, r in zip(
         column(group, "prompt_id"), column(group, "seed"), column(group, "repeat"), strict=True)])
 
+
 def nanmedian(values: npt.NDArray[np.float64]) -> float:
     finite = values[np.isfinite(values)]
     return float(np.median(finite)) if finite.size else math.nan

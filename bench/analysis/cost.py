@@ -25,6 +25,7 @@ def cost_per_audio_hour(price_per_second: float | None, rtf: float) -> float:
         return math.nan
     return price_per_second * rtf * 3600.0
 
+
 def add_costs(cells: pd.DataFrame, prices: Prices, cpu_cores: int | None = None) -> pd.DataFrame:
     """Add ``price_per_second``, ``price_basis`` (what was priced) and
     ``cost_per_audio_hour`` (from ``rtf_pooled``, total compute / total audio). Returns a

@@ -74,6 +74,7 @@ def flop_speedup(base_ok: pd.DataFrame, cand_ok: pd.DataFrame, measure: str) -> 
     b, c = _path_flops(base_ok, measure), _path_flops(cand_ok, measure)
     return b / c if b and c else None
 
+
 def _path_flops(ok: pd.DataFrame, measure: str) -> float | None:
     first = ok.iloc[0]
     cfg = model_config(str(first.get("model") or ""))
@@ -98,6 +99,7 @@ def _path_flops(ok: pd.DataFrame, measure: str) -> float | None:
     # Chunk i on worker i mod N: the busiest worker runs ceil(chunks / N) of them.
     return per_chunk * math.ceil(chunks / max(1, workers))
 
+
 def _blockwise_flops(cfg: ModelConfig, sampler: SamplerConfig, blocks: list[int],
                      steps: Any, text_len: int, speaker: int, first_only: bool) -> float:
     total, start = 0.0, 0
@@ -111,6 +113,7 @@ def _blockwise_flops(cfg: ModelConfig, sampler: SamplerConfig, blocks: list[int]
         if first_only:
             break
     return total
+
 
 def plain_value(value: Any) -> Any:
     """numpy scalars and arrays from parquet back to Python values."""

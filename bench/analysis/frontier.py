@@ -26,12 +26,14 @@ def pareto_mask(x: Sequence[float] | npt.ArrayLike, y: Sequence[float] | npt.Arr
         keep[i] = not others.any()
     return keep
 
+
 def _front(cells: pd.DataFrame, x: str, y: str) -> npt.NDArray[np.bool_]:
     """Pareto front of x against y; with no y at all (unscored) the front is on x alone."""
     ys = cells[y].to_numpy(dtype=np.float64)
     if not np.isfinite(ys).any():
         ys = np.zeros(len(cells))
     return pareto_mask(cells[x].to_numpy(dtype=np.float64), ys)
+
 
 def add_frontiers(cells: pd.DataFrame) -> pd.DataFrame:
     """Add ``front_hw`` (RTF vs corpus WER within the cell's hardware), ``front_all``

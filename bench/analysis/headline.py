@@ -31,6 +31,7 @@ PLAIN_EXECUTION: dict[str, Any] = {"compile": False, "cuda_graphs": False,
 
 DEFAULT_WER_BUDGET_POINTS = 0.5
 
+
 @dataclass(frozen=True)
 class Baseline:
     """The cell speed-ups on one hardware are measured against, and why it was chosen."""
@@ -39,8 +40,10 @@ class Baseline:
     cell_id: str
     reason: str
 
+
 def _matches(row: Mapping[Any, Any] | pd.Series, settings: Mapping[str, Any]) -> bool:
     return all(row.get(k) == v for k, v in settings.items())
+
 
 def choose_baselines(cells: pd.DataFrame, baseline_cell: str | None = None
                      ) -> dict[str, Baseline]:
@@ -86,8 +89,10 @@ def choose_baselines(cells: pd.DataFrame, baseline_cell: str | None = None
                                "(highest median RTF) stands in")
     return out
 
+
 def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
+
 
 def add_speedups(cells: pd.DataFrame, records: pd.DataFrame,
                  baselines: Mapping[str, Baseline]) -> pd.DataFrame:
@@ -158,6 +163,7 @@ def _pair_ratios(base: pd.DataFrame, cell: pd.DataFrame) -> dict[str, float]:
         }
     return {name: nanmedian(values) for name, values in ratios.items()}
 
+
 def _flops(frame: pd.DataFrame) -> npt.NDArray[np.float64]:
     from bench.analysis.flop_model import sampling_flops
 
@@ -178,6 +184,7 @@ class Choice:
     cost_per_audio_hour: float
     speed_only: bool
     note: str
+
 
 def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
              wer_budget_points: float = DEFAULT_WER_BUDGET_POINTS) -> list[Choice]:
@@ -233,6 +240,7 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
                      f" ({note})"))
     return choices
 
+
 def _choice(hardware: str, pick: Mapping[Any, Any], limit: float, speed_only: bool,
             note: str) -> Choice:
     return Choice(
@@ -241,6 +249,7 @@ def _choice(hardware: str, pick: Mapping[Any, Any], limit: float, speed_only: bo
         corpus_wer=float(pick["corpus_wer"]), wer_limit=limit,
         cost_per_audio_hour=float(pick.get("cost_per_audio_hour", math.nan)),
         speed_only=speed_only, note=note)
+
 
 def _no_speech_text(row: Mapping[Any, Any]) -> str:
     parts = [f"{int(row.get(k) or 0)} {what}" for k, what in (

@@ -105,6 +105,7 @@ def history_table(root: str | Path, spec_name: str | None = None) -> pd.DataFram
             })
     return pd.DataFrame(rows)
 
+
 def flag_step_changes(history: pd.DataFrame, factor: float = 1.1, alpha: float = 0.05
                       ) -> pd.DataFrame:
     """``history`` plus, per row, the change against the same cell's previous run, over

@@ -62,6 +62,7 @@ class RunAnalysis:
                             "error_phase", "error_where") if c in failed.columns]
         return failed[keep]
 
+
 def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
                 baseline_cell: str | None = None,
                 wer_budget_points: float = DEFAULT_WER_BUDGET_POINTS,
@@ -91,6 +92,7 @@ def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
         run_dir=run_dir, manifest=manifest, records=records, cells=cells,
         baselines=baselines, choices=headline(cells, baselines, wer_budget_points),
         vram=vram_fit(cells), prices=prices, wer_budget_points=wer_budget_points, notes=notes)
+
 
 def compare_runs(candidate: RunAnalysis, baseline: RunAnalysis, n_boot: int = 1000
                  ) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from bench.scoring.controls import control_dirs, prompts_of_run, score_control
 from bench.scoring.protocols import PROTOCOLS, get_protocol
 from bench.scoring.quality import MOS_METRICS, QualityOutcome
 from bench.scoring.rescore import rescore_protocol
-from bench.scoring.run_scoring import QualityScorer, score_run
+from bench.scoring.run_scoring import QualityScorer, ScoringOutcome, score_run
 from bench.scoring.speaker import SPEAKER_ENCODERS
 from bench.store.run_store import RunStore
 
@@ -91,10 +91,7 @@ def run(args: argparse.Namespace) -> int:
         protocol=args.protocol)
     print(f"scored {outcome.scored} generations with {asr.name} "
           f"({outcome.already} already scored)")
-    for reason, count in sorted(outcome.skipped.items()):
-        print(f"  {reason}: {count}")
-    for key, error in list(outcome.failed.items())[:10]:
-        print(f"  failed {key}: {error}")
+    print_skipped_and_failed(outcome)
     failed = len(outcome.failed)
     if args.control:
         failed += _control(args.run_dir, asr, args.protocol, quality)
@@ -119,3 +116,11 @@ def _control(run_dir: Path, asr: ASR, protocol: str | None, quality: QualityScor
     control_dir, outcome = done
     print(f"control: {outcome.scored} ground-truth recordings scored in {control_dir}")
     return len(outcome.failed)
+
+
+def print_skipped_and_failed(outcome: ScoringOutcome) -> None:
+    """One line per reason generations were skipped, then the first ten failures."""
+    for reason, count in sorted(outcome.skipped.items()):
+        print(f"  {reason}: {count}")
+    for key, error in list(outcome.failed.items())[:10]:
+        print(f"  failed {key}: {error}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.commands.score import parse_mos
+from bench.commands.score import parse_mos, print_skipped_and_failed
 from bench.scoring.controls import score_audio_folder
 from bench.scoring.protocols import PROTOCOLS, get_protocol
 from bench.scoring.run_scoring import QualityScorer, make_asr
@@ -52,10 +52,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"run directory: {run_dir}")
     print(f"scored {outcome.scored} files with {asr.name} under {protocol.name} "
           f"({without_file} prompts of the set have no file)")
-    for reason, count in sorted(outcome.skipped.items()):
-        print(f"  {reason}: {count}")
-    for key, error in list(outcome.failed.items())[:10]:
-        print(f"  failed {key}: {error}")
+    print_skipped_and_failed(outcome)
     if quality.missing:
         return 2  # a metric asked for cannot run; the line above says how to fix it
     return 1 if outcome.failed else 0

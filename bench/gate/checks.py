@@ -24,6 +24,7 @@ Status = Literal["PASS", "FAIL", "INCONCLUSIVE", "NOT_MEANINGFUL", "SKIPPED"]
 
 EXIT_CODES: dict[str, int] = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}
 
+
 @dataclass(frozen=True)
 class Check:
     """One figure's decision: ``summary`` is the one-line explanation with the figures;
@@ -36,8 +37,10 @@ class Check:
     figures: dict[str, Any] = field(default_factory=dict)
     n_needed: int | None = None
 
+
 def ok_rows(records: pd.DataFrame) -> pd.DataFrame:
     return records[column(records, "status") == "ok"]
+
 
 def check_failures(baseline: pd.DataFrame, candidate: pd.DataFrame) -> Check:
     """A candidate generation with no speech (failed, NaN or silent audio:
@@ -64,6 +67,7 @@ def check_failures(baseline: pd.DataFrame, candidate: pd.DataFrame) -> Check:
     return Check("generations", "PASS", f"all {cand.n} candidate generations "
                  f"completed with speech{extra}", figures)
 
+
 def first_per_pair(records: pd.DataFrame, name: str) -> dict[tuple[str, int], float]:
     out: dict[tuple[str, int], float] = {}
     values = pd.to_numeric(column(records, name), errors="coerce")
@@ -71,6 +75,7 @@ def first_per_pair(records: pd.DataFrame, name: str) -> dict[tuple[str, int], fl
         if math.isfinite(value):
             out.setdefault(key, float(value))
     return out
+
 
 def check_speed(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds) -> Check:
     """Ratio of medians against ``speed_factor``, FAIL only when also significant."""
@@ -108,9 +113,11 @@ def check_speed(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds) -> Ch
             else "not significant: likely noise; re-run with more repeats or prompts")
     return Check("speed", "INCONCLUSIVE", f"{text}; {hint}", figures, needed)
 
+
 def _numbers(records: pd.DataFrame, name: str) -> npt.NDArray[np.float64]:
     values = pd.to_numeric(column(records, name), errors="coerce").to_numpy(np.float64)
     return values[np.isfinite(values) & (values > 0)]
+
 
 def _medians_per_pair(records: pd.DataFrame, name: str) -> dict[tuple[str, int], float]:
     values = pd.to_numeric(column(records, name), errors="coerce")
@@ -119,6 +126,7 @@ def _medians_per_pair(records: pd.DataFrame, name: str) -> dict[tuple[str, int],
         if math.isfinite(value) and value > 0:
             groups.setdefault(key, []).append(float(value))
     return {k: float(np.median(v)) for k, v in groups.items()}
+
 
 def memory_budget_bytes(gpu: str | None, t: GateThresholds) -> tuple[float | None, str]:
     """(usable bytes after the headroom, what the budget is), or (None, why not)."""
@@ -132,6 +140,7 @@ def memory_budget_bytes(gpu: str | None, t: GateThresholds) -> tuple[float | Non
     else:
         return None, "no GPU named; set [deploy] gpu or [gate] memory_budget_gb"
     return size * GIB * (1 - t.memory_headroom), what
+
 
 def _peak(records: pd.DataFrame) -> tuple[float | None, str]:
     needed = needed_bytes(records)
@@ -147,6 +156,7 @@ def _peak(records: pd.DataFrame) -> tuple[float | None, str]:
         return float(rss.max()), "peak host RSS (CPU run, not GPU memory)"
     return None, ""
 
+
 def needed_bytes(records: pd.DataFrame) -> float | None:
     """The most one generation needed: resident weights plus its working peak, each
     measured after what earlier cells left was freed (None for records without them)."""
@@ -155,6 +165,7 @@ def needed_bytes(records: pd.DataFrame) -> float | None:
     total = (resident + working).to_numpy(np.float64)
     total = total[np.isfinite(total)]
     return float(total.max()) if total.size else None
+
 
 def check_memory(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds) -> Check:
     """The candidate's peak memory within its GPU's budget less the headroom."""

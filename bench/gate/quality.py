@@ -74,6 +74,7 @@ def _not_meaningful_reason(rows: pd.DataFrame) -> str:
         reasons.append("random ASR")
     return ", ".join(reasons) or "marked not meaningful by the scorer"
 
+
 def check_quality(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds) -> list[Check]:
     """WER and CER non-inferiority (and speaker similarity when a ``sim`` column exists).
 
@@ -107,6 +108,7 @@ def check_quality(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds) -> 
                                        -high, -low, t.sim_margin, t.min_prompts, ""))
     return checks
 
+
 def _non_inferiority(name: str, what: str, n: int, delta: float, low: float, high: float,
                      margin: float, min_prompts: int, unit: str) -> Check:
     """Decide "candidate minus baseline" (positive = worse) against ``margin``."""
@@ -134,6 +136,7 @@ def _non_inferiority(name: str, what: str, n: int, delta: float, low: float, hig
 #: if the true difference equals the estimate: the usual 80 %.
 DECISION_POWER = 0.80
 
+
 def prompts_needed(n: int, delta: float, low: float, high: float, margin: float,
                    power: float = DECISION_POWER, level: float = 0.95) -> int | None:
     """Prompts for the interval to clear the margin with probability ``power``, if the
@@ -156,6 +159,7 @@ def prompts_needed(n: int, delta: float, low: float, high: float, margin: float,
     inflate = (z_level + NormalDist().inv_cdf(power)) / z_level
     # The epsilon keeps float noise (4.0000000001) from adding a prompt.
     return max(n, math.ceil(n * (inflate * half / abs(gap)) ** 2 - 1e-9))
+
 
 def _sim_difference(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds
                     ) -> tuple[int, float, float, float] | None:

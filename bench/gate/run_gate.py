@@ -27,12 +27,14 @@ class ConfigArg:
     path: Path
     config: ProductionConfig
 
+
 @dataclass(frozen=True)
 class RunArg:
     """A side given as a recorded run directory (``RUN`` or ``RUN@CELL_ID``)."""
 
     run_dir: Path
     cell_id: str | None
+
 
 def parse_side(text: str) -> ConfigArg | RunArg:
     """A ``--baseline``/``--candidate`` value: a run directory (with ``@CELL_ID`` when the
@@ -52,6 +54,7 @@ def parse_side(text: str) -> ConfigArg | RunArg:
     except ProductionConfigError as exc:
         raise UserError(str(exc)) from None
 
+
 def _cell_records(records: pd.DataFrame, run_dir: Path, cell_id: str | None,
                   role: str) -> tuple[pd.DataFrame, str]:
     cells = list(dict.fromkeys(column(records, "cell_id")))
@@ -68,6 +71,7 @@ def _cell_records(records: pd.DataFrame, run_dir: Path, cell_id: str | None,
         raise UserError(f"--{role} {run_dir}@{cell_id}: no records of that cell; cells: "
                         f"{', '.join(map(str, cells))}")
     return rows, cell_id
+
 
 def run_gate(baseline: ConfigArg | RunArg, candidate: ConfigArg | RunArg, gate: GateSpec,
              *, backend: Any = None, root: Path = DEFAULT_RUNS_ROOT,
@@ -108,6 +112,7 @@ def run_gate(baseline: ConfigArg | RunArg, candidate: ConfigArg | RunArg, gate: 
             verdict = _decide_sides(sides, gate, spec, run_dir, [*notes, more])
         return verdict
     return _decide_sides(sides, gate, None, None, notes)
+
 
 def _decide_sides(sides: Mapping[str, ConfigArg | RunArg], gate: GateSpec,
                   spec: SweepSpec | None, run_dir: Path | None, notes: list[str]

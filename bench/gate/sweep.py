@@ -30,6 +30,7 @@ class GateSpec:
     name: str
     origin: str
 
+
 def load_gate_spec(path: str | Path) -> GateSpec:
     """Read a gate spec: a sweep spec without cells plus a ``[gate]`` table."""
     path = Path(path)
@@ -48,6 +49,7 @@ def load_gate_spec(path: str | Path) -> GateSpec:
                             "from --baseline and --candidate")
     return GateSpec(raw, GateThresholds.from_table(gate, str(path)), path.resolve().parent,
                     str(raw.get("name", path.stem)), str(path))
+
 
 def build_sweep(gate: GateSpec, configs: Sequence[ProductionConfig]) -> SweepSpec:
     """One sweep with one cell per production config (in order; equal configs share one),
@@ -75,6 +77,7 @@ def build_sweep(gate: GateSpec, configs: Sequence[ProductionConfig]) -> SweepSpe
     return parse_spec(dump_toml(raw), base_dir=gate.base_dir, name=gate.name,
                       origin=gate.origin)
 
+
 def _include(config: ProductionConfig) -> dict[str, Any]:
     # Only settings that differ from the sampler's defaults: the rest are implied, and
     # the cell labels then show what the configs change.
@@ -85,6 +88,7 @@ def _include(config: ProductionConfig) -> dict[str, Any]:
     if config.gpu is not None:
         values["gpu"] = config.gpu
     return values
+
 
 def dump_toml(data: Mapping[str, Any]) -> str:
     """TOML text for the shapes a sweep spec uses: top-level scalars, tables of scalars
@@ -101,12 +105,15 @@ def dump_toml(data: Mapping[str, Any]) -> str:
             lines.append(f"{_key(key)} = {_value(value, key)}")
     return "\n".join(lines + tables) + "\n"
 
+
 def _table_lines(table: Mapping[str, Any], where: str) -> list[str]:
     return [f"{_key(k)} = {_value(v, f'{where}.{k}')}" for k, v in table.items()]
+
 
 def _key(key: str) -> str:
     bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
     return key if bare else json.dumps(key, ensure_ascii=False)
+
 
 def _value(value: Any, where: str) -> str:
     if isinstance(value, bool):

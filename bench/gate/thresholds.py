@@ -24,6 +24,7 @@ SPEED_METRICS: tuple[str, ...] = (
 
 GIB = 2**30
 
+
 @dataclass(frozen=True)
 class GateThresholds:
     """Decision thresholds: the ``[gate]`` table of a gate spec.
@@ -100,6 +101,7 @@ class GateThresholds:
         if not isinstance(self.require_quality, bool):
             out.append("gate.require_quality must be true or false")
         return out
+
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -19,7 +19,6 @@ comparison of torch versions, so the guarantee is made explicit here.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -34,6 +33,7 @@ from whisper.model import ModelDimensions, Whisper
 from whisper.tokenizer import get_tokenizer
 
 from bench.scoring.cache import TranscriptCache, sha256_file
+from bench.store.files import atomic_target
 from echo_tts.audio import read_wav
 
 __all__ = [
@@ -180,14 +180,8 @@ def write_random_checkpoint(
         _RANDOM_KEY: {"seed": seed, "label": label},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_target(path) as tmp:
         torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

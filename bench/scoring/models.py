@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
+
+from bench.store.files import atomic_target
 
 __all__ = ["MODELS_ENV", "MODEL_FILES", "ModelFile", "ModelMissingError", "fetch_model",
            "load_state", "models_dir", "require"]
@@ -90,20 +91,14 @@ def fetch_model(name: str, root: Path, source: str | None = None) -> Path:
     model = MODEL_FILES[name]
     root.mkdir(parents=True, exist_ok=True)
     target = root / model.filename
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=root)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            origin = source or model.url
-            if Path(origin).expanduser().is_file():
-                with open(Path(origin).expanduser(), "rb") as src:
-                    shutil.copyfileobj(src, out)
-            else:
-                with urllib.request.urlopen(origin, timeout=60) as response:
-                    shutil.copyfileobj(response, out)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    origin = source or model.url
+    with atomic_target(target) as tmp, open(tmp, "wb") as out:
+        if Path(origin).expanduser().is_file():
+            with open(Path(origin).expanduser(), "rb") as src:
+                shutil.copyfileobj(src, out)
+        else:
+            with urllib.request.urlopen(origin, timeout=60) as response:
+                shutil.copyfileobj(response, out)
     return target
 
 

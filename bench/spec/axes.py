@@ -45,6 +45,7 @@ class AxisType:
             text = "true or false"
         return text + (f' or "{UNSET}"' if self.optional else "")
 
+
 def sampler_axis_types() -> dict[str, AxisType]:
     """Axis types read off SamplerConfig's annotations, so new fields need no edit here."""
     out: dict[str, AxisType] = {}
@@ -65,6 +66,7 @@ def sampler_axis_types() -> dict[str, AxisType]:
     # The literal must agree with the runtime list the sampler validates against.
     out["cfg_mode"] = AxisType("choice", False, CFG_MODES)
     return out
+
 
 def check_value(axis: AxisType, value: Any) -> tuple[bool, Any]:
     """(ok, canonical value). Canonical: ints widened to float on float axes (so
@@ -99,6 +101,7 @@ def check_value(axis: AxisType, value: Any) -> tuple[bool, Any]:
         return False, value
     # One table (bench.spec.gpus) for the spec, the CLI and the Modal app.
     return parse_gpu(value) is not None, value.upper()
+
 
 def format_value(value: Any) -> str:
     if isinstance(value, tuple):  # block schedules: 32/128/480, CFG pairs 2:5/3:8

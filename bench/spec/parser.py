@@ -63,6 +63,7 @@ _LINE_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 _HEADER_RE = re.compile(r"^\s*\[\[?([^\]]+)\]\]?\s*(#.*)?$")
 
+
 def load_spec(path: str | Path, *, allow_large: bool = False) -> SweepSpec:
     """Read and expand a spec file (see the module docstring for the format)."""
     path = Path(path)
@@ -78,12 +79,14 @@ def load_spec(path: str | Path, *, allow_large: bool = False) -> SweepSpec:
                       allow_large=allow_large, origin=str(path))
     return replace(spec, source=path.resolve())
 
+
 def parse_spec(text: str, *, base_dir: str | Path, name: str, allow_large: bool = False,
                origin: str | None = None) -> SweepSpec:
     """Parse spec ``text``; relative paths resolve against ``base_dir``; ``name`` is used
     when the spec sets none; ``origin`` prefixes error messages (default: ``name``)."""
     parser = _Parser(text, Path(base_dir), origin or name)
     return parser.parse(name, allow_large)
+
 
 def _line_of_byte(data: bytes, offset: int) -> int:
     """1-based line number of byte ``offset`` in ``data``."""
@@ -112,6 +115,7 @@ _NAMED_SET = re.compile(r"[a-z0-9-]+:[a-z0-9-]+")
 _LIMIT_KEYS = ("max_cells",)
 
 _MODAL_KEYS = ("region", "audio_sample")
+
 
 class _Parser:
     """One parse of one spec text; keeps the text to point errors at line numbers."""
@@ -482,17 +486,21 @@ class _Parser:
         return Cell(id=cell_id(values), sampler=sampler, settings=settings,
                     **{axis: values[axis] for axis in EXECUTION_AXES})
 
+
 def _matches(values: Mapping[str, Any], rule: Mapping[str, Any]) -> bool:
     return all(same_value(values[k], v) for k, v in rule.items())
+
 
 def _describe(settings: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={UNSET if v is None else format_value(v)}"
                     for k, v in settings.items()) or "defaults"
 
+
 def _toml(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)
+
 
 def _find_line(text: str, dotted: str) -> int | None:
     """Best-effort line of a dotted key: ``grid.num_steps``, ``include[2].num_steps``

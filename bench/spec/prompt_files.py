@@ -20,8 +20,10 @@ BUILTIN_FILE = "prompts_en.jsonl"
 
 JSONL_KEYS = ("id", "text", "speaker_wav", "reference_text", "category")
 
+
 class PromptError(ValueError):
     """A prompt file cannot be used; the message names the file, line and fix."""
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -41,11 +43,13 @@ class Prompt:
     category: str | None = None
     ground_truth_wav: Path | None = None
 
+
 def load_builtin() -> list[Prompt]:
     """The built-in English set shipped as ``bench/data/prompts_en.jsonl``."""
     resource = resources.files("bench").joinpath("data", BUILTIN_FILE)
     with resources.as_file(resource) as path:
         return load_jsonl(path)
+
 
 def load_meta_lst(path: str | Path) -> list[Prompt]:
     """A Seed-TTS-eval list: ``utt|prompt_text|prompt_wav|infer_text[|gt_wav]`` per line.
@@ -73,6 +77,7 @@ def load_meta_lst(path: str | Path) -> list[Prompt]:
                                        speaker_wav=speaker, reference_text=prompt_text or None,
                                        ground_truth_wav=_optional_file(path, gt_name))))
     return _checked(path, prompts)
+
 
 def load_jsonl(path: str | Path) -> list[Prompt]:
     """One JSON object per line: ``{"id", "text"}`` plus optional ``speaker_wav``
@@ -120,6 +125,7 @@ def load_jsonl(path: str | Path) -> list[Prompt]:
         )))
     return _checked(path, prompts)
 
+
 def _lines(path: Path) -> list[tuple[int, str]]:
     """(1-based number, text) of each line of a UTF-8 file."""
     try:
@@ -136,6 +142,7 @@ def _lines(path: Path) -> list[tuple[int, str]]:
         raise PromptError(f"{path}:{line}: not valid UTF-8; re-save the file as UTF-8") from None
     return list(enumerate(text.splitlines(), 1))
 
+
 def _optional_file(path: Path, name: str) -> Path | None:
     """``name`` resolved against ``path``'s folder when it is an existing file, else None
     (an optional file must not fail a set that is otherwise fine)."""
@@ -147,6 +154,7 @@ def _optional_file(path: Path, name: str) -> Path | None:
     except (OSError, RuntimeError, ValueError):  # NUL byte, unknown ~user, too long
         return None
 
+
 def _encodable(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -154,11 +162,13 @@ def _encodable(text: str) -> bool:
         return False
     return True
 
+
 def _text(path: Path, number: int, text: Any) -> str:
     text = str(text).strip()
     if not text:
         raise PromptError(f"{path}:{number}: empty text; remove the line or give it text")
     return text
+
 
 def _speaker_path(path: Path, number: int, wav: str) -> Path:
     try:
@@ -175,6 +185,7 @@ def _speaker_path(path: Path, number: int, wav: str) -> Path:
     check_audio_header(speaker, f"{path}:{number}: speaker clip")
     return speaker
 
+
 def check_audio_header(wav: Path, where: str) -> None:
     """Fail now, not hours into a sweep, on a clip that is not audio (header read only)."""
     try:
@@ -185,6 +196,7 @@ def check_audio_header(wav: Path, where: str) -> None:
                           "FLAC file") from None
     if info.frames == 0:
         raise PromptError(f"{where} {wav} holds no audio; pass a recording of the speaker")
+
 
 def _checked(path: Path, numbered: list[tuple[int, Prompt]]) -> list[Prompt]:
     """Reject empty sets and duplicate ids (records are keyed by prompt id)."""

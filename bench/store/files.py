@@ -32,6 +32,7 @@ def _json_default(value: Any) -> Any:
         return os.fspath(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
+
 def append_line(file: IO[bytes], obj: Mapping[str, Any], fault: str | None = None
                  ) -> dict[str, Any]:
     """Write ``obj`` as one line, then flush and fsync so it survives a crash. Returns the
@@ -51,6 +52,7 @@ def append_line(file: IO[bytes], obj: Mapping[str, Any], fault: str | None = Non
     stored: dict[str, Any] = json.loads(line)
     return stored
 
+
 @dataclass
 class _Scan:
     """A JSONL file split into its valid lines and a damaged tail."""
@@ -59,6 +61,7 @@ class _Scan:
     valid_bytes: int  # length of the prefix made of whole, valid lines
     total_bytes: int
 
+
 def parse_line(raw: bytes, id_field: str = "key") -> dict[str, Any] | None:
     """The JSON object on one line, or None unless it parses and has a string ``id_field``."""
     try:
@@ -66,6 +69,7 @@ def parse_line(raw: bytes, id_field: str = "key") -> dict[str, Any] | None:
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
     return obj if isinstance(obj, dict) and isinstance(obj.get(id_field), str) else None
+
 
 def _scan_jsonl(path: Path) -> _Scan:
     """Parse ``path``. A final line that is unterminated or unparsable is the tail (a torn
@@ -89,10 +93,12 @@ def _scan_jsonl(path: Path) -> _Scan:
         offset += len(raw) + 1
     return _Scan(entries, offset, len(data))
 
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Entries of a JSONL file without its torn tail, if any: a reader that does not hold
     the lock may see the runner mid-line. A damaged line before the last raises."""
     return _scan_jsonl(path).entries
+
 
 def repair_jsonl(path: Path) -> tuple[list[dict[str, Any]], str | None]:
     """Truncate a torn last line. Returns the file's entries and a message saying what was
@@ -113,6 +119,7 @@ def repair_jsonl(path: Path) -> tuple[list[dict[str, Any]], str | None]:
     log.warning(message)
     return scan.entries, message
 
+
 def _fsync_dir(path: Path) -> None:
     # A rename is durable only once the directory entry is on disk.
     fd = os.open(path, os.O_RDONLY)
@@ -120,6 +127,7 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
 
 @contextlib.contextmanager
 def atomic_target(target: Path) -> Iterator[Path]:
@@ -137,12 +145,14 @@ def atomic_target(target: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
     _fsync_dir(target.parent)
 
+
 def write_json_atomic(path: Path, obj: Mapping[str, Any]) -> None:
     with atomic_target(path) as tmp:
         tmp.write_text(
             json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False) + "\n",
             encoding="utf-8",
         )
+
 
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object file (a manifest); unreadable or not an object is a StoreError."""
@@ -153,6 +163,7 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise StoreError(f"{path} is not a JSON object; restore it or start a new run")
     return obj
+
 
 def write_parquet_atomic(frame: pd.DataFrame, target: Path) -> None:
     import pyarrow as pa
@@ -173,6 +184,7 @@ def write_parquet_atomic(frame: pd.DataFrame, target: Path) -> None:
     with atomic_target(target) as tmp:
         frame.to_parquet(tmp, index=False)
         faults.after_event("kill_during_parquet")
+
 
 def ends_with_newline(path: Path) -> bool:
     """True for an empty file too: there is no partial line to close."""

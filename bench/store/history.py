@@ -63,6 +63,7 @@ class HistoryIndex:
         found = [e for e in latest.values() if spec_name is None or e.get("spec_name") == spec_name]
         return sorted(found, key=_start_order)
 
+
 def list_runs(root: str | os.PathLike[str], spec_name: str | None = None) -> list[dict[str, Any]]:
     """Runs under ``root`` from its index, or by reading each run's manifest if it has none."""
     root = Path(root)
@@ -81,6 +82,7 @@ def list_runs(root: str | os.PathLike[str], spec_name: str | None = None) -> lis
         found.append(history_entry(m, manifest_path.parent.name))
     return sorted(found, key=_start_order)
 
+
 def history_entry(manifest: Mapping[str, Any], folder: str) -> dict[str, Any]:
     return {
         "run_id": manifest.get("run_id"),
@@ -94,6 +96,7 @@ def history_entry(manifest: Mapping[str, Any], folder: str) -> dict[str, Any]:
         # Relative to the index's folder, so a results tree can be moved or copied whole.
         "path": folder,
     }
+
 
 def _start_order(entry: Mapping[str, Any]) -> tuple[str, str]:
     return (entry.get("started_at") or "", str(entry.get("run_id")))

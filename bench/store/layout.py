@@ -45,8 +45,10 @@ _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # 255-byte name limit.
 _SLUG_CHARS = 80
 
+
 class StoreError(Exception):
     """A run directory cannot be used as asked; the message says what to do."""
+
 
 def audio_filename(key: str) -> str:
     """The file name of record ``key``'s WAV (see :meth:`RunStore.audio_path`); also used
@@ -54,6 +56,7 @@ def audio_filename(key: str) -> str:
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
     name = safe_slug(key, _SLUG_CHARS)
     return f"{name}-{digest}.wav" if name else f"{digest}.wav"
+
 
 def record_key(cell_id: str, prompt_id: str, seed: int, repeat: int) -> str:
     """The key of one generation: ``"{cell_id}/{prompt_id}/{seed}/{repeat}"``.
@@ -65,13 +68,16 @@ def record_key(cell_id: str, prompt_id: str, seed: int, repeat: int) -> str:
         raise ValueError(f"cell id {cell_id!r} must be non-empty and free of '/'")
     return f"{cell_id}/{prompt_id}/{int(seed)}/{int(repeat)}"
 
+
 def cell_of(key: str) -> str:
     """The cell id of a record key."""
     return key.split("/", 1)[0]
 
+
 def utc_now() -> str:
     """Current UTC time as ISO 8601 to the second (sorts lexically in time order)."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
 
 def safe_slug(text: str, limit: int) -> str:
     """``text`` reduced to [A-Za-z0-9._-], no leading dots or dashes, at most ``limit`` chars."""

@@ -19,12 +19,14 @@ def latest_entries(entries: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any
     stays where it first ran)."""
     return {entry["key"]: entry for entry in entries}
 
+
 def _merged(run_dir: Path, *, with_scores: bool) -> list[dict[str, Any]]:
     records = list(latest_entries(read_jsonl(run_dir / RECORDS)).values())
     if not with_scores:
         return records
     scores = latest_entries(read_jsonl(run_dir / SCORES))
     return [{**r, **scores.get(r["key"], {})} for r in records]
+
 
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Records as a table; nested dicts become dotted columns ("timings.sampling")."""

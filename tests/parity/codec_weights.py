@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from echo_tts.autoencoder import WindowLimitedTransformer, build_ae, precompute_freqs_cis
 from echo_tts.inference import PCAState
 
+
 def load_reference_codec(folder):
     with torch.device("meta"):
         ae = build_ae()
