@@ -192,14 +192,14 @@ def test_a_metric_only_the_control_has_still_renders(tmp_path: Any) -> None:
                                   sim_skipped="no speaker reference")])
     truth_rows = pd.DataFrame([_record("gt", "p1", 0, rtf=math.nan, sim=0.8, utmos=None,
                                        control=True)])
-    import bench.store.run_store
+    import bench.store.records
 
-    original = bench.store.run_store.load_records
-    bench.store.run_store.load_records = lambda path: truth_rows if path == control else original(path)
+    original = bench.store.records.load_records
+    bench.store.records.load_records = lambda path: truth_rows if path == control else original(path)
     try:
         section = quality_section(run.path, cells, n_boot=50)
     finally:
-        bench.store.run_store.load_records = original
+        bench.store.records.load_records = original
     assert [m.name for m in section.metrics] == ["sim"]
     assert "sim" in section.figures.columns and math.isnan(section.figures["sim"].iloc[0])
     assert "SIM" in quality_html(section)
