@@ -20,8 +20,6 @@ from bench.store.layout import INDEX_LOCK, LOCK
 from bench.store.run_store import RunStore
 from tests.import_graph import import_graph
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _ok(prompt: str, seconds: float, text: str = "x" * 20, total: float = 1.0,
         **flags: Any) -> dict[str, Any]:
