@@ -149,7 +149,8 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
     :mod:`bench.outcomes` (``corpus_wer``, ``mean_wer``, ``cer`` with ``_lo``/``_hi``
     95 % cluster-bootstrap bounds, ``share_above_50``, ``n_empty_hyp``) and ``quality``
     ("ok", "not meaningful" or "not scored"); timing noise and the machine's state
-    (``dispersion``, ``unstable``, ``interleaved``, ...: :func:`bench.noise.cell_noise`).
+    (``dispersion`` of time per unit of work, ``repeat_dispersion``, ``unstable``,
+    ``interleaved``, ...: :func:`bench.noise.cell_noise`).
     """
     rows: list[dict[str, Any]] = []
     if not len(records) or "cell_id" not in records.columns:
