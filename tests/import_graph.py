@@ -19,7 +19,9 @@ def module_files() -> dict[str, Path]:
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
             parts = path.relative_to(ROOT).with_suffix("").parts
-            if parts[:2] == ("bench", "scripts"):
+            # bench/scripts holds scripts; hidden folders hold caches (the parity tests unpack
+            # the reference implementation under one), not modules of this repo.
+            if parts[:2] == ("bench", "scripts") or any(p.startswith(".") for p in parts):
                 continue
             modules[".".join(parts).removesuffix(".__init__")] = path
     return modules

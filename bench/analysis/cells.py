@@ -23,6 +23,7 @@ import pandas as pd
 from bench.analysis.noise import cell_noise
 from bench.scoring.outcomes import (
     NO_SPEECH_SCORES,
+    aligned_numbers,
     column,
     has_scores,
     is_number,
@@ -135,7 +136,8 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
     :mod:`bench.scoring.outcomes` (``corpus_wer``, ``mean_wer``, ``cer`` with ``_lo``/``_hi``
     95 % cluster-bootstrap bounds, ``share_above_50``, ``n_empty_hyp``) and ``quality``
     ("ok", "not meaningful" or "not scored"); timing noise and the machine's state
-    (``dispersion``, ``unstable``, ``interleaved``, ...: :func:`bench.analysis.noise.cell_noise`).
+    (``dispersion`` of time per unit of work, ``repeat_dispersion``, ``unstable``,
+    ``interleaved``, ...: :func:`bench.analysis.noise.cell_noise`).
     """
     rows: list[dict[str, Any]] = []
     if not len(records) or "cell_id" not in records.columns:
@@ -206,12 +208,6 @@ def pooled_rtf(ok: pd.DataFrame) -> float:
     both = np.isfinite(compute) & np.isfinite(audio)
     total_audio = float(audio[both].sum())
     return float(compute[both].sum()) / total_audio if total_audio > 0 else math.nan
-
-
-def aligned_numbers(frame: pd.DataFrame, name: str, missing: float) -> npt.NDArray[np.float64]:
-    """``frame[name]`` as floats aligned with the frame's rows (non-numbers -> missing)."""
-    return np.asarray([float(v) if is_number(v) else missing for v in column(frame, name)],
-                      dtype=np.float64)
 
 
 def _cell_quality(rated: pd.DataFrame, scores: Sequence[Any], meaningful: bool, *,

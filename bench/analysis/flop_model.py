@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.cells import aligned_numbers
-from bench.scoring.outcomes import column, is_number
+from bench.scoring.outcomes import aligned_numbers, column, is_number
 from echo_tts import flops
 from echo_tts.config import ModelConfig
 from echo_tts.flops import forward_row_flops, modulation_flops

@@ -19,7 +19,7 @@ from markupsafe import Markup
 from bench.analysis.cells import NOT_MEANINGFUL
 from bench.analysis.history import flag_step_changes, history_table
 from bench.analysis.memory_fit import CUDA_CONTEXT_BYTES, memory_need
-from bench.analysis.noise import UNSTABLE_DISPERSION
+from bench.analysis.noise import DISPERSION_NAME, REPEAT_DISPERSION_NAME, UNSTABLE_DISPERSION
 from bench.analysis.quality import quality_html, quality_section
 from bench.analysis.run_analysis import RunAnalysis
 from bench.report import plots
@@ -196,6 +196,10 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         row["cer_text"] = quality_text(row, "cer")
         row["other_settings"] = other_settings(str(row["cell_label"]))
         row["memory_bytes"], row["memory_text"] = memory_text(row, on_device)
+        # The noise column sorts by the figure that decides the flag.
+        row["noise_max"] = max((float(row.get(k, math.nan)) for k in
+                                ("dispersion", "repeat_dispersion")
+                                if plots.is_finite(row.get(k))), default=math.nan)
     spec = analysis.manifest.get("spec") or {}
     quality = quality_section(analysis.run_dir, analysis.records)
     quality_png = frontier_beyond_wer(quality.figures, quality.controls, quality.metrics,
@@ -215,6 +219,8 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         "vram_budgets": [c for c in analysis.vram.columns if c.endswith(" GB")],
         "context_gb": CUDA_CONTEXT_BYTES / 1e9,
         "unstable_threshold": UNSTABLE_DISPERSION,
+        "dispersion_name": DISPERSION_NAME,
+        "repeat_dispersion_name": REPEAT_DISPERSION_NAME,
         "on_device": on_device,
         "failures": analysis.failures.to_dict("records"),
         "samples": _samples(analysis, out.parent) if audio else {},

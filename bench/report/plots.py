@@ -84,13 +84,25 @@ def _hardware_colours(cells: pd.DataFrame) -> dict[str, str]:
     return {hw: colour(i) for i, hw in enumerate(dict.fromkeys(cells["hardware"]))}
 
 
+#: The speed-only figure's titles, by why there is no quality axis.
+SPEED_ONLY_TITLES: dict[str, str] = {
+    "not scored": "Median RTF per cell (quality not scored)",
+    "not meaningful": f"Median RTF per cell\nno WER drawn: quality {NOT_MEANINGFUL}",
+}
+
+
 def frontier(cells: pd.DataFrame, quality_meaningful: bool = True) -> bytes:
     """Median RTF (log x) against corpus WER (%) per cell, the Pareto front of each
-    hardware as a step line. Unscored runs get RTF per cell instead."""
+    hardware as a step line. Runs without a meaningful WER (unscored, or scored with
+    random weights or a random ASR) get median RTF per cell instead, with its p10-p90
+    range, and the title says why: a WER axis of random figures would be the first
+    thing a reader sees and it would mean nothing."""
     with _figure(7.0, 4.6) as (fig, (ax,)):
         wer = cells["corpus_wer"].astype(float) * 100
         if not wer.notna().any():
-            return _rtf_bars(fig, ax, cells, "median RTF per cell (quality not scored)")
+            return _rtf_bars(fig, ax, cells, SPEED_ONLY_TITLES["not scored"])
+        if not quality_meaningful:
+            return _rtf_bars(fig, ax, cells, SPEED_ONLY_TITLES["not meaningful"])
         hw_colours = _hardware_colours(cells)
         for hw, group in cells.groupby("hardware", sort=False):
             c = hw_colours[str(hw)]
@@ -126,18 +138,48 @@ def _rtf_bars(fig: Figure, ax: Axes, cells: pd.DataFrame, title: str) -> bytes:
     ordered = cells.sort_values("rtf_median", ascending=False)
     hw_colours = _hardware_colours(cells)
     y = np.arange(len(ordered))
-    ax.barh(y, ordered["rtf_median"], color=[hw_colours[h] for h in ordered["hardware"]])
-    ax.set_yticks(y, [str(label) for label in ordered["cell_label"]])
-    ax.set_xlabel("median RTF (compute s per audio s; lower is faster)")
-    ax.set_title(title)
+    median = ordered["rtf_median"].astype(float)
+    ax.barh(y, median, color=[hw_colours[h] for h in ordered["hardware"]],
+            xerr=_rtf_range(ordered), error_kw={"ecolor": "#444444", "capsize": 2,
+                                                "linewidth": 0.8})
+    ax.set_yticks(y, _distinct_labels([str(label) for label in ordered["cell_label"]]))
+    ax.set_xlabel("median RTF, whisker p10-p90\n(compute s per audio s; lower is faster)")
+    # Over the figure, not the axes: long cell labels make the axes narrow and an axes
+    # title would run off the right edge.
+    fig.suptitle(title, fontsize=10)
+    if len(hw_colours) > 1:
+        for hw, c in hw_colours.items():
+            ax.barh([], [], color=c, label=hw)
+        ax.legend(frameon=False, loc="lower right")
     fig.set_figheight(max(3.0, 0.25 * len(ordered) + 1.2))
     return _png(fig)
 
 
+def _distinct_labels(labels: list[str]) -> list[str]:
+    """Cell labels without the settings every cell shares (``dtype=float32`` on each bar
+    says nothing and squeezes the plot); unchanged where nothing would be left."""
+    words = [label.split() for label in labels]
+    shared = set.intersection(*(set(w) for w in words)) if words else set()
+    short = [" ".join(x for x in w if x not in shared) for w in words]
+    return short if all(short) else labels
+
+
+def _rtf_range(cells: pd.DataFrame) -> np.ndarray:
+    """Whisker lengths (below, above) from the median RTF to its p10 and p90; none where
+    a bound is missing or infinite (a silent generation's RTF)."""
+    median = cells["rtf_median"].astype(float).to_numpy()
+    below = median - cells["rtf_p10"].astype(float).to_numpy()
+    above = cells["rtf_p90"].astype(float).to_numpy() - median
+    out = np.vstack([below, above])
+    out[~np.isfinite(out)] = 0.0
+    return np.clip(out, 0.0, None)
+
+
 def steps(cells: pd.DataFrame, quality_meaningful: bool = True) -> bytes:
     """Median RTF and corpus WER against diffusion steps, one line per CFG mode (line
-    style per sequence length and hardware). Unscored runs get the speed panel only."""
-    has_wer = bool(cells["corpus_wer"].astype(float).notna().any())
+    style per sequence length and hardware). Runs without a meaningful WER (unscored,
+    random weights or ASR) get the speed panel only."""
+    has_wer = quality_meaningful and bool(cells["corpus_wer"].astype(float).notna().any())
     with _figure(9.0 if has_wer else 6.5, 3.8, ncols=2 if has_wer else 1) as (fig, axes):
         left = axes[0]
         variants = list(dict.fromkeys(zip(cells["sequence_length"], cells["hardware"], strict=True)))

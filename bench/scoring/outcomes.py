@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 if TYPE_CHECKING:
@@ -189,3 +190,9 @@ def usable(cell: Mapping[Any, Any]) -> bool:
     n_ok: Any = cell.get("n_ok")
     return (is_number(n_ok) and int(n_ok) > 0
             and all(int(cell.get(k) or 0) == 0 for k in ("n_failed", "n_nan", "n_silent")))
+
+
+def aligned_numbers(frame: pd.DataFrame, name: str, missing: float) -> npt.NDArray[np.float64]:
+    """``frame[name]`` as floats aligned with the frame's rows (non-numbers -> missing)."""
+    return np.asarray([float(v) if is_number(v) else missing for v in column(frame, name)],
+                      dtype=np.float64)

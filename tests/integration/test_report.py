@@ -133,6 +133,9 @@ def test_random_quality_is_flagged_everywhere(tmp_path: Path, tiny_run: Path) ->
     assert "Quality figures not meaningful: random weights" in html
     assert "not meaningful (random weights)" in html
     assert not re.search(r"\d+\.\d\d %", html.split('id="cells-table"')[1].split("</table>")[0])
+    # No frontier on random WER: the first figure is speed per cell, no cell is "front".
+    assert '<h2 id="frontier">Speed per cell</h2>' in html
+    assert '<span class="tag">front</span>' not in html
     md = render_run_report(run, fmt="md").read_text(encoding="utf-8")
     assert "not meaningful" in md and "random weights" in md
 
@@ -145,6 +148,9 @@ def test_scored_report_and_markdown_comparison(tmp_path: Path, tiny_run: Path) -
         add_fake_scores(run, meaningful=True)
     html = render_run_report(new, baseline=old).read_text(encoding="utf-8")
     assert "not meaningful" not in html
+    assert '<h2 id="frontier">Speed/quality frontier</h2>' in html
+    # The page says what the noise figure is, not just that a cell is unstable.
+    assert "spread of time per unit of work" in html and "echo_tts.flops" in html
     assert "Changes against run" in html
     out = tmp_path / "summary.md"
     md = render_run_report(new, baseline=old, fmt="md", out=out)
