@@ -216,6 +216,8 @@ class MeasureSpec:
     asr_device: str = "auto"
     # Audio quality metrics beside WER (bench.scoring.quality): a speaker encoder for SIM
     # ("resemblyzer", "wavlm-ecapa" or "none") and MOS predictors ("dnsmos", "utmos").
+    # "wavlm-ecapa-or-resemblyzer" and "utmos-if-present" use the published model when its
+    # weights are in the models folder and fall back (Resemblyzer; no UTMOS) otherwise.
     sim: str = "none"
     mos: tuple[str, ...] = ()
     wer_protocol: str = "whisper-normalizer"
@@ -518,8 +520,10 @@ _MODEL_KEYS = ("model", "codec", "pca", "dtype", "device", "compile", "codec_dty
 _PROMPT_KEYS = ("set", "limit", "ids", "speaker", "long_text", "speakers")
 _MEASURE_KEYS = ("warmup", "repeats", "seeds", "keep_audio", "max_audio_files", "score",
                  "asr", "asr_device", "sim", "mos", "wer_protocol", "control")
-_SIM_ENCODERS = ("none", "resemblyzer", "wavlm-ecapa")  # bench.scoring.speaker
-_MOS_METRICS = ("dnsmos", "utmos")  # bench.scoring.quality
+# bench.scoring.speaker's encoders, plus bench.scoring.quality's "when present" choice.
+_SIM_ENCODERS = ("none", "resemblyzer", "wavlm-ecapa", "wavlm-ecapa-or-resemblyzer")
+# bench.scoring.quality's MOS metrics, plus its "when present" choice.
+_MOS_METRICS = ("dnsmos", "utmos", "utmos-if-present")
 # Names of bench.scoring.protocols.PROTOCOLS, kept here so parsing a spec imports no
 # scoring code (a test checks that the two lists agree).
 WER_PROTOCOLS = ("whisper-normalizer", "seed-tts-eval", "f5-tts")
@@ -748,9 +752,12 @@ class _Parser:
             asr = str(self.path(asr, "measure.asr"))  # a local checkpoint, relative to the spec
         sim = self.choice(table, "measure", "sim", "none", _SIM_ENCODERS)
         mos = self.get(table, "measure", "mos", list, [], f"a list of {', '.join(_MOS_METRICS)}")
-        if not all(m in _MOS_METRICS for m in mos) or len(set(mos)) != len(mos):
+        # "utmos" and "utmos-if-present" are one metric: listing both is listing it twice.
+        metrics = [m.removesuffix("-if-present") if isinstance(m, str) else m for m in mos]
+        if not all(m in _MOS_METRICS for m in mos) or len(set(metrics)) != len(metrics):
             raise self.error(f"measure.mos must list each of {', '.join(_MOS_METRICS)} at most "
-                             f"once (got {mos!r})", "measure.mos")
+                             f"once, a metric with or without -if-present (got {mos!r})",
+                             "measure.mos")
         asr_device = self.device(table, "measure", "asr_device")
         return MeasureSpec(
             warmup=typing.cast(int, self.int_at_least(table, "measure", "warmup", 1, 0)),

@@ -19,8 +19,9 @@ What runs where:
   nightly worker writes its kept WAVs straight into the run.
 * ``Transcriber`` (GPU, same image): Whisper from the whisper-cache Volume, used by the
   CI gate (``echo-bench gate --backend modal``) so the runner never loads large-v3.
-* ``prefetch`` (CPU): downloads the Echo-TTS, codec and Whisper weights into the cache
-  volumes and commits them, so workers never download at start-up.
+* ``prefetch`` (CPU): downloads the Echo-TTS, codec and Whisper weights and the SIM/MOS
+  scoring models (WavLM-ECAPA, UTMOS22 strong) into the cache volumes and commits them,
+  so workers never download at start-up.
 * ``nightly`` (CPU, cron ``0 3 * * 1-6`` UTC) runs the canary spec, ``weekly`` (``0 3 * * 0``)
   the full grid; both orchestrate from inside Modal, non-preemptible, one at a time,
   and resume the night's run after a restart (:mod:`bench.backends.modal_nightly`), then
@@ -50,6 +51,11 @@ from bench.backends.modal_parallel import (
 APP_NAME = "echo-bench"
 HF_CACHE_DIR = "/cache/hf"
 WHISPER_CACHE_DIR = "/cache/whisper"  # = $XDG_CACHE_HOME/whisper, Whisper's default root
+# The scoring models folder ($ECHO_BENCH_MODELS, bench.scoring.models) on the same Volume.
+MODELS_DIR = f"{WHISPER_CACHE_DIR}/echo-bench-models"
+# Scoring models `prefetch` puts there: what the scheduled specs' "when present" SIM and
+# UTMOS choices look for (bench.scoring.quality).
+SCORING_MODELS = ("wavlm-ecapa", "utmos22-strong")
 OUTPUTS_DIR = "/outputs"
 OUTPUTS_RUNS = f"{OUTPUTS_DIR}/runs"
 HF_CACHE_VOLUME = "echo-bench-hf-cache"
@@ -149,6 +155,7 @@ def build_image(recipe: ImageRecipe, base: Any = None) -> Any:
             # Whisper's default download root is $XDG_CACHE_HOME/whisper = the volume.
             "XDG_CACHE_HOME": "/cache",
             "ECHO_BENCH_WHISPER_CACHE": WHISPER_CACHE_DIR,
+            "ECHO_BENCH_MODELS": MODELS_DIR,
             "PYTHONUNBUFFERED": "1",
         })
         .add_local_file(recipe.lock, recipe.remote_lock)
@@ -263,12 +270,16 @@ ChunkWorker = app.cls(image=image, gpu=DEFAULT_GPU, volumes=_volumes(), secrets=
 @app.function(image=image, volumes=_volumes(), secrets=_secrets(), timeout=2 * 60 * 60,
               memory=16 * 1024)
 def prefetch() -> None:
-    """Download every weight file a sweep needs into the cache volumes and commit them."""
+    """Download every weight file a sweep needs into the cache volumes and commit them:
+    Echo-TTS, its codec and PCA, Whisper, and the SIM/MOS scoring models (skipped when
+    already there, so running it again only fills what is missing)."""
     import whisper
     from huggingface_hub import hf_hub_download
 
     from echo_tts.autoencoder import CODEC_FILENAME, DEFAULT_CODEC_REPO, PCA_FILENAME
     from echo_tts.weights import DEFAULT_MODEL_REPO, MODEL_FILENAME
+
+    prefetch_scoring_models(Path(MODELS_DIR))
 
     for repo, filename in ((DEFAULT_MODEL_REPO, MODEL_FILENAME),
                            (DEFAULT_MODEL_REPO, PCA_FILENAME),
@@ -278,6 +289,24 @@ def prefetch() -> None:
     print(f"whisper {WHISPER_MODEL} -> {WHISPER_CACHE_DIR}")
     hf_cache.commit()
     whisper_cache.commit()
+
+
+def prefetch_scoring_models(root: Path, fetch: Any = None) -> list[Path]:
+    """Put :data:`SCORING_MODELS` into ``root`` (``fetch``: bench.scoring.models.fetch_model,
+    replaced in tests); a model already there is kept. Returns their paths."""
+    from bench.scoring.models import MODEL_FILES, fetch_model
+
+    fetch = fetch or fetch_model
+    paths = []
+    for name in SCORING_MODELS:
+        path = root / MODEL_FILES[name].filename
+        if path.is_file():
+            print(f"{name}: already in {root}")
+        else:
+            path = fetch(name, root)
+            print(f"{name} -> {path}")
+        paths.append(path)
+    return paths
 
 
 @app.function(image=image, volumes=_volumes(with_outputs=True), gpu=DEFAULT_GPU,
@@ -294,8 +323,10 @@ def score_and_report(run_id: str) -> None:
     outputs.reload()
     run_dir = Path(OUTPUTS_RUNS) / run_id
     _, outcome, quality, _ = score_run(run_dir, download_root=WHISPER_CACHE_DIR, lock=False,
-                                       models_root=f"{WHISPER_CACHE_DIR}/echo-bench-models")
+                                       models_root=MODELS_DIR)
     print(f"scored {outcome.scored} generations of {run_id}")
+    if quality.note:
+        print(quality.note)
     for name, message in quality.missing.items():
         print(f"{name} not scored: {message}")
     print(f"report: {render_run_report(run_dir)}")

@@ -365,3 +365,27 @@ def test_transcriber_runs_through_local_behind_the_remote_asr(
     assert asr.is_random and asr.name.startswith("whisper:random:tiny")
     texts = asr.transcribe([np.zeros(16_000, dtype=np.float32)])
     assert len(texts) == 1 and isinstance(texts[0], str)
+
+
+def test_prefetch_puts_the_sim_and_mos_models_where_scoring_looks(tmp_path: Path) -> None:
+    from bench.scoring.models import MODEL_FILES
+    from bench.scoring.quality import MOS_IF_PRESENT, SIM_PREFERRED, resolve_present
+
+    fetched: list[str] = []
+
+    def fetch(name: str, root: Path) -> Path:  # stands in for the download
+        fetched.append(name)
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / MODEL_FILES[name].filename
+        path.write_bytes(b"weights")
+        return path
+
+    root = tmp_path / "echo-bench-models"
+    modal_app.prefetch_scoring_models(root, fetch)
+    assert fetched == ["wavlm-ecapa", "utmos22-strong"]
+    modal_app.prefetch_scoring_models(root, fetch)  # again: nothing downloaded twice
+    assert fetched == ["wavlm-ecapa", "utmos22-strong"]
+    # The scheduled specs' "when present" choices now find them on the Volume.
+    assert resolve_present(SIM_PREFERRED, ["dnsmos", MOS_IF_PRESENT], root) == (
+        "wavlm-ecapa", ["dnsmos", "utmos"], None)
+    assert modal_app.MODELS_DIR.startswith(modal_app.WHISPER_CACHE_DIR)
