@@ -13,12 +13,15 @@ What runs where:
 
 * ``BenchWorker`` (GPU; one container pool per GPU type, ``max_containers=1`` so each
   type loads the model once): ``@modal.enter`` loads the pipeline, ``run_cells`` runs
-  the cells of one call (:class:`~bench.backends.modal_cells.CellRunner`). The outputs
-  Volume is mounted so a nightly worker writes its kept WAVs straight into the run.
+  one group of cells that share it, in interleaved rounds
+  (:class:`~bench.backends.modal_cells.CellRunner`). The outputs Volume is mounted: each
+  call journals its finished generations there (a restarted input continues), and a
+  nightly worker writes its kept WAVs straight into the run.
 * ``Transcriber`` (GPU, same image): Whisper from the whisper-cache Volume, used by the
   CI gate (``echo-bench gate --backend modal``) so the runner never loads large-v3.
-* ``prefetch`` (CPU): downloads the Echo-TTS, codec and Whisper weights into the cache
-  volumes and commits them, so workers never download at start-up.
+* ``prefetch`` (CPU): downloads the Echo-TTS, codec and Whisper weights and the SIM/MOS
+  scoring models (WavLM-ECAPA, UTMOS22 strong) into the cache volumes and commits them,
+  so workers never download at start-up.
 * ``nightly`` (CPU, cron ``0 3 * * 1-6`` UTC) runs the canary spec, ``weekly`` (``0 3 * * 0``)
   the full grid; both orchestrate from inside Modal, non-preemptible, one at a time,
   and resume the night's run after a restart (:mod:`bench.backends.modal_nightly`), then
@@ -48,6 +51,11 @@ from bench.spec.gpus import DEFAULT_GPU
 APP_NAME = "echo-bench"
 HF_CACHE_DIR = "/cache/hf"
 WHISPER_CACHE_DIR = "/cache/whisper"  # = $XDG_CACHE_HOME/whisper, Whisper's default root
+# The scoring models folder ($ECHO_BENCH_MODELS, bench.scoring.models) on the same Volume.
+MODELS_DIR = f"{WHISPER_CACHE_DIR}/echo-bench-models"
+# Scoring models `prefetch` puts there: what the scheduled specs' "when present" SIM and
+# UTMOS choices look for (bench.scoring.quality).
+SCORING_MODELS = ("wavlm-ecapa", "utmos22-strong")
 OUTPUTS_DIR = "/outputs"
 OUTPUTS_RUNS = f"{OUTPUTS_DIR}/runs"
 HF_CACHE_VOLUME = "echo-bench-hf-cache"
@@ -59,9 +67,16 @@ NIGHTLY_CRON = "0 3 * * 1-6"
 WEEKLY_CRON = "0 3 * * 0"
 NIGHTLY_SPEC = "nightly"
 WEEKLY_SPEC = "weekly"
-# One call runs one cell (every prompt x seed x repeat of it); 40 prompts x 2 seeds of
-# two-chunk passages at 60 steps on a T4 stays well inside an hour.
-WORKER_TIMEOUT_S = 60 * 60
+# One call runs one group: every cell of a GPU type that shares a loaded pipeline (the
+# weekly grid's largest is hours), so the limit is Modal's longest (24 h). A restart
+# resumes from the call's journal, so a long call loses at most one generation.
+WORKER_TIMEOUT_S = 24 * 60 * 60
+# A worker that crashes (not preempted: Modal restarts those by itself) gets one more
+# attempt on the same input, which continues from the journal; a second crash fails
+# the group's remaining generations.
+WORKER_RETRIES = 1
+# The Transcriber and chunk containers serve short calls (a batch, a chunk): an hour.
+CALL_TIMEOUT_S = 60 * 60
 # Modal's longest function timeout (24 h); the weekly grid takes hours.
 NIGHTLY_TIMEOUT_S = 24 * 60 * 60
 # Keep a worker warm between calls of a sweep, so a GPU type pays its cold start once.
@@ -140,6 +155,7 @@ def build_image(recipe: ImageRecipe, base: Any = None) -> Any:
             # Whisper's default download root is $XDG_CACHE_HOME/whisper = the volume.
             "XDG_CACHE_HOME": "/cache",
             "ECHO_BENCH_WHISPER_CACHE": WHISPER_CACHE_DIR,
+            "ECHO_BENCH_MODELS": MODELS_DIR,
             "PYTHONUNBUFFERED": "1",
         })
         .add_local_file(recipe.lock, recipe.remote_lock)
@@ -182,9 +198,11 @@ app = modal.App(APP_NAME)
 
 
 @app.cls(image=image, gpu=DEFAULT_GPU, volumes=_volumes(with_outputs=True), secrets=_secrets(),
-         timeout=WORKER_TIMEOUT_S, max_containers=1, scaledown_window=WORKER_SCALEDOWN_S)
+         timeout=WORKER_TIMEOUT_S, retries=WORKER_RETRIES, max_containers=1,
+         scaledown_window=WORKER_SCALEDOWN_S)
 class BenchWorker:
-    """A GPU container that loads the model once and runs cells (one call per cell)."""
+    """A GPU container that loads the model once and runs groups of cells (one call per
+    group of cells that share a loaded pipeline)."""
 
     params: str = modal.parameter()  # model_params(...) JSON
     runner: CellRunner = modal.parameter(init=False)  # set by load(), typed for mypy
@@ -196,7 +214,7 @@ class BenchWorker:
         # boot happen before Python starts.
         started = container_started_at() or entered
         self.runner = CellRunner(self.params, container_started_at=started,
-                                 enter_started_at=entered)
+                                 enter_started_at=entered, volume_root=Path(OUTPUTS_DIR))
         if os.environ.get("MODAL_TASK_ID"):  # in a container: chunk_workers cells fan out
             self.runner.worker.chunk_dispatcher = ModalChunkDispatcher(
                 self.params, modal_spawner(ChunkWorker), DEFAULT_GPU)
@@ -204,13 +222,15 @@ class BenchWorker:
 
     @modal.method()
     def run_cells(self, spec_json: str, cell_ids: list[str], done_keys: list[str],
-                  spawned_at: float) -> list[dict[str, Any]]:
-        # A warm container must see the run folder the orchestrator created since.
+                  spawned_at: float, group_index: int, call_key: str) -> list[dict[str, Any]]:
+        # A warm container must see the run folder the orchestrator created since, and a
+        # restarted input the journal its first attempt committed.
         outputs.reload()
-        return self.runner.run(spec_json, cell_ids, done_keys, spawned_at, commit=outputs.commit)
+        return self.runner.run(spec_json, cell_ids, done_keys, spawned_at, commit=outputs.commit,
+                               group_index=group_index, call_key=call_key)
 
 
-@app.cls(image=image, gpu=DEFAULT_GPU, volumes=_volumes(), timeout=WORKER_TIMEOUT_S,
+@app.cls(image=image, gpu=DEFAULT_GPU, volumes=_volumes(), timeout=CALL_TIMEOUT_S,
          max_containers=1, scaledown_window=WORKER_SCALEDOWN_S)
 class Transcriber:
     """Whisper on a GPU, weights from the whisper-cache Volume (filled by ``prefetch``)."""
@@ -240,7 +260,7 @@ class Transcriber:
 
 # Chunk containers for chunk_workers cells (bench.backends.modal_parallel).
 ChunkWorker = app.cls(image=image, gpu=DEFAULT_GPU, volumes=_volumes(), secrets=_secrets(),
-                      timeout=WORKER_TIMEOUT_S, max_containers=MAX_CHUNK_CONTAINERS,
+                      timeout=CALL_TIMEOUT_S, max_containers=MAX_CHUNK_CONTAINERS,
                       scaledown_window=WORKER_SCALEDOWN_S)(modal_parallel.ChunkWorker)
 
 
@@ -250,12 +270,16 @@ ChunkWorker = app.cls(image=image, gpu=DEFAULT_GPU, volumes=_volumes(), secrets=
 @app.function(image=image, volumes=_volumes(), secrets=_secrets(), timeout=2 * 60 * 60,
               memory=16 * 1024)
 def prefetch() -> None:
-    """Download every weight file a sweep needs into the cache volumes and commit them."""
+    """Download every weight file a sweep needs into the cache volumes and commit them:
+    Echo-TTS, its codec and PCA, Whisper, and the SIM/MOS scoring models (skipped when
+    already there, so running it again only fills what is missing)."""
     import whisper
     from huggingface_hub import hf_hub_download
 
     from echo_tts.autoencoder import CODEC_FILENAME, DEFAULT_CODEC_REPO, PCA_FILENAME
     from echo_tts.weights import DEFAULT_MODEL_REPO, MODEL_FILENAME
+
+    prefetch_scoring_models(Path(MODELS_DIR))
 
     for repo, filename in ((DEFAULT_MODEL_REPO, MODEL_FILENAME),
                            (DEFAULT_MODEL_REPO, PCA_FILENAME),
@@ -265,6 +289,24 @@ def prefetch() -> None:
     print(f"whisper {WHISPER_MODEL} -> {WHISPER_CACHE_DIR}")
     hf_cache.commit()
     whisper_cache.commit()
+
+
+def prefetch_scoring_models(root: Path, fetch: Any = None) -> list[Path]:
+    """Put :data:`SCORING_MODELS` into ``root`` (``fetch``: bench.scoring.models.fetch_model,
+    replaced in tests); a model already there is kept. Returns their paths."""
+    from bench.scoring.models import MODEL_FILES, fetch_model
+
+    fetch = fetch or fetch_model
+    paths = []
+    for name in SCORING_MODELS:
+        path = root / MODEL_FILES[name].filename
+        if path.is_file():
+            print(f"{name}: already in {root}")
+        else:
+            path = fetch(name, root)
+            print(f"{name} -> {path}")
+        paths.append(path)
+    return paths
 
 
 @app.function(image=image, volumes=_volumes(with_outputs=True), gpu=DEFAULT_GPU,
@@ -281,8 +323,10 @@ def score_and_report(run_id: str) -> None:
     outputs.reload()
     run_dir = Path(OUTPUTS_RUNS) / run_id
     _, outcome, quality, _ = score_run(run_dir, download_root=WHISPER_CACHE_DIR, lock=False,
-                                       models_root=f"{WHISPER_CACHE_DIR}/echo-bench-models")
+                                       models_root=MODELS_DIR)
     print(f"scored {outcome.scored} generations of {run_id}")
+    if quality.note:
+        print(quality.note)
     for name, message in quality.missing.items():
         print(f"{name} not scored: {message}")
     print(f"report: {render_run_report(run_dir)}")
@@ -298,7 +342,7 @@ def scheduled_run(spec_name: str) -> str:
     from bench.spec.shipped import resolve_spec_path
 
     spec = load_spec(resolve_spec_path(spec_name), allow_large=True)
-    workers = ModalWorkers(BenchWorker, region=spec.modal.region)
+    workers = ModalWorkers(BenchWorker, region=spec.modal.region, volume=outputs)
     run_id, _ = run_on_volume(spec, root=Path(OUTPUTS_RUNS), volume=outputs, workers=workers)
     score_and_report.remote(run_id)
     record_billing(run_id)

@@ -3,11 +3,18 @@ runner that executes it, as plain code (no ``modal`` import) so tests run it in-
 
 Payload (``spec_json``, see :func:`encode_payload`): the model, the per-cell settings,
 the prompts themselves (speaker clips inlined as base64, since the container cannot see
-the orchestrator's files), seeds, repeats, warm-up, and where audio goes: inline in the
-call result (base64, for runs whose store is on the orchestrator's disk) or straight
-into a run folder on the outputs Volume (``audio_dir``, the nightly), keeping only a
-sample plus every suspicious generation when ``audio_sample`` is set
+the orchestrator's files), seeds, repeats, warm-up, the seed of the rounds' order, and
+where audio goes: left on the outputs Volume for the orchestrator to read (runs whose
+store is on the orchestrator's disk; a group's WAVs are too many for one call result)
+or copied straight into a run folder on the Volume (``audio_dir``, the nightly), keeping
+only a sample plus every suspicious generation when ``audio_sample`` is set
 (:mod:`bench.run.retention`). Cells keep their ids, so record keys match a local run.
+
+One call runs one group of cells that share a loaded pipeline (:mod:`bench.run.schedule`)
+through :meth:`~bench.run.worker.Worker.run_group`, in the same interleaved rounds, with the
+same order fields, as the local backend; each finished generation goes to the call's
+journal on the Volume first (:mod:`bench.backends.modal_journal`), so a restarted input
+continues the same rounds and records every generation once.
 
 Timing fields (:data:`MODAL_RECORD_FIELDS`): the orchestrator passes the wall-clock
 time it spawned the call; the container knows when it started (the start time of its
@@ -22,21 +29,27 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench.backends.modal_journal import CallJournal
 from bench.core.errors import UserError
 from bench.run.retention import keep_reasons
-from bench.spec.prompt_files import Prompt
+from bench.run.schedule import Group, order_seed, schedule
+from bench.spec.prompts import Prompt
 from bench.spec.sweep import EXECUTION_AXES, Cell, ModelSpec, SweepSpec
+from bench.store.files import atomic_target
 from bench.store.layout import AUDIO_DIR, audio_filename
 
-PAYLOAD_VERSION = 2
+# 3: one call runs a group in interleaved rounds (order_seed), audio stays on the Volume.
+PAYLOAD_VERSION = 3
 
 #: Fields a Modal worker adds to every record, on top of the local backend's.
 MODAL_RECORD_FIELDS: tuple[str, ...] = (
@@ -52,8 +65,9 @@ MODAL_RECORD_FIELDS: tuple[str, ...] = (
     "region",                       # MODAL_REGION of the container, when Modal sets it
     "audio_kept",                   # why the WAV was kept (sample, silent, outlier-...), or None
 )
-#: Only in call results whose audio travels inline; popped by the orchestrator.
-INLINE_AUDIO_FIELD = "audio_wav_b64"
+#: Only in call results whose kept WAV waits on the outputs Volume (a path relative to
+#: its root, inside the call's journal); popped by the orchestrator, which reads it.
+VOLUME_AUDIO_FIELD = "audio_on_volume"
 
 
 def container_started_at(proc: Path = Path("/proc")) -> float | None:
@@ -101,6 +115,8 @@ def encode_payload(spec: SweepSpec, prompts: list[Prompt], cells: list[Cell] | N
         "name": spec.name,
         "model": json.loads(model_params(spec.model, spec.prompts.long_text)),
         "warmup": spec.measure.warmup,
+        # The rounds' shuffle seed, as the local backend takes it: same spec, same order.
+        "order_seed": order_seed(spec.hash),
         "repeats": spec.measure.repeats,
         "seeds": list(spec.measure.seeds),
         "keep_audio": spec.measure.keep_audio,
@@ -132,6 +148,7 @@ class Payload:
     model: ModelSpec
     long_text: str
     warmup: int
+    order_seed: int
     repeats: int
     seeds: list[int]
     keep_audio: bool
@@ -160,7 +177,7 @@ def decode_payload(spec_json: str, folder: Path) -> Payload:
                for p in data["prompts"]]
     return Payload(model=ModelSpec(**data["model"]["model"]),
                    long_text=data["model"]["long_text"], warmup=data["warmup"],
-                   repeats=data["repeats"], seeds=list(data["seeds"]),
+                   order_seed=data["order_seed"], repeats=data["repeats"], seeds=list(data["seeds"]),
                    keep_audio=data["keep_audio"], audio_sample=data["audio_sample"],
                    audio_dir=data["audio_dir"], prompts=prompts,
                    cells={row["id"]: _cell_from_dict(row) for row in data["cells"]})
@@ -171,7 +188,11 @@ def decode_payload(spec_json: str, folder: Path) -> Payload:
 
 @dataclass
 class CellRunner:
-    """One container's worker: the loaded model plus its start-up figures."""
+    """One container's worker: the loaded model plus its start-up figures.
+
+    ``volume_root`` is where the outputs Volume is mounted (journals and waiting WAVs go
+    there); without one (in-process use) a scratch folder stands in for it.
+    """
 
     params: str
     container_started_at: float = field(default_factory=time.time)
@@ -180,6 +201,7 @@ class CellRunner:
     calls: int = 0
     container_id: str = field(default_factory=lambda: os.environ.get("MODAL_TASK_ID", "local"))
     region: str | None = field(default_factory=lambda: os.environ.get("MODAL_REGION"))
+    volume_root: Path | None = None
 
     def __post_init__(self) -> None:
         from bench.run.worker import Worker
@@ -188,6 +210,7 @@ class CellRunner:
         self.model = ModelSpec(**data["model"])
         self.worker = Worker(self.model, long_text=data["long_text"])
         self.scratch = Path(tempfile.mkdtemp(prefix="echo-bench-scratch-"))
+        self.volume = self.volume_root if self.volume_root is not None else self.scratch / "volume"
 
     def load(self) -> None:
         """Load the pipeline for the model's own dtype now (cells with another dtype load
@@ -214,88 +237,115 @@ class CellRunner:
         }
 
     def run(self, spec_json: str, cell_ids: list[str], done_keys: list[str],
-            spawned_at: float, commit: Callable[[], None] | None = None) -> list[dict[str, Any]]:
-        """Run the pending generations of ``cell_ids``; returns their records. Audio goes
-        inline (base64) or, with the payload's ``audio_dir``, into that folder, after
-        which ``commit`` (the Volume's) makes it visible to other containers."""
-        from bench.run.worker import plan
+            spawned_at: float, commit: Callable[[], None] | None = None, *,
+            group_index: int = 0, call_key: str | None = None) -> list[dict[str, Any]]:
+        """Run the pending generations of ``cell_ids`` (cells sharing a pipeline) as one
+        group in interleaved rounds; returns their records, each key once.
+
+        ``call_key`` names the call's journal on the Volume: an earlier attempt of the same
+        input left its finished records there, and this attempt runs only the steps they
+        lack, keeping the rounds and positions of the first attempt. ``commit`` (the
+        Volume's) makes each journaled generation, and the audio placed at the end,
+        visible to a restarted container and to the orchestrator. ``group_index`` is the
+        group's place in the sweep's order (``order_group``).
+        """
+        from echo_tts.audio import wav_bytes
 
         call_started_at = time.time()
         payload = decode_payload(spec_json, self.scratch / "speakers")
         if asdict(payload.model) != asdict(self.model):
             raise UserError("payload model differs from the worker's; pass the same spec to both")
         self.worker.long_text = payload.long_text
-        unknown = [c for c in cell_ids if c not in payload.cells]
-        if unknown:
-            raise UserError(f"cells {unknown} are not in the payload")
-        done = set(done_keys)
+        group = self._group(payload, cell_ids, set(done_keys), group_index)
+        journal = CallJournal(self.volume, call_key or uuid.uuid4().hex, commit)
+        earlier = journal.records()
         call = self.calls
         self.calls += 1
-        base = self.timing(call, spawned_at, call_started_at)
-        records: list[dict[str, Any]] = []
-        first_start: list[float] = []  # when the call's first timed generation began
-        for cell_id in cell_ids:
-            cell = payload.cells[cell_id]
-            generations = [g for g in plan([cell], payload.prompts, payload.seeds, payload.repeats)
-                           if g.key not in done]
-            cell_records, wavs = self._run_cell(cell, generations, payload.warmup, first_start)
-            self._place_audio(payload, cell_records, wavs)
-            records += cell_records
-        if payload.audio_dir is not None and commit is not None:
-            commit()
-        for record in records:
-            record.update(base, container_id=self.container_id, container_call=call,
-                          region=self.region)
-        overhead = first_start[0] - call_started_at if first_start else None
-        for record in records:
-            record["first_call_overhead_seconds"] = overhead
-        return records
-
-    def _run_cell(self, cell: Cell, generations: list[Any], warmup: int,
-                  first_start: list[float]) -> tuple[list[dict[str, Any]], dict[str, Path]]:
-        """Records of one cell, and the WAV of each ok record written to local scratch
-        (kept out of memory: a cell may be 80 clips of 60 s)."""
-        from echo_tts.audio import wav_bytes
-
-        records: list[dict[str, Any]] = []
-        wavs: dict[str, Path] = {}
+        base = {**self.timing(call, spawned_at, call_started_at),
+                "container_id": self.container_id, "container_call": call,
+                "region": self.region}
+        records = list(earlier)
+        first_start: list[float] = []  # when this attempt's first timed generation began
 
         def sink(record: dict[str, Any], audio: Any) -> None:
             if not first_start:
                 first_start.append(time.time() - float(record.get("wall_seconds") or 0.0))
-            if record["status"] == "ok" and audio is not None:
-                path = self.scratch / "audio" / audio_filename(record["key"])
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(wav_bytes(audio))
-                wavs[record["key"]] = path
+            record.update(base, first_call_overhead_seconds=first_start[0] - call_started_at)
+            ok_audio = record["status"] == "ok" and audio is not None
+            journal.add(record, wav_bytes(audio) if ok_audio else None)
             records.append(record)
 
-        self.worker.run_cell(cell, generations, warmup, sink)
-        return records, wavs
+        if group is not None:
+            remaining = _without(group, {r["key"] for r in earlier})
+            if remaining.steps:
+                self.worker.run_group(remaining, payload.warmup, sink)
+        self._place_audio(payload, records, journal)
+        if commit is not None:
+            commit()
+        return records
+
+    @staticmethod
+    def _group(payload: Payload, cell_ids: list[str], done: set[str],
+               index: int) -> Group | None:
+        """The call's group, as the local backend would schedule the same pending work
+        (None when nothing is pending)."""
+        from bench.run.worker import plan
+
+        unknown = [c for c in cell_ids if c not in payload.cells]
+        if unknown:
+            raise UserError(f"cells {unknown} are not in the payload")
+        work = {payload.cells[c]: [g for g in plan([payload.cells[c]], payload.prompts,
+                                                   payload.seeds, payload.repeats)
+                                   if g.key not in done]
+                for c in cell_ids}
+        groups = schedule(work, seed=payload.order_seed)
+        if len(groups) > 1:
+            raise UserError(f"cells {cell_ids} need different pipelines; one call runs one "
+                            "group of cells that share a loaded pipeline")
+        if not groups:
+            return None
+        group = groups[0]
+        return Group(index, group.cells, tuple(replace(s, group=index) for s in group.steps))
 
     @staticmethod
     def _place_audio(payload: Payload, records: list[dict[str, Any]],
-                     wavs: dict[str, Path]) -> None:
-        """Keep each record's WAV where the payload says (or drop it), and say why."""
+                     journal: CallJournal) -> None:
+        """Keep each record's WAV where the payload says (or drop it), and say why.
+
+        Retention looks at a whole cell (its outliers), so it runs once all the group's
+        records are in. Kept WAVs are copied, not moved: a restart of this input after
+        the copy still finds them in the journal and places them again.
+        """
         fraction = payload.audio_sample if payload.keep_audio else 0.0
-        reasons = keep_reasons(records, fraction)
-        for record, reason in zip(records, reasons, strict=True):
-            wav = wavs.pop(record["key"], None)
-            keep = payload.keep_audio and reason is not None and wav is not None
-            record["audio_kept"] = reason if keep else None
-            if wav is None:
-                continue
-            if keep and payload.audio_dir is None:
-                record[INLINE_AUDIO_FIELD] = base64.b64encode(wav.read_bytes()).decode("ascii")
-            elif keep:
-                name = audio_filename(record["key"])  # the name the run store uses
-                target = Path(payload.audio_dir or "") / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(name + ".part")
-                tmp.write_bytes(wav.read_bytes())
-                tmp.replace(target)
-                record["audio_path"] = f"{AUDIO_DIR}/{name}"
-            wav.unlink()
+        by_cell: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            by_cell.setdefault(record["cell_id"], []).append(record)
+        for cell_records in by_cell.values():
+            reasons = keep_reasons(cell_records, fraction)
+            for record, reason in zip(cell_records, reasons, strict=True):
+                wav = journal.wav(record["key"])
+                exists = record["status"] == "ok" and wav.is_file()
+                keep = payload.keep_audio and reason is not None and exists
+                record["audio_kept"] = reason if keep else None
+                if not exists:
+                    continue
+                if keep and payload.audio_dir is None:
+                    record[VOLUME_AUDIO_FIELD] = journal.relative_wav(record["key"])
+                elif keep:
+                    name = audio_filename(record["key"])  # the name the run store uses
+                    target = Path(payload.audio_dir or "") / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with atomic_target(target) as tmp:
+                        shutil.copyfile(wav, tmp)
+                    record["audio_path"] = f"{AUDIO_DIR}/{name}"
+                else:
+                    wav.unlink()
+
+
+def _without(group: Group, finished: set[str]) -> Group:
+    """``group`` less the steps an earlier attempt finished: the rest keep their rounds
+    and positions, and the group its cells (it was, and stays, interleaved)."""
+    return replace(group, steps=tuple(s for s in group.steps if s.gen.key not in finished))
 
 
 # In-process runners by model parameters: a second local call reuses the loaded model,
@@ -303,17 +353,37 @@ class CellRunner:
 # input at a time (callers may wait on several calls from threads).
 _LOCAL_RUNNERS: dict[str, CellRunner] = {}
 _LOCAL_LOCK = threading.Lock()
+_LOCAL_VOLUME: list[Path] = []
+
+
+def local_volume() -> Path:
+    """The folder standing in for the outputs Volume of in-process calls (made once)."""
+    if not _LOCAL_VOLUME:
+        _LOCAL_VOLUME.append(Path(tempfile.mkdtemp(prefix="echo-bench-local-volume-")))
+    return _LOCAL_VOLUME[0]
 
 
 def run_cells_local(spec_json: str, cell_ids: list[str], done_keys: list[str],
                     spawned_at: float | None = None,
-                    commit: Callable[[], None] | None = None) -> list[dict[str, Any]]:
-    """What ``BenchWorker.run_cells`` does, in this process (tests, debugging)."""
+                    commit: Callable[[], None] | None = None, *, group_index: int = 0,
+                    call_key: str | None = None,
+                    volume_root: Path | None = None) -> list[dict[str, Any]]:
+    """What ``BenchWorker.run_cells`` does, in this process (tests, debugging); the
+    Volume is ``volume_root`` (default :func:`local_volume`)."""
     params = json.dumps(json.loads(spec_json)["model"], sort_keys=True)
+    root = volume_root if volume_root is not None else local_volume()
     with _LOCAL_LOCK:
         runner = _LOCAL_RUNNERS.get(params)
         if runner is None:
             runner = _LOCAL_RUNNERS[params] = CellRunner(params)
             runner.load()
+        runner.volume = root
         return runner.run(spec_json, cell_ids, done_keys,
-                          time.time() if spawned_at is None else spawned_at, commit)
+                          time.time() if spawned_at is None else spawned_at, commit,
+                          group_index=group_index, call_key=call_key)
+
+
+def forget_local_runners() -> None:
+    """Drop the in-process runners: the next call starts a cold "container" (a restart)."""
+    with _LOCAL_LOCK:
+        _LOCAL_RUNNERS.clear()

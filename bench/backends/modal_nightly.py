@@ -9,12 +9,13 @@ attempt must continue the night's run, not begin another one:
   exactly as a local sweep resumes; a run of the spec already complete today is not
   run again (only its scoring, which is resumable, is finished).
 * Every remote call's FunctionCall id is written to ``<run>/calls.json`` (and committed)
-  before anything waits on it; a restarted attempt re-attaches to those calls instead of
-  paying for them twice.
+  for each cell of its group before anything waits on it; a restarted attempt
+  re-attaches to those calls instead of paying for them twice.
 * The Volume has no distributed locks, so nothing here takes one: the orchestrator is
   the run's one writer of records, manifest, index and ledger (Modal runs one nightly at
-  a time, ``max_containers=1``); workers only write their own WAV files. The orchestrator
-  commits after each cell; workers commit after writing their WAVs.
+  a time, ``max_containers=1``); workers only write their own WAV files and their call's
+  journal (``journals/<call_key>/``). The orchestrator commits after each cell; workers
+  commit after each generation (the journal) and after placing their WAVs.
 
 Plain code over two seams (``volume``: ``commit``/``reload``; ``workers``: see
 :class:`~bench.backends.modal_orchestrator.Workers`), so tests run it against a stand-in.
@@ -47,7 +48,8 @@ class Volume(Protocol):
 
 
 class FileLedger:
-    """``<run>/calls.json``: cell id -> the FunctionCall spawned for it (id, GPU, time).
+    """``<run>/calls.json``: cell id -> the FunctionCall spawned for its group (id, GPU,
+    time, journal key).
 
     Rewritten atomically and committed on every change: the entry must be on the Volume
     before the orchestrator can be stopped while waiting on that call.
@@ -62,8 +64,10 @@ class FileLedger:
     def get(self, cell_id: str) -> dict[str, Any] | None:
         return self.entries.get(cell_id)
 
-    def put(self, cell_id: str, entry: dict[str, Any]) -> None:
-        self.entries[cell_id] = entry
+    def put(self, cell_ids: list[str], entry: dict[str, Any]) -> None:
+        # All cells of a group in one write: a restart sees the group's call whole or not.
+        for cell_id in cell_ids:
+            self.entries[cell_id] = entry
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(tmp, self.path)

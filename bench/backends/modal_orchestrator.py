@@ -1,4 +1,5 @@
-"""The Modal backend: runs a sweep's cells on Modal GPUs, one remote call per cell.
+"""The Modal backend: runs a sweep's cells on Modal GPUs, one remote call per group of
+cells that share a loaded pipeline, in interleaved rounds as a local run does.
 
 How a sweep runs:
 
@@ -7,24 +8,33 @@ How a sweep runs:
    (:mod:`bench.spec.gpus`), and weight sources that only exist on this
    machine are refused, all before anything is sent.
 2. A cost estimate is printed and, unless ``confirm=False`` (``--yes``), confirmed.
-3. One ``run_cells`` call per cell is spawned on ``BenchWorker.with_options(gpu=...)``
-   (plus ``region=`` when the spec pins one). With a call ledger (the nightly), each
-   call's FunctionCall id is recorded before anything waits on it, and a restarted
-   orchestrator re-attaches to the calls in flight instead of spawning them again.
-   Each GPU type is its own container pool (``max_containers=1``), so a GPU type loads
-   the model once and works through its cells in order while other GPU types run in
-   parallel.
+3. The pending work is cut into groups exactly as the local backend cuts it
+   (:func:`bench.run.schedule.schedule`, seeded by the spec's hash): cells on one GPU type
+   that share a loaded pipeline form a group. One ``run_cells`` call per group is
+   spawned on ``BenchWorker.with_options(gpu=...)`` (plus ``region=`` when the spec pins
+   one); the container runs the group through ``Worker.run_group`` in interleaved
+   rounds, so its records carry the same order fields as a local run's (the runner
+   adds ``order_seq`` as they arrive). With a call ledger (the nightly), each call's
+   FunctionCall id is recorded for all its cells before anything waits on it, and a
+   restarted orchestrator re-attaches to the calls in flight instead of spawning them
+   again. Each GPU type is its own container pool (``max_containers=1``), so a GPU type
+   loads the model once and works through its groups in order while other GPU types
+   run in parallel.
 4. Calls are collected as they finish (one waiting thread per call; the sink is only
    ever called from this thread): each record goes to the runner's sink with its WAV
-   bytes (or with its ``audio_path`` when the worker wrote the WAV straight into the
-   run folder on the Volume), then ``on_cell_done`` for its cell. A call that raises (container crash,
-   timeout, OOM kill) becomes one failed record per generation of its cell, with the
-   error text, and the sweep goes on. Only that cell's results are lost: the price of
-   one call per cell, which keeps failures small and records streaming.
+   bytes (read from the call's journal on the outputs Volume) or with its
+   ``audio_path`` (the worker copied the WAV straight into the run folder on the
+   Volume), then ``on_cell_done`` for each cell of the group, then the call's journal is
+   removed. A call that raises (container crash after its retry, timeout) becomes one
+   failed record per pending generation of its group, with the error text, and the
+   sweep goes on.
 
-Records are appended by the runner as each call completes, so an interrupted sweep
-resumes like a local one: done keys are skipped, and a cell half done is sent with its
-done keys so the worker skips them.
+Exactly once: a preempted GPU container is started again by Modal on the same input;
+the worker journals every finished generation on the Volume, so the restart runs only
+what is missing in the same rounds and the call returns each generation once. Records
+are appended by the runner as each call completes, so an interrupted sweep resumes like
+a local one: done keys are skipped, and a group half done is sent with its done keys
+so the worker schedules only what is missing.
 
 The remote-call layer is injected (``workers``): :class:`ModalWorkers` on the app's
 worker class, given by whoever owns the app (the CLI, or the nightly function inside
@@ -34,11 +44,11 @@ the app); this module never imports the app (no import circle), and tests hand
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures as cf
 import contextlib
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -46,12 +56,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench.analysis.prices import Prices, load_prices
-from bench.backends.modal_cells import INLINE_AUDIO_FIELD, encode_payload, model_params
+from bench.backends.modal_cells import VOLUME_AUDIO_FIELD, encode_payload, model_params
+from bench.backends.modal_journal import journal_path
 from bench.core.errors import UserError
 from bench.run.runner import CellHook, RecordSink
+from bench.run.schedule import Group, order_seed, schedule
 from bench.run.worker import Generation, Worker, plan
 from bench.spec.gpus import DEFAULT_GPU, modal_gpu, validate_gpu
-from bench.spec.prompt_files import Prompt
+from bench.spec.prompts import Prompt
 from bench.spec.sweep import Cell, ModelSpec, SweepSpec
 from bench.spec.workload_axes import latent_rows_per_chunk
 from echo_tts.text import chunk_bytes_for, split_text
@@ -154,14 +166,20 @@ class RemoteCall(Protocol):
 
 class Workers(Protocol):
     """Spawns ``BenchWorker.run_cells`` calls and re-attaches to spawned ones;
-    ``session`` wraps a whole sweep."""
+    ``session`` wraps a whole sweep. ``read_audio`` and ``discard`` reach the outputs
+    Volume (paths relative to its root): a WAV a call left there, a call's journal."""
 
     def session(self) -> AbstractContextManager[object]: ...
 
     def spawn(self, gpu: str, params: str, spec_json: str, cell_ids: list[str],
-              done_keys: list[str], spawned_at: float) -> RemoteCall: ...
+              done_keys: list[str], spawned_at: float, group_index: int,
+              call_key: str) -> RemoteCall: ...
 
     def attach(self, call_id: str) -> RemoteCall: ...
+
+    def read_audio(self, path: str) -> bytes: ...
+
+    def discard(self, path: str) -> None: ...
 
 
 class _FunctionCall:
@@ -187,16 +205,19 @@ class ModalWorkers:
     checkout's code. ``app`` None: we are inside a function of the running app (the
     nightly), whose classes are already live. ``function_call`` is the class whose
     ``from_id`` re-attaches to a spawned call (``modal.FunctionCall``; a stand-in in
-    tests). The CLI and the app pass these in, so this module never imports the app.
+    tests). ``volume`` is the outputs ``modal.Volume`` the workers mount (WAVs and
+    journals are read and removed through its API). The CLI and the app pass these in,
+    so this module never imports the app.
     """
 
     def __init__(self, worker_cls: Any, *, app: Any = None, region: str | None = None,
-                 function_call: Any = None,
+                 function_call: Any = None, volume: Any = None,
                  keep_open: contextlib.ExitStack | None = None) -> None:
         self.worker_cls = worker_cls
         self.app = app
         self.region = region
         self.function_call = function_call
+        self.volume = volume
         # Given: the app, once started, stays up on this stack (the caller's whole
         # command), so scoring after the sweep can still call the app's Transcriber.
         self.keep_open = keep_open
@@ -224,14 +245,25 @@ class ModalWorkers:
         return stack
 
     def spawn(self, gpu: str, params: str, spec_json: str, cell_ids: list[str],
-              done_keys: list[str], spawned_at: float) -> RemoteCall:
+              done_keys: list[str], spawned_at: float, group_index: int,
+              call_key: str) -> RemoteCall:
         # with_options() gives a per-GPU (and per-region) variant of the class; its
         # constructor takes the modal.parameter() fields as keywords.
         options: dict[str, Any] = {"gpu": modal_gpu(gpu)}
         if self.region is not None:
             options["region"] = self.region
         worker = self.worker_cls.with_options(**options)(params=params)
-        return _FunctionCall(worker.run_cells.spawn(spec_json, cell_ids, done_keys, spawned_at))
+        return _FunctionCall(worker.run_cells.spawn(spec_json, cell_ids, done_keys, spawned_at,
+                                                    group_index, call_key))
+
+    def read_audio(self, path: str) -> bytes:
+        if self.volume is None:
+            raise RuntimeError("no outputs volume given to read the WAV from")
+        return b"".join(self.volume.read_file(path))
+
+    def discard(self, path: str) -> None:
+        if self.volume is not None:
+            self.volume.remove_file(path, recursive=True)
 
     def attach(self, call_id: str) -> RemoteCall:
         function_call = self.function_call
@@ -244,11 +276,12 @@ class ModalWorkers:
 
 class CallLedger(Protocol):
     """Where a run keeps the FunctionCall id of each cell's call in flight, so a
-    restarted orchestrator re-attaches instead of paying for the call twice."""
+    restarted orchestrator re-attaches instead of paying for the call twice. ``put``
+    records one call for all the cells of its group at once."""
 
     def get(self, cell_id: str) -> dict[str, Any] | None: ...
 
-    def put(self, cell_id: str, entry: dict[str, Any]) -> None: ...
+    def put(self, cell_ids: list[str], entry: dict[str, Any]) -> None: ...
 
 
 # ---- the backend
@@ -294,75 +327,116 @@ class ModalBackend:
         prompts = _prompts_of(pending)
         params = model_params(spec.model, spec.prompts.long_text)
         failure_worker = Worker(replace(spec.model, device="cpu"), long_text=spec.prompts.long_text)
-        # GPU types in turn, cells in spec order within each: a GPU's queue runs in order.
-        order = sorted(pending, key=lambda c: gpus[c])
+        # The local backend's groups and rounds (same seed); a GPU's groups go to its
+        # queue in order, GPU types in turn.
+        groups = sorted(schedule(pending, seed=order_seed(spec.hash)),
+                        key=lambda g: (gpus[g.cells[0]], g.index))
         # One payload for every call (each call names its cells): speaker clips are read,
-        # hashed and encoded once, not once per cell.
-        payload = encode_payload(spec, prompts, order, audio_dir=self.audio_dir)
+        # hashed and encoded once, not once per call.
+        payload = encode_payload(spec, prompts, [c for g in groups for c in g.cells],
+                                 audio_dir=self.audio_dir)
         with self.workers.session():
-            calls: dict[Cell, RemoteCall] = {}
+            self._discard_earlier(spec.cells, pending)
+            calls: list[tuple[Group, RemoteCall, str]] = []
             try:
-                for cell in order:
-                    done = _done_keys(cell, pending[cell], prompts, spec)
-                    calls[cell] = self._call_for(cell, gpus[cell], params, payload, done)
+                for group in groups:
+                    done = [k for c in group.cells for k in _done_keys(c, pending[c], prompts, spec)]
+                    calls.append(self._call_for(group, gpus[group.cells[0]], params, payload, done))
                 self._collect(calls, pending, gpus, failure_worker, sink, on_cell_done)
             except BaseException:
                 # A restart of the nightly (preemption) must not cancel the calls it will
                 # re-attach to; an interactive sweep cancels what it started.
                 if self.ledger is None:
-                    for call in calls.values():
+                    for _, call, _ in calls:
                         with contextlib.suppress(Exception):
                             call.cancel()
                 raise
 
-    def _call_for(self, cell: Cell, gpu: str, params: str, payload: str, done: list[str]
-                  ) -> RemoteCall:
-        """Re-attach to this cell's call in flight (ledger) or spawn a new one.
+    def _call_for(self, group: Group, gpu: str, params: str, payload: str, done: list[str]
+                  ) -> tuple[Group, RemoteCall, str]:
+        """Re-attach to this group's call in flight (ledger) or spawn a new one; returns
+        the group, the call and its journal key.
 
-        Any earlier call of the cell in the same run may be re-attached: records only
-        accumulate (failed ones count as done too), so what is pending now is a subset
-        of what that call was asked for; the extra records it returns are ignored.
+        An earlier call of the same run that was given all of the group's cells may be
+        re-attached: records only accumulate (failed ones count as done too), so what is
+        pending now is a subset of what that call was asked for; the extra records it
+        returns are ignored.
         """
         if self.ledger is not None:
-            entry = self.ledger.get(cell.id)
-            if entry is not None:
+            entries = [self.ledger.get(c.id) for c in group.cells]
+            ids = {str(e["call_id"]) for e in entries if e is not None}
+            if len(ids) == 1 and all(e is not None for e in entries):
+                entry = entries[0] or {}
                 try:
                     call = self.workers.attach(str(entry["call_id"]))
                 except Exception as err:  # expired or unknown: pay for a new call
                     print(f"modal: cannot re-attach to {entry['call_id']} ({err}); "
                           "spawning again", file=sys.stderr)
                 else:
-                    print(f"modal: re-attached cell {cell.id} to call {call.call_id}",
+                    print(f"modal: re-attached {len(group.cells)} cell(s) "
+                          f"({', '.join(c.id for c in group.cells)}) to call {call.call_id}",
                           file=sys.stderr)
-                    return call
+                    return group, call, str(entry.get("call_key") or "")
         spawned_at = time.time()
-        call = self.workers.spawn(gpu, params, payload, [cell.id], done, spawned_at)
+        call_key = uuid.uuid4().hex
+        call = self.workers.spawn(gpu, params, payload, [c.id for c in group.cells], done,
+                                  spawned_at, group.index, call_key)
         if self.ledger is not None:
-            self.ledger.put(cell.id, {"call_id": call.call_id, "gpu": gpu,
-                                      "spawned_at": spawned_at})
-        return call
+            self.ledger.put([c.id for c in group.cells],
+                            {"call_id": call.call_id, "gpu": gpu, "spawned_at": spawned_at,
+                             "call_key": call_key, "group": group.index})
+        return group, call, call_key
 
-    def _collect(self, calls: dict[Cell, RemoteCall], pending: dict[Cell, list[Generation]],
-                 gpus: dict[Cell, str], failure_worker: Worker, sink: RecordSink,
-                 on_cell_done: CellHook) -> None:
+    def _collect(self, calls: list[tuple[Group, RemoteCall, str]],
+                 pending: dict[Cell, list[Generation]], gpus: dict[Cell, str],
+                 failure_worker: Worker, sink: RecordSink, on_cell_done: CellHook) -> None:
         """Hand each call's records to the sink as the call finishes (in this thread)."""
         pool = cf.ThreadPoolExecutor(max_workers=max(1, min(len(calls), self.max_waiting_threads)),
                                      thread_name_prefix="modal-get")
         try:
-            futures = {pool.submit(call.get): cell for cell, call in calls.items()}
+            futures = {pool.submit(call.get): (group, key) for group, call, key in calls}
             for future in cf.as_completed(futures):
-                cell = futures[future]
+                group, call_key = futures[future]
+                gpu = gpus[group.cells[0]]
+                generations = [g for c in group.cells for g in pending[c]]
                 try:
                     records = future.result()
                 except Exception as err:  # the remote call failed: every generation fails
-                    for gen in pending[cell]:
-                        self._emit(_failed(failure_worker, gen, err, gpus[cell]), sink)
+                    for gen in generations:
+                        self._emit(_failed(failure_worker, gen, err, gpu), sink)
                 else:
-                    self._emit_all(records, pending[cell], failure_worker, gpus[cell], sink)
-                on_cell_done(cell)
+                    self._emit_all(records, generations, failure_worker, gpu, sink)
+                for cell in group.cells:
+                    on_cell_done(cell)
+                self._discard(call_key)
         finally:
             # Do not wait for calls still running (interrupted): they were cancelled.
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _discard(self, call_key: str, *, quiet: bool = False) -> None:
+        """Remove a finished call's journal (its records are stored): best effort, a
+        leftover journal costs Volume space, not correctness."""
+        if not call_key:
+            return
+        try:
+            self.workers.discard(journal_path(call_key))
+        except Exception as err:
+            if not quiet:
+                print(f"modal: could not remove the journal of a finished call ({err})",
+                      file=sys.stderr)
+
+    def _discard_earlier(self, cells: tuple[Cell, ...] | list[Cell],
+                         pending: dict[Cell, list[Generation]]) -> None:
+        """Journals of an earlier attempt's calls whose records are all stored: that
+        attempt was stopped between storing them and removing the journal. Quiet, since
+        most were removed already (their removal fails as not found)."""
+        if self.ledger is None:
+            return
+        keys = {c: str((self.ledger.get(c.id) or {}).get("call_key") or "") for c in cells}
+        keep = {keys[c] for c in pending if c in keys}
+        finished = {key for c, key in keys.items() if c not in pending} - keep - {""}
+        for call_key in sorted(finished):
+            self._discard(call_key, quiet=True)
 
     def _emit_all(self, records: list[dict[str, Any]], generations: list[Generation],
                   failure_worker: Worker, gpu: str, sink: RecordSink) -> None:
@@ -378,10 +452,17 @@ class ModalBackend:
             missing = RuntimeError("the Modal worker returned no record for this generation")
             self._emit(_failed(failure_worker, gen, missing, gpu), sink)
 
-    @staticmethod
-    def _emit(record: dict[str, Any], sink: RecordSink) -> None:
-        encoded = record.pop(INLINE_AUDIO_FIELD, None)
-        sink(record, base64.b64decode(encoded) if encoded else None)
+    def _emit(self, record: dict[str, Any], sink: RecordSink) -> None:
+        path = record.pop(VOLUME_AUDIO_FIELD, None)
+        audio: bytes | None = None
+        if path:
+            try:
+                audio = self.workers.read_audio(str(path))
+            except Exception as err:  # the record stays; only its WAV is lost
+                print(f"modal: could not read {path} from the outputs volume ({err}); "
+                      f"{record.get('key')} is stored without audio", file=sys.stderr)
+                record["audio_kept"] = None
+        sink(record, audio)
 
     def _confirm(self) -> None:
         if not self.confirm:

@@ -44,7 +44,8 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                      "schedule, start the nightly run now")
     actions = p.add_subparsers(dest="modal_action", metavar="ACTION", required=True)
     for name, text in (
-        ("prefetch", "download the Echo-TTS, codec and Whisper weights into the cache volumes"),
+        ("prefetch", "download the Echo-TTS, codec, Whisper and SIM/MOS scoring weights into "
+                     "the cache volumes"),
         ("deploy", "deploy the app: workers, prefetch and the schedules (canary 03:00 UTC "
                    "Mon-Sat, full grid Sun)"),
         ("run-nightly", "start the deployed nightly on Modal now and return (results land on "

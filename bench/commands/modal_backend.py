@@ -20,10 +20,12 @@ def modal_backend(spec: SweepSpec, *, confirm: bool, stack: contextlib.ExitStack
     The ephemeral app starts when first needed (after the cost is confirmed) and stays
     up until ``stack`` closes, so scoring after the last cell still reaches it.
     """
-    from bench.backends.modal_app import BenchWorker, Transcriber, app
+    from bench.backends.modal_app import BenchWorker, Transcriber, app, outputs
     from bench.scoring.remote_asr import RemoteASR
 
-    workers = ModalWorkers(BenchWorker, app=app, region=spec.modal.region, keep_open=stack)
+    # The outputs Volume: kept WAVs wait there in each call's journal until read.
+    workers = ModalWorkers(BenchWorker, app=app, region=spec.modal.region, volume=outputs,
+                           keep_open=stack)
 
     def remote_asr() -> ASR:
         workers.ensure_running()

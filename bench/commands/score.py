@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         failed += _control(args.run_dir, asr, args.protocol, quality)
     if asr.is_random:
         print("note: random-weight ASR; WER figures are not meaningful")
+    if quality.note:
+        print(quality.note)
     print_quality(quality_outcome, quality.missing)
     if quality.missing:
         return 2  # a metric asked for cannot run: bad input, the line above says how to fix it

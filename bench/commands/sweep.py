@@ -101,6 +101,8 @@ class CellScorer:
         self.failed += len(outcome.failed)
         if self.quality is None:
             self.quality = QualityScorer.load(measure.sim, measure.mos, measure.asr_device)
+            if self.quality.note:  # a "when present" model fell back: said once per sweep
+                print(self.quality.note)
             for name, message in self.quality.missing.items():
                 print(f"{name} not scored: {message}")
         if self.quality:

@@ -145,6 +145,8 @@ class Worker:
             generations.setdefault(step.gen.cell, []).append(step.gen)
         ready: dict[Cell, EchoPipeline] = {}
         for cell in group.cells:
+            if cell not in generations:  # all its steps ran in an earlier attempt (Modal)
+                continue
             try:
                 ready[cell] = self.prepare(cell, generations[cell], warmup)
             except WeightsError:

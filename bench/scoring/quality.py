@@ -28,10 +28,20 @@ from bench.spec.speakers import EspeakMissing
 from bench.store.run_store import RunStore
 from echo_tts.errors import first_line
 
-__all__ = ["MOS_METRICS", "QualityOutcome", "load_metrics", "score_quality", "vector_cache_for"]
+__all__ = ["MOS_IF_PRESENT", "MOS_METRICS", "SIM_PREFERRED", "QualityOutcome", "load_metrics",
+           "resolve_present", "score_quality", "vector_cache_for"]
 
 CACHE_DIRNAME = ".score-cache"
 MOS_METRICS = ("dnsmos", "utmos")
+#: Spec values for "the published model when its weights are in the models folder, else
+#: what ships with the packages": the scheduled Modal runs use them, so a Volume that
+#: `echo-bench modal prefetch` filled scores like Seed-TTS-eval, and one that it did not
+#: still scores (Resemblyzer SIM, no UTMOS) and says so once.
+SIM_PREFERRED = "wavlm-ecapa-or-resemblyzer"
+MOS_IF_PRESENT = "utmos-if-present"
+# The metric each choice becomes, and the model file (bench.scoring.models) it needs.
+_PREFERRED = {SIM_PREFERRED: ("wavlm-ecapa", "wavlm-ecapa", "resemblyzer")}
+_IF_PRESENT = {MOS_IF_PRESENT: ("utmos", "utmos22-strong")}
 TOO_SHORT = "too short"
 _CHUNK = 32  # records scored (and written) at a time
 
@@ -52,6 +62,46 @@ class QualityOutcome:
 def vector_cache_for(run_dir: Path) -> VectorCache:
     """The cache shared by all runs under the same root (``<root>/.score-cache``)."""
     return VectorCache(Path(os.environ.get("ECHO_BENCH_SCORE_CACHE", run_dir.parent / CACHE_DIRNAME)))
+
+
+def resolve_present(sim: str, mos: Sequence[str], models_root: Path
+                    ) -> tuple[str, list[str], str | None]:
+    """Settle the "when present" choices (:data:`SIM_PREFERRED`, :data:`MOS_IF_PRESENT`) by
+    what is in ``models_root``: the SIM encoder and MOS metrics to load, and one line
+    saying what fell back (None when nothing did). Other names pass through unchanged.
+    """
+    from bench.scoring.models import MODEL_FILES, fetch_command
+
+    fell_back: list[str] = []
+    missing: list[str] = []
+
+    def present(model: str) -> bool:
+        if (models_root / MODEL_FILES[model].filename).is_file():
+            return True
+        missing.append(model)
+        return False
+
+    if sim in _PREFERRED:
+        best, model, fallback = _PREFERRED[sim]
+        sim = best if present(model) else fallback
+        if sim == fallback:
+            fell_back.append(f"SIM with {fallback} instead of {best}")
+    chosen: list[str] = []
+    for name in mos:
+        if name in _IF_PRESENT:
+            metric, model = _IF_PRESENT[name]
+            if present(model):
+                chosen.append(metric)
+            else:
+                fell_back.append(f"no {metric.upper()}")
+        else:
+            chosen.append(name)
+    if not fell_back:
+        return sim, chosen, None
+    note = (f"quality models {', '.join(missing)} not in {models_root}: {'; '.join(fell_back)} "
+            f"(fill with `{fetch_command('NAME', models_root)}`, or on Modal "
+            "`echo-bench modal prefetch`)")
+    return sim, chosen, note
 
 
 def load_metrics(sim: str, mos: Sequence[str], models_root: Path, device: str = "cpu"

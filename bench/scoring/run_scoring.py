@@ -25,7 +25,7 @@ from bench.scoring.metric import Metric
 from bench.scoring.models import models_dir
 from bench.scoring.outcomes import NO_SPEECH_SCORES
 from bench.scoring.protocols import Protocol, get_protocol, protocol_fields
-from bench.scoring.quality import QualityOutcome, load_metrics, score_quality
+from bench.scoring.quality import QualityOutcome, load_metrics, resolve_present, score_quality
 from bench.store.run_store import RunStore
 from echo_tts.errors import first_line
 
@@ -68,15 +68,19 @@ class QualityScorer:
 
     metrics: list[Metric]
     missing: dict[str, str]
+    #: One line saying which "when present" choice fell back (None: none did); the
+    #: caller prints it once.
+    note: str | None = None
 
     @classmethod
     def load(cls, sim: str, mos: Iterable[str], device: str = "auto",
              models_root: str | None = None) -> QualityScorer:
         from bench.core.devices import resolve_device
 
-        metrics, missing = load_metrics(sim, list(mos), models_dir(models_root),
-                                        str(resolve_device(device)))
-        return cls(metrics, missing)
+        root = models_dir(models_root)
+        sim, chosen, note = resolve_present(sim, list(mos), root)
+        metrics, missing = load_metrics(sim, chosen, root, str(resolve_device(device)))
+        return cls(metrics, missing, note)
 
     def __bool__(self) -> bool:
         return bool(self.metrics or self.missing)

@@ -105,9 +105,10 @@ _PROMPT_KEYS = ("set", "limit", "ids", "speaker", "long_text", "speakers")
 _MEASURE_KEYS = ("warmup", "repeats", "seeds", "keep_audio", "max_audio_files", "score",
                  "asr", "asr_device", "sim", "mos", "wer_protocol", "control")
 
-_SIM_ENCODERS = ("none", "resemblyzer", "wavlm-ecapa")  # bench.scoring.speaker
-
-_MOS_METRICS = ("dnsmos", "utmos")  # bench.scoring.quality
+# bench.scoring.speaker's encoders, plus bench.scoring.quality's "when present" choice.
+_SIM_ENCODERS = ("none", "resemblyzer", "wavlm-ecapa", "wavlm-ecapa-or-resemblyzer")
+# bench.scoring.quality's MOS metrics, plus its "when present" choice.
+_MOS_METRICS = ("dnsmos", "utmos", "utmos-if-present")
 
 # A standard prompt set's name ("family:split"), resolved by bench.spec.prompt_sets, not a path.
 _NAMED_SET = re.compile(r"[a-z0-9-]+:[a-z0-9-]+")
@@ -335,9 +336,12 @@ class _Parser:
             asr = str(self.path(asr, "measure.asr"))  # a local checkpoint, relative to the spec
         sim = self.choice(table, "measure", "sim", "none", _SIM_ENCODERS)
         mos = self.get(table, "measure", "mos", list, [], f"a list of {', '.join(_MOS_METRICS)}")
-        if not all(m in _MOS_METRICS for m in mos) or len(set(mos)) != len(mos):
+        # "utmos" and "utmos-if-present" are one metric: listing both is listing it twice.
+        metrics = [m.removesuffix("-if-present") if isinstance(m, str) else m for m in mos]
+        if not all(m in _MOS_METRICS for m in mos) or len(set(metrics)) != len(metrics):
             raise self.error(f"measure.mos must list each of {', '.join(_MOS_METRICS)} at most "
-                             f"once (got {mos!r})", "measure.mos")
+                             f"once, a metric with or without -if-present (got {mos!r})",
+                             "measure.mos")
         asr_device = self.device(table, "measure", "asr_device")
         return MeasureSpec(
             warmup=typing.cast(int, self.int_at_least(table, "measure", "warmup", 1, 0)),

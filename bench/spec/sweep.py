@@ -198,6 +198,8 @@ class MeasureSpec:
     asr_device: str = "auto"
     # Audio quality metrics beside WER (bench.scoring.quality): a speaker encoder for SIM
     # ("resemblyzer", "wavlm-ecapa" or "none") and MOS predictors ("dnsmos", "utmos").
+    # "wavlm-ecapa-or-resemblyzer" and "utmos-if-present" use the published model when its
+    # weights are in the models folder and fall back (Resemblyzer; no UTMOS) otherwise.
     sim: str = "none"
     mos: tuple[str, ...] = ()
     wer_protocol: str = "whisper-normalizer"

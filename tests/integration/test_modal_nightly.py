@@ -1,7 +1,10 @@
 """The nightly function's body (``modal_app.nightly``) against the Modal stand-in of
 tests/modal_standin.py: stopped mid-run and started again on the same input, it
 finishes one run on the Volume with every generation recorded once and executed once,
-re-attaching to the calls it had spawned; a third start the same day runs nothing."""
+re-attaching to the calls it had spawned; a third start the same day runs nothing.
+A GPU container preempted in the middle of a round is restarted on the same input and
+continues its group's rounds from the call's journal: every generation recorded once,
+with the order fields of one uninterrupted local schedule."""
 
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ import modal
 import pytest
 
 from bench.backends import modal_app
-from bench.run.worker import plan
+from bench.run.schedule import order_seed, schedule
+from bench.run.worker import order_fields, plan
 from bench.spec.parser import load_spec
 from bench.spec.prompts import load_prompts
 from bench.store.layout import audio_filename
@@ -41,9 +45,15 @@ score = false
 audio_sample = 0.34
 """
 CELLS = 4
+# Cells that share a loaded pipeline on one GPU type form a group: one call each.
+GROUPS = 2
 # The orchestrator commits once when the run exists, once per spawned call (its
-# FunctionCall id), once per finished cell and once at the end: 1 + 4 + 4 + 1.
-COMMITS = 1 + CELLS + CELLS + 1
+# FunctionCall id, for all the cells of its group), once per finished cell and once at
+# the end: 1 + 2 + 4 + 1.
+COMMITS = 1 + GROUPS + CELLS + 1
+# The GPU container's first attempt of each call is stopped on its 4th Volume commit:
+# three generations journaled, the fourth (second of round 1) lost mid-round.
+PREEMPT_WORKER_AT = 4
 
 
 @pytest.fixture
@@ -91,7 +101,23 @@ def expected_keys(spec_path: Path) -> set[str]:
                                 spec.measure.repeats)}
 
 
-@pytest.mark.parametrize("stop_at", [CELLS + 3, COMMITS])
+def expected_order(spec_path: Path) -> dict[str, dict[str, Any]]:
+    """Each key's order fields in one uninterrupted local schedule of the whole spec."""
+    spec = load_spec(spec_path)
+    work: dict[Any, list[Any]] = {}
+    for gen in plan(spec.cells, load_prompts(spec.prompts), spec.measure.seeds,
+                    spec.measure.repeats):
+        work.setdefault(gen.cell, []).append(gen)
+    return {step.gen.key: order_fields(step, group)
+            for group in schedule(work, seed=order_seed(spec.hash)) for step in group.steps}
+
+
+def stored(env: SimpleNamespace, run_id: str) -> list[dict[str, Any]]:
+    run_dir = env.volume.committed / "runs" / run_id
+    return [json.loads(x) for x in (run_dir / "records.jsonl").read_text().splitlines() if x]
+
+
+@pytest.mark.parametrize("stop_at", [GROUPS + 3, COMMITS])
 def test_preempted_nightly_resumes_and_runs_every_generation_once(
         nightly_env: SimpleNamespace, stop_at: int, capsys: pytest.CaptureFixture[str]) -> None:
     env = nightly_env
@@ -109,9 +135,11 @@ def test_preempted_nightly_resumes_and_runs_every_generation_once(
     assert set(keys) == expected_keys(env.spec_path) and set(keys.values()) == {1}
     # Every generation ran once: the restarted orchestrator re-attached to its calls.
     assert set(env.fake.executed.values()) == {1}
-    assert len(env.fake.spawned) == CELLS
+    assert len(env.fake.spawned) == GROUPS
+    assert sorted(len(s["cell_ids"]) for s in env.fake.spawned) == [2, 2]
     ledger = json.loads((run_dir / "calls.json").read_text())
-    assert sorted(e["call_id"] for e in ledger.values()) == sorted(
+    assert len(ledger) == CELLS  # every cell names its group's call
+    assert sorted({e["call_id"] for e in ledger.values()}) == sorted(
         s["call_id"] for s in env.fake.spawned)
     if stop_at < COMMITS:
         assert "re-attached" in capsys.readouterr().err
@@ -143,5 +171,41 @@ def test_completed_nightly_is_not_run_again_the_same_day_and_records_billing(
     assert cost["billed_by_resource"] == {"CPU": 0.05, "GPU (L4)": 0.2}
     env.fake = FakeModal(env.volume)  # a later start: nothing left to spawn
     assert start(env, None) == run_id
-    assert spawned == CELLS and not env.fake.spawned
+    assert spawned == GROUPS and not env.fake.spawned
     assert env.scored == [run_id, run_id]  # scoring is finished (resumable) again
+
+
+@pytest.mark.parametrize("stop_at", [None, GROUPS + 3])
+def test_preempted_gpu_container_continues_its_group_in_the_same_rounds(
+        nightly_env: SimpleNamespace, stop_at: int | None) -> None:
+    env = nightly_env
+    env.fake = FakeModal(env.volume, preempt_worker=PREEMPT_WORKER_AT)
+    env.monkeypatch.setattr(modal_app, "BenchWorker", env.fake.worker_cls())
+    env.monkeypatch.setattr(modal, "FunctionCall", env.fake.function_call())
+    run_id = start(env, stop_at)
+    if stop_at is not None:  # the orchestrator was stopped too, and started again
+        assert run_id is None
+        run_id = start(env, None)
+    env.fake.drain()
+    assert run_id is not None
+    # Every call was preempted once and ran again on the same input (Modal's restart).
+    assert len(env.fake.spawned) == GROUPS
+    assert set(env.fake.attempts.values()) == {2}
+    records = stored(env, run_id)
+    keys = Counter(r["key"] for r in records)
+    assert set(keys) == expected_keys(env.spec_path) and set(keys.values()) == {1}
+    assert all(r["status"] == "ok" for r in records)
+    # The group ran interleaved, and the restart kept the rounds and positions of the
+    # first attempt: the order fields are those of one uninterrupted local schedule.
+    order = expected_order(env.spec_path)
+    for record in records:
+        assert {f: record[f] for f in order[record["key"]]} == order[record["key"]]
+    assert all(r["order_interleaved"] for r in records)
+    assert {r["order_group"] for r in records} == {0, 1}
+    # order_seq: each record's place in the run, once each, continued across restarts.
+    assert sorted(r["order_seq"] for r in records) == list(range(len(records)))
+    # The restarted container is a cold one: its generations say so.
+    restarted = [r for r in records if r["container_call"] == 0]
+    assert restarted and all(r["cold_start_seconds"] > 0 for r in restarted)
+    # Journals are removed once their records are stored.
+    assert not list((env.volume.committed / "journals").glob("*"))

@@ -10,6 +10,7 @@ whose ``get()`` returns the records or re-raises the remote exception; the work 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from bench.backends.modal_cells import decode_payload, run_cells_local
+from bench.backends.modal_cells import decode_payload, local_volume, run_cells_local
 from bench.backends.modal_orchestrator import (
     COLD_START_SECONDS,
     EFFECTIVE_FLOPS,
@@ -69,6 +70,8 @@ class Spawned:
     spec_json: str
     cell_ids: list[str]
     done_keys: list[str]
+    group_index: int
+    call_key: str
 
 
 @dataclass
@@ -84,7 +87,8 @@ class FakeCall:
         if self.before is not None:
             self.before(self.spawned)
         records = run_cells_local(self.spawned.spec_json, self.spawned.cell_ids,
-                                  self.spawned.done_keys)
+                                  self.spawned.done_keys, group_index=self.spawned.group_index,
+                                  call_key=self.spawned.call_key)
         if self.fail is not None:  # the container died after doing part of the work
             raise self.fail
         return records[:-1] if self.drop_last else records
@@ -102,6 +106,7 @@ class FakeWorkers:
     drop_last: set[str] = field(default_factory=set)
     spawned: list[Spawned] = field(default_factory=list)
     calls: list[FakeCall] = field(default_factory=list)
+    discarded: list[str] = field(default_factory=list)
     sessions: int = 0
 
     @contextlib.contextmanager
@@ -113,8 +118,9 @@ class FakeWorkers:
         return self._session()
 
     def spawn(self, gpu: str, params: str, spec_json: str, cell_ids: list[str],
-              done_keys: list[str], spawned_at: float) -> FakeCall:
-        spawned = Spawned(gpu, params, spec_json, cell_ids, done_keys)
+              done_keys: list[str], spawned_at: float, group_index: int,
+              call_key: str) -> FakeCall:
+        spawned = Spawned(gpu, params, spec_json, cell_ids, done_keys, group_index, call_key)
         self.spawned.append(spawned)
         call = FakeCall(spawned, f"fc-{len(self.calls)}", self.before.get(gpu),
                         self.fail.get(gpu), gpu in self.drop_last)
@@ -125,6 +131,13 @@ class FakeWorkers:
         # Only a backend with a call ledger (the nightly) re-attaches; see
         # tests/integration/test_modal_nightly.py for that, on the Modal stand-in.
         raise AssertionError("these sweeps keep no ledger")
+
+    def read_audio(self, path: str) -> bytes:
+        return (local_volume() / path).read_bytes()  # the in-process calls' "Volume"
+
+    def discard(self, path: str) -> None:
+        self.discarded.append(path)
+        shutil.rmtree(local_volume() / path, ignore_errors=True)
 
 
 def spec_of(tmp_path: Path, text: str = SPEC) -> SweepSpec:

@@ -4,7 +4,6 @@ on the tiny model with records shaped like the local backend's."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
@@ -22,11 +21,12 @@ from bench.backends import modal_app
 from bench.backends.local import LocalBackend
 from bench.backends.modal_app import ImageRecipe, build_image, check_recipe, find_project_dir
 from bench.backends.modal_cells import (
-    INLINE_AUDIO_FIELD,
     MODAL_RECORD_FIELDS,
+    VOLUME_AUDIO_FIELD,
     container_started_at,
     decode_payload,
     encode_payload,
+    local_volume,
     run_cells_local,
 )
 from bench.commands.modal import modal_command
@@ -196,19 +196,25 @@ def _local_records(spec: SweepSpec) -> list[dict[str, Any]]:
     return records
 
 
+ORDER = ("order_group", "order_round", "order_position", "order_interleaved")
+
+
 def test_worker_code_runs_in_process_with_local_record_keys(tmp_path: Path) -> None:
     spec = tiny_spec(tmp_path)
     prompts = load_prompts(spec.prompts)
     records = run_cells_local(encode_payload(spec, prompts), [c.id for c in spec.cells], [])
-    # The local backend interleaves the cells in rounds; Modal runs them one by one.
-    local = sorted(_local_records(spec), key=lambda r: [x["key"] for x in records].index(r["key"]))
+    # One call runs the group as the local backend does: same rounds, same order.
+    local = _local_records(spec)
     assert [r["key"] for r in records] == [r["key"] for r in local]
+    assert [[r[f] for f in ORDER] for r in records] == [[r[f] for f in ORDER] for r in local]
+    assert all(r["order_interleaved"] for r in records)
     assert all(r["status"] == "ok" for r in records)
     for ours, theirs in zip(records, local, strict=True):
-        assert set(ours) - set(MODAL_RECORD_FIELDS) - {INLINE_AUDIO_FIELD} == set(theirs)
+        assert set(ours) - set(MODAL_RECORD_FIELDS) - {VOLUME_AUDIO_FIELD} == set(theirs)
         assert set(MODAL_RECORD_FIELDS) <= set(ours)
         assert ours["container_id"] == "local" and ours["audio_kept"] == "all"
-        audio, rate = sf.read(io.BytesIO(base64.b64decode(ours[INLINE_AUDIO_FIELD])))
+        # The kept WAV waits on the (stand-in) Volume for the orchestrator to read.
+        audio, rate = sf.read(io.BytesIO((local_volume() / ours[VOLUME_AUDIO_FIELD]).read_bytes()))
         assert rate == 44_100 and len(audio) > 0
     first = records[0]
     if first["container_call"] == 0:  # this process's runner paid the cold start here
@@ -327,19 +333,26 @@ def test_bench_worker_runs_through_local_on_the_tiny_model(
 
     volume = FakeVolume(tmp_path / "outputs")
     monkeypatch.setattr(modal_app, "outputs", volume)
+    monkeypatch.setattr(modal_app, "OUTPUTS_DIR", str(volume.mount))
     spec = tiny_spec(tmp_path)
     audio_dir = volume.mount / "runs" / "r1" / "audio"
     payload = encode_payload(spec, load_prompts(spec.prompts), audio_dir=str(audio_dir))
     worker = cast(Any, modal_app.BenchWorker)(
         params=model_params(spec.model, spec.prompts.long_text))
     commits = volume.commits
-    records = worker.run_cells.local(payload, [spec.cells[0].id], [], __import__("time").time())
+    records = worker.run_cells.local(payload, [spec.cells[0].id], [], __import__("time").time(),
+                                     0, "call-1")
     assert [r["status"] for r in records] == ["ok"]
     [record] = records
     assert record["audio_path"] == f"audio/{audio_filename(record['key'])}"
     assert (volume.committed / "runs" / "r1" / record["audio_path"]).is_file()
-    assert volume.commits == commits + 1 and INLINE_AUDIO_FIELD not in record
+    # One commit for the journaled generation, one after the WAV was placed.
+    assert volume.commits == commits + 2 and VOLUME_AUDIO_FIELD not in record
     assert record["container_call"] == 0 and record["cold_start_seconds"] > 0
+    # The call's journal (the finished generation, committed) is on the Volume under
+    # /outputs, where a restart of the same input would find it.
+    journal = volume.committed / "journals" / "call-1" / "records.jsonl"
+    assert [json.loads(x)["key"] for x in journal.read_text().splitlines()] == [record["key"]]
 
 
 def test_transcriber_runs_through_local_behind_the_remote_asr(
@@ -354,3 +367,27 @@ def test_transcriber_runs_through_local_behind_the_remote_asr(
     assert asr.is_random and asr.name.startswith("whisper:random:tiny")
     texts = asr.transcribe([np.zeros(16_000, dtype=np.float32)])
     assert len(texts) == 1 and isinstance(texts[0], str)
+
+
+def test_prefetch_puts_the_sim_and_mos_models_where_scoring_looks(tmp_path: Path) -> None:
+    from bench.scoring.models import MODEL_FILES
+    from bench.scoring.quality import MOS_IF_PRESENT, SIM_PREFERRED, resolve_present
+
+    fetched: list[str] = []
+
+    def fetch(name: str, root: Path) -> Path:  # stands in for the download
+        fetched.append(name)
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / MODEL_FILES[name].filename
+        path.write_bytes(b"weights")
+        return path
+
+    root = tmp_path / "echo-bench-models"
+    modal_app.prefetch_scoring_models(root, fetch)
+    assert fetched == ["wavlm-ecapa", "utmos22-strong"]
+    modal_app.prefetch_scoring_models(root, fetch)  # again: nothing downloaded twice
+    assert fetched == ["wavlm-ecapa", "utmos22-strong"]
+    # The scheduled specs' "when present" choices now find them on the Volume.
+    assert resolve_present(SIM_PREFERRED, ["dnsmos", MOS_IF_PRESENT], root) == (
+        "wavlm-ecapa", ["dnsmos", "utmos"], None)
+    assert modal_app.MODELS_DIR.startswith(modal_app.WHISPER_CACHE_DIR)

@@ -156,3 +156,26 @@ def test_the_report_line_shows_the_estimate_and_the_billed_cost_side_by_side() -
     assert both is not None and "estimated 1.84 USD" in both
     assert "billed 2.10 USD (Modal billing report for app ap-1)" in both
     assert "estimate only" not in both
+
+
+def test_call_journal_keeps_finished_records_and_cuts_a_torn_line(tmp_path: Path) -> None:
+    from bench.backends.modal_journal import CallJournal, journal_path
+    from bench.core.errors import UserError
+
+    commits: list[int] = []
+    journal = CallJournal(tmp_path, "call-1", lambda: commits.append(1))
+    assert journal.records() == []
+    journal.add({"key": "a", "status": "ok"}, b"RIFF....")
+    journal.add({"key": "b", "status": "failed"}, None)
+    assert len(commits) == 2  # each finished generation is committed at once
+    assert journal.wav("a").read_bytes() == b"RIFF...." and not journal.wav("b").exists()
+    assert journal.relative_wav("a").startswith("journals/call-1/wav/")
+    with journal.lines.open("ab") as f:  # the container stopped mid-write
+        f.write(b'{"key": "c", "sta')
+    again = CallJournal(tmp_path, "call-1")  # the restarted attempt
+    assert [r["key"] for r in again.records()] == ["a", "b"]
+    again.add({"key": "c", "status": "ok"}, None)
+    assert [r["key"] for r in again.records()] == ["a", "b", "c"]
+    for bad in ("../runs", "", "a/b"):
+        with pytest.raises(UserError, match="bad call key"):
+            journal_path(bad)

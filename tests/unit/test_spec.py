@@ -79,6 +79,17 @@ def test_nightly_canary_is_the_production_config_and_its_neighbours() -> None:
     assert spec.prompts.ids is not None and len(spec.prompts.ids) >= gate.thresholds.min_prompts
 
 
+def test_scheduled_and_gate_specs_score_sim_and_utmos_when_their_models_are_present() -> None:
+    from bench.gate.sweep import load_gate_spec
+    from bench.scoring.quality import MOS_IF_PRESENT, SIM_PREFERRED
+
+    for name in ("nightly", "weekly"):
+        measure = load_spec(sweep_path(f"{name}.toml")).measure
+        assert (measure.sim, measure.mos) == (SIM_PREFERRED, ("dnsmos", MOS_IF_PRESENT)), name
+    gate = load_gate_spec(sweep_path("gate.toml")).sweep["measure"]
+    assert (gate["sim"], gate["mos"]) == (SIM_PREFERRED, ["dnsmos", MOS_IF_PRESENT])
+
+
 def test_modal_smoke_sweep() -> None:
     spec = load_spec(sweep_path("modal-smoke.toml"))
     groups = spec.cells_by_gpu()
@@ -294,6 +305,11 @@ def test_default_max_cells() -> None:
         (MODEL + "[measure]\nsim = 'ecapa'\n",
          ["measure.sim must be one of none, resemblyzer, wavlm-ecapa"], 4),
         (MODEL + "[measure]\nmos = ['dnsmos', 'pesq']\n", ["measure.mos must list each of"], 4),
+        (MODEL + "[measure]\nsim = 'wavlm-ecapa-or-ecapa'\n",
+         ["measure.sim must be one of", "wavlm-ecapa-or-resemblyzer"], 4),
+        (MODEL + "[measure]\nmos = ['utmos', 'utmos-if-present']\n",
+         ["measure.mos must list each of", "with or without -if-present"], 4),
+        (MODEL + "[measure]\nmos = ['dnsmos-if-present']\n", ["measure.mos must list each of"], 4),
         (MODEL + "[limits]\nmax_cells = 'many'\n", ["limits.max_cells must be an integer"], 4),
         ("name = 3\n" + MODEL, ["name must be a string"], 1),
         ('[model]\nmodel = "random:tiny"\ndevice = "cpu"\n[grid]\ncuda_graphs = [true]\n',
