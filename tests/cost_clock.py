@@ -97,9 +97,15 @@ class CostClock:
                 if (op is None or c.op == op) and (cold is None or c.cold == cold)
                 and (not after_first_record or c.records_before > 0)]
 
+    def read_by(self, monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> CostClock:
+        """Make ``module``'s ``time.perf_counter()`` read this clock (nothing priced:
+        the test moves ``now`` itself)."""
+        monkeypatch.setattr(module, "time", _ClockModule(self))
+        return self
+
     def install(self, monkeypatch: pytest.MonkeyPatch) -> CostClock:
         """Price the pipeline's operations and point its stage timer at this clock."""
-        monkeypatch.setattr(echo_tts.timing, "time", _ClockModule(self))
+        self.read_by(monkeypatch, echo_tts.timing)
         _wrap(monkeypatch, DiTForward, "__call__", lambda args: self.charge(
             "dit", self.STEP, _dit_shape(args[1], args[3])))
         _wrap(monkeypatch, Codec, "decode",
