@@ -76,14 +76,22 @@ def load_prompts(
     return prompts
 
 
+# Whether the no-espeak-ng note was printed: once per process (one run) is enough, and a
+# sweep loads its prompts many times over (spec check, cells, controls, scoring, report):
+# the smoke sweep printed it 16 times.
+_espeak_note_shown = False
+
+
 def assign_builtin_speakers(prompts: Sequence[Prompt], *, required: bool = True
                             ) -> list[Prompt]:
     """Give each prompt without a speaker clip a built-in espeak-ng speaker, in turn.
 
     The n-th such prompt gets voice n mod 6 (the control row reads its text with the same
     voice, see :mod:`bench.scoring.controls`). Without espeak-ng: a PromptError when
-    ``required``, else the prompts unchanged and a one-line note on stderr.
+    ``required``, else the prompts unchanged and a one-line note on stderr (the first
+    time only).
     """
+    global _espeak_note_shown
     from bench.spec.speakers import EspeakMissing, builtin_speakers
 
     try:
@@ -91,8 +99,10 @@ def assign_builtin_speakers(prompts: Sequence[Prompt], *, required: bool = True
     except EspeakMissing as err:
         if required:
             raise PromptError(str(err)) from None
-        print("echo-bench: note: espeak-ng not found; running without speaker references "
-              "(install espeak-ng for speaker-conditioned runs)", file=sys.stderr)
+        if not _espeak_note_shown:
+            _espeak_note_shown = True
+            print("echo-bench: note: espeak-ng not found; running without speaker references "
+                  "(install espeak-ng for speaker-conditioned runs)", file=sys.stderr)
         return list(prompts)
     out = []
     turn = 0

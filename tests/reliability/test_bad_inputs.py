@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable
@@ -114,9 +113,16 @@ def test_huge_grid_needs_yes(tmp_path: Path, tally: Counter[str]) -> None:
     path.write_text('[model]\nmodel = "random:tiny"\n[grid]\n'
                     f"num_steps = {list(range(1, 101))}\nsequence_length = {list(range(1, 101))}\n"
                     f"batch_size = {list(range(1, 102))}\n")
-    start = time.perf_counter()
-    check(cli("sweep", str(path), "--dry-run", "--yes"), tally, "spec")
-    assert time.perf_counter() - start < 30
+    # Refused from the axis lengths, before one combination is built: a million cell
+    # dicts would take gigabytes. Counted in memory, not seconds (issue 22: a time limit
+    # fails at random on a busy machine).
+    tracemalloc.start()
+    refused = cli("sweep", str(path), "--dry-run", "--yes")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    check(refused, tally, "spec")
+    assert "hard limit" in refused.err
+    assert peak < 64 << 20, f"peak {peak / 2**20:.0f} MiB: the grid was enumerated"
 
 
 # ---------------------------------------------------------------------------- prompt files
@@ -254,13 +260,12 @@ def test_eight_hour_wav_is_capped(tmp_path: Path, rate: int, tally: Counter[str]
         f.write(struct.pack("<I", frames * 2))
     assert sf.info(str(path)).duration > 7 * 3600
     tracemalloc.start()
-    start = time.perf_counter()
     audio = load_speaker_audio(path)
-    elapsed = time.perf_counter() - start
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    # "Quickly" is checked by what was read, not by a time limit (issue 22): at most
+    # 5 minutes of samples, and a peak far below the 8 hours.
     assert audio.shape[-1] <= 300 * 44100
-    assert elapsed < 60
     assert peak < 1 << 30, f"peak {peak / 2**20:.0f} MiB: the whole file was read"
     tally["bad_inputs.audio"] += 1
     tally["bad_inputs_tried"] += 1

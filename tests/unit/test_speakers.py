@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from bench.spec import prompts as prompts_module
 from bench.spec import speakers
 from bench.spec.parser import load_spec, parse_spec
-from bench.spec.prompt_files import PromptError
-from bench.spec.prompts import load_prompts
+from bench.spec.prompts import PromptError, load_prompts
 from bench.spec.sweep import SpecError
 
 needs_espeak = pytest.mark.skipif(not speakers.espeak_available(),
@@ -66,11 +66,15 @@ def test_speak_text_reads_a_prompt_with_a_voice() -> None:
 def test_without_espeak_required_fails_in_one_line_and_optional_runs_plain(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(speakers.shutil, "which", lambda name: None)
+    monkeypatch.setattr(prompts_module, "_espeak_note_shown", False)  # a fresh run
     with pytest.raises(PromptError, match=r"espeak-ng is not installed.*apt-get install "
                        r"espeak-ng.*drop \[prompts\]\.speakers"):
         load_prompts("builtin", limit=2, speakers="espeak")
     plain = load_prompts("builtin", limit=2, speakers="espeak-or-none")
     assert [p.speaker_wav for p in plain] == [None, None]
+    # A run loads its prompts many times over; the note is printed the first time only.
+    for _ in range(3):
+        load_prompts("builtin", limit=2, speakers="espeak-or-none")
     note = capsys.readouterr().err.strip().splitlines()
     assert len(note) == 1 and "running without speaker references" in note[0]
 
