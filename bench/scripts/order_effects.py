@@ -76,13 +76,11 @@ def write_prompts(folder: Path, n: int) -> Path:
     return path
 
 
-def first_cell(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        prompts = write_prompts(folder, args.prompts)
-        spec_path = folder / "twins.toml"
-        spec_path.write_text(f"""name = "twins"
-{MODEL}
+def twins_spec(model_toml: str, prompts: Path, *, repeats: int = 1) -> str:
+    """A spec of two cells doing identical work: truncation_factor 1.0 is a no-op, so the
+    cells differ in id only, and any difference between them is the order they ran in."""
+    return f"""name = "twins"
+{model_toml}
 [prompts]
 set = "{prompts}"
 [grid]
@@ -91,10 +89,18 @@ sequence_length = [64]
 truncation_factor = ["unset", 1.0]
 [measure]
 warmup = 1
-repeats = {args.repeats}
+repeats = {repeats}
 seeds = [0]
 score = false
-""")
+"""
+
+
+def first_cell(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        prompts = write_prompts(folder, args.prompts)
+        spec_path = folder / "twins.toml"
+        spec_path.write_text(twins_spec(MODEL, prompts, repeats=args.repeats))
         spec = load_spec(spec_path)
         outcome = run_sweep(spec, LocalBackend(), root=folder / "runs", progress=False)
         records = load_records(outcome.run_dir)

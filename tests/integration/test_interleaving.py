@@ -30,7 +30,7 @@ from bench.gate.run_gate import ConfigArg, run_gate
 from bench.gate.sweep import load_gate_spec
 from bench.gate.verdict import GateVerdict
 from bench.run.runner import run_sweep
-from bench.scripts.order_effects import write_prompts
+from bench.scripts.order_effects import twins_spec, write_prompts
 from bench.spec.parser import load_spec
 from bench.store.records import load_records
 from echo_tts.production import ProductionConfig
@@ -144,19 +144,7 @@ def test_cell_after_cell_the_busy_neighbour_hides_the_4x(
 def _twins(tmp_path: Path, clock: CostClock, n_prompts: int) -> pd.DataFrame:
     prompts = write_prompts(tmp_path, n_prompts)
     spec_path = tmp_path / "twins.toml"
-    spec_path.write_text(f"""name = "twins"
-{TINY_MODEL_TOML}
-[prompts]
-set = "{prompts}"
-[grid]
-num_steps = [4]
-sequence_length = [64]
-truncation_factor = ["unset", 1.0]
-[measure]
-warmup = 1
-seeds = [0]
-score = false
-""")
+    spec_path.write_text(twins_spec(TINY_MODEL_TOML, prompts))
     outcome = run_sweep(load_spec(spec_path), _Counting(clock), root=tmp_path / "runs",
                         progress=False)
     records = load_records(outcome.run_dir)

@@ -21,20 +21,12 @@ from bench.scoring.metric import cosine
 from bench.scoring.wer import normalize, score_utterance
 from bench.store.layout import record_key
 from bench.store.run_store import RunStore
+from tests.speech import TEXTS, VOICES
 
 ESPEAK = shutil.which("espeak-ng")
 pytestmark = pytest.mark.skipif(ESPEAK is None, reason="espeak-ng is not installed "
                                 "(Debian package espeak-ng); .ci/run installs it")
 
-TEXTS = (
-    "The quick brown fox jumps over the lazy dog near the river bank.",
-    "Please call Stella and ask her to bring these things with her from the store.",
-    "We need a small plastic snake and a big toy frog for the kids.",
-    "She can scoop these things into three red bags and we will go meet her.",
-)
-# Distinct voices to a speaker encoder: espeak's default voice, its female variant f3 and
-# its Klatt-synthesiser variant (en-gb, by contrast, is the same voice with other phonemes).
-VOICES = ("en-us", "en-us+f3", "en-us+klatt")
 RATE = 44_100  # what Echo writes; every metric resamples to 16 kHz itself
 
 
