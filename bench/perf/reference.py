@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 
 REFERENCE_REQUIREMENT = "echo-tts==0.1.4"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository root (bench/perf/reference.py)
 
 
 class ReferenceUnavailable(RuntimeError):

@@ -53,7 +53,7 @@ RECORDED_PACKAGES = (
 )
 
 # The repository this package was imported from (when it is a checkout, not an install).
-_REPO_ROOT = Path(__file__).resolve().parents[1]
+_REPO_ROOT = Path(__file__).resolve().parents[2]  # bench/run/measure.py -> the repository
 # The lock every environment installs from (uv.lock). A checkout has it at the root; the
 # Modal image copies it next to the packages, which puts it at the same relative place.
 LOCK_FILE = _REPO_ROOT / "uv.lock"
