@@ -215,6 +215,7 @@ class Comparisons:
         index = units.pivot_table(index="unit", columns="cell_id", values="rtf",
                                   aggfunc="first", dropna=False).index
         self.codes = cluster_codes(list(unit_prompt.reindex(index)), len(index))
+        self.clusters: list[int] = [int(c) for c in self.codes]
         n_clusters = int(self.codes.max()) + 1 if len(index) else 1
         self.counts = resample_counts(n_clusters, settings.n_boot, settings.seed)
         self.memo: dict[tuple[str, str, str], Interval] = {}
@@ -241,7 +242,7 @@ class Comparisons:
                 return nan
             x = np.where(ok, np.log(np.where(ok, b, 1.0)) - np.log(np.where(ok, a, 1.0)), 0.0)
             den = ok.astype(np.float64)
-            reps = bootstrap_ratio_replicates(x, den, self.codes, counts=self.counts)
+            reps = bootstrap_ratio_replicates(x, den, self.clusters, counts=self.counts)
             low, high = percentile_interval(reps, level)
             return Interval(float(ratio_of_sums(x, den)), low, high)
         if metric == WER:
@@ -255,7 +256,7 @@ class Comparisons:
             return nan
         num = np.where(ok[:, None], num, 0.0)
         den = np.where(ok[:, None], den, 0.0)
-        reps = bootstrap_ratio_replicates(num, den, self.codes, counts=self.counts)
+        reps = bootstrap_ratio_replicates(num, den, self.clusters, counts=self.counts)
         point = ratio_of_sums(num, den)
         low, high = percentile_interval(reps[:, 1] - reps[:, 0], level)
         return Interval(float(point[1] - point[0]), low, high)
@@ -324,7 +325,8 @@ def decide(records: pd.DataFrame | Evidence, settings: PolicySettings = PolicySe
     decided: dict[str, bool] = {}
     for hardware, group in cells.groupby("hardware", sort=False):
         ids = [str(c) for c in group.sort_values("rtf_median", kind="stable").index]
-        rows = {str(c): r for c, r in group.to_dict("index").items()}
+        rows: dict[str, dict[str, Any]] = {
+            str(c): {str(k): v for k, v in r.items()} for c, r in group.to_dict("index").items()}
         base = baselines[str(hardware)].cell_id if str(hardware) in baselines else ids[0]
         head = _headline_state(ids, rows, base, comp, speed_only, settings)
         decided[str(hardware)] = head.decided
@@ -412,7 +414,8 @@ def _cell_decision(cid: str, ids: Sequence[str], rows: Mapping[str, Mapping[str,
     dominated: tuple[str, str | None] | None = None
     open_against: tuple[str, str | None] | None = None
     on_all = True
-    for metric in (metrics or [None]):
+    axes: list[str | None] = list(metrics) or [None]
+    for metric in axes:
         by = next((j for j in others if _dominates(comp, cid, j, metric)), None)
         if by is not None:
             dominated = dominated or (by, metric)
@@ -425,15 +428,15 @@ def _cell_decision(cid: str, ids: Sequence[str], rows: Mapping[str, Mapping[str,
         return CellDecision(cid, label, True, "could be the headline's choice",
                             _headline_detail(cid, comp, head))
     if open_against is not None:
-        j, metric = open_against
+        j, axis = open_against
         return CellDecision(cid, label, True, "frontier place open",
-                            _pair_detail(comp, cid, j, metric, "could be dominated by"),
-                            by=j, metric=metric or SPEED)
+                            _pair_detail(comp, cid, j, axis, "could be dominated by"),
+                            by=j, metric=axis or SPEED)
     if dominated is not None:
-        j, metric = dominated
+        j, axis = dominated
         return CellDecision(cid, label, False, "dominated",
-                            _pair_detail(comp, cid, j, metric, "dominated by"),
-                            by=j, metric=metric or SPEED)
+                            _pair_detail(comp, cid, j, axis, "dominated by"),
+                            by=j, metric=axis or SPEED)
     if on_all and open_against is None:
         reason, detail = "on the frontier", "no other cell can dominate it"
     else:
@@ -509,14 +512,15 @@ def spend(records: pd.DataFrame, prices: Prices, cpu_cores: int | None) -> Spend
     seconds = 0.0
     usd = 0.0
     for r in records.to_dict("records"):
-        t = r.get("t_total")
-        if not is_number(t):
+        value: Any = r.get("t_total")
+        if not is_number(value):
             continue
-        seconds += float(t)
+        t = float(value)
+        seconds += t
         gpu, device = r.get("gpu"), r.get("device_name")
         price, _ = prices.per_second(gpu if isinstance(gpu, str) else None,
                                      device if isinstance(device, str) else None, cpu_cores)
-        usd += math.nan if price is None else price * float(t)
+        usd += math.nan if price is None else price * t
     return Spend(hours=seconds / 3600.0, usd=usd)
 
 

@@ -85,7 +85,7 @@ def simulate(records: pd.DataFrame, batches: Sequence[Sequence[str]], settings: 
         if stage + 1 < len(batches) and budget is not None:
             next_allowed = allowed | set(batches[stage + 1])
             todo = np.isin(cells, list(active)) & np.isin(prompts, list(next_allowed)) & ~ran
-            counts = pd.Series(cells[todo]).value_counts().to_dict()
+            counts = {str(c): int(n) for c, n in pd.Series(cells[todo]).value_counts().items()}
             why = over_budget(spend(records[ran], budget.prices, budget.cpu_cores),
                               projected_spend(records[ran], counts, budget.prices,
                                               budget.cpu_cores),
