@@ -19,14 +19,12 @@ from bench.analysis.adaptive import (
 )
 from bench.analysis.prices import load_prices
 from bench.run.runner import Staging
-from bench.spec.adaptive import AdaptiveSpec, stage_batches
+from bench.spec.adaptive import ADAPTIVE_LOG, AdaptiveSpec, stage_batches
 from bench.spec.prompt_files import Prompt
 from bench.spec.sweep import SpecError, SweepSpec
 from bench.store.files import write_json_atomic
 from bench.store.records import records_frame
 from bench.store.run_store import RunStore
-
-ADAPTIVE_LOG = "adaptive.json"
 
 
 class AdaptiveStages:

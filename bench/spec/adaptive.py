@@ -29,6 +29,9 @@ from typing import Any
 DEFAULT_WER_BUDGET = 0.5
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_BATCH = 3
+#: The adaptive run's decision log in its run directory (written by the sweep command,
+#: read by the report).
+ADAPTIVE_LOG = "adaptive.json"
 
 _KEYS = ("first_batch", "batch", "confidence", "seed", "wer_budget", "max_gpu_hours",
          "max_usd")

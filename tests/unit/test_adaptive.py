@@ -256,3 +256,27 @@ def test_replay_command_reports_the_three_figures(tmp_path: Path,
     assert "(a) generations spent" in out and "(b) headline same" in out
     assert "(c) frontier set same" in out and "replays: 3" in out
     assert main(["adaptive-replay", str(run_dir), "--first-batch", "2"]) == 2
+
+
+def test_adaptive_sweep_logs_decisions_and_the_report_shows_stopped_cells(
+        tmp_path: Path) -> None:
+    from bench.analysis.run_analysis import analyze_run
+    from bench.commands.adaptive_sweep import AdaptiveStages
+    from bench.report.markdown import render_markdown
+    from bench.spec.prompts import load_prompts
+
+    # 2 vs 8 steps without noise: the 8-step cells are surely slower after the first batch.
+    spec = parse_spec(SPEC.replace("[2, 4]", "[2, 8]")
+                      + "[adaptive]\nfirst_batch = 6\nbatch = 1\nmax_usd = 1\n",
+                      base_dir=".", name="t")
+    stages = AdaptiveStages(spec, load_prompts(spec.prompts), None)
+    outcome = run_sweep(spec, FakeBackend(), root=tmp_path, staging=stages.staging(),
+                        progress=False)
+    assert stages.log["stop"] is not None and stages.log["stages"][0]["stage"] == 0
+    report = render_markdown(analyze_run(outcome.run_dir, n_boot=50))
+    section = report[report.index("## Stopped early"):]
+    slow = [c for c in spec.cells if c.sampler.num_steps == 8]
+    for cell in slow:
+        assert cell.id in section
+    assert "stopped after stage 0" in section and "RTF x" in section
+    assert "speed alone" in section
