@@ -43,6 +43,13 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="local backend: run cells that name a GPU type on this machine anyway")
     p.add_argument("--no-score", action="store_true", help="skip Whisper scoring")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--adaptive", action="store_true",
+                      help="run the spec's [adaptive] stages: a first batch of prompts for "
+                           "every cell, more only for undecided cells (a spec with [adaptive] "
+                           "does this by default)")
+    mode.add_argument("--no-adaptive", action="store_true",
+                      help="run every cell on every prompt even if the spec has [adaptive]")
     p.set_defaults(handler=run)
 
 
@@ -157,8 +164,18 @@ def run(args: argparse.Namespace) -> int:
     problem = check_prompt_speakers(spec.cells, prompts)
     if problem is not None:
         raise UserError(problem)
+    adaptive = None
+    if args.adaptive or (spec.adaptive is not None and not args.no_adaptive):
+        from bench.commands.adaptive_sweep import AdaptiveStages
+
+        # Made before anything runs: a spec that cannot run adaptively stops here.
+        adaptive = AdaptiveStages(spec, prompts, None)
     if args.dry_run:
         print_plan(spec)
+        if adaptive is not None:
+            print(f"adaptive: {len(adaptive.batches)} stages of prompts "
+                  f"({', '.join(str(len(b)) for b in adaptive.batches)}); the first runs every "
+                  "cell, later ones only undecided cells")
         if args.backend == "modal":
             print_cost(spec, prompts)
         return 0
@@ -166,9 +183,12 @@ def run(args: argparse.Namespace) -> int:
         backend, remote_asr = make_backend(args, spec, stack)
         scorer = (CellScorer(spec, remote_asr) if spec.measure.score and not args.no_score
                   else None)
+        if adaptive is not None:
+            adaptive.score = None if scorer is None else scorer.score
         outcome = run_sweep(spec, backend, root=args.out, resume=args.resume, new=args.new,
                             after_cell=scorer,
-                            before_finalize=None if scorer is None else scorer.score)
+                            before_finalize=None if scorer is None else scorer.score,
+                            staging=None if adaptive is None else adaptive.staging())
     print(f"run directory: {outcome.run_dir}")
     if scorer is not None and spec.measure.control:
         scorer.control(outcome.run_dir)

@@ -16,6 +16,7 @@ import pandas as pd
 from bench.analysis.cells import NOT_MEANINGFUL
 from bench.analysis.quality import quality_markdown, quality_section
 from bench.analysis.run_analysis import RunAnalysis
+from bench.report import adaptive as adaptive_report
 from bench.report import predictions as predictions_report
 from bench.report.html import DASH, fmt_money, fmt_number, fmt_pct
 from bench.report.run_cost import run_cost_text
@@ -103,6 +104,9 @@ def render_markdown(analysis: RunAnalysis, comparison: pd.DataFrame | None = Non
     research = predictions_report.section(analysis.records, analysis.manifest, analysis.prices)
     if research is not None:
         lines += ["", predictions_report.markdown(research)]
+    adaptive = adaptive_report.adaptive_section(analysis)
+    if adaptive is not None:
+        lines += ["", adaptive_report.markdown(adaptive)]
     return "\n".join(lines) + "\n"
 
 

@@ -43,6 +43,26 @@ class Backend(Protocol):
                 on_cell_done: CellHook) -> None: ...
 
 
+@dataclass(frozen=True)
+class Staging:
+    """An adaptive sweep's stages (``bench.spec.adaptive``): ``batches`` are the prompt ids
+    each stage adds; after a stage ran, ``after_stage(store, stage, cells_run)`` returns the
+    cell ids that go on to the next one (empty: stop). Stage s runs, for those cells,
+    every prompt of stages 0..s they lack, so a cell let back in catches up. Decisions
+    are the caller's (the policy sits above this layer); the runner only runs them."""
+
+    batches: tuple[tuple[str, ...], ...]
+    after_stage: Callable[[RunStore, int, frozenset[str]], frozenset[str]]
+
+    def work(self, work: dict[Cell, list[Generation]], stage: int, cells: frozenset[str]
+             ) -> dict[Cell, list[Generation]]:
+        """The part of ``work`` stage ``stage`` runs for ``cells``."""
+        allowed = {p for batch in self.batches[:stage + 1] for p in batch}
+        out = {cell: [g for g in gens if g.prompt.id in allowed]
+               for cell, gens in work.items() if cell.id in cells}
+        return {cell: gens for cell, gens in out.items() if gens}
+
+
 @dataclass
 class SweepOutcome:
     run_dir: Path
@@ -113,7 +133,7 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
               after_cell: Callable[[RunStore, Cell, list[str]], None] | None = None,
               before_finalize: Callable[[RunStore], None] | None = None,
               progress: bool = True, extra_seeds: Sequence[int] = (),
-              lock: bool = True) -> SweepOutcome:
+              lock: bool = True, staging: Staging | None = None) -> SweepOutcome:
     """Run (or resume) a sweep; returns counts and the failures by cell.
 
     ``extra_seeds`` measure more prompt/seed pairs than the spec plans (the gate's extra
@@ -122,6 +142,9 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
     ``after_cell(store, cell, keys)`` runs as each cell finishes (in-sweep scoring);
     ``before_finalize(store)`` once all generations are done (catch-up work such as
     scoring what an interrupted earlier attempt left unscored).
+
+    ``staging``: run in stages (an adaptive sweep); each record carries
+    ``adaptive_stage``, the stage it ran in, and ``total`` counts what the stages ran.
     """
     prompts = load_prompts(spec.prompts)
     store, resumed = open_store(spec, root, resume, new, lock=lock)
@@ -154,8 +177,12 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
         seq = [1 + max((int(r.get("order_seq", -1)) for r in store.records(with_scores=False)),
                        default=-1)]
 
+        stage_now: list[int] = []  # the stage running, when staged
+
         def sink(record: dict[str, Any], audio: Tensor | bytes | None) -> None:
             record = {**record, "order_seq": seq[0]}
+            if stage_now:
+                record["adaptive_stage"] = stage_now[0]
             seq[0] += 1
             if record["status"] == "ok" and audio is not None:
                 path = store.claim_audio_path(record["key"])
@@ -186,7 +213,11 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
 
         status = "interrupted"
         try:
-            backend.execute(spec, work, sink, on_cell_done)
+            if staging is None:
+                backend.execute(spec, work, sink, on_cell_done)
+            else:
+                run_stages(staging, work, outcome, lambda w: backend.execute(
+                    spec, w, sink, on_cell_done), stage_now, store, spec.cells)
             if before_finalize is not None:
                 before_finalize(store)
             status = "complete"
@@ -195,6 +226,28 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
                 bar.close()
             store.finalize(status)
     return outcome
+
+
+def run_stages(staging: Staging, work: dict[Cell, list[Generation]], outcome: SweepOutcome,
+               execute: Callable[[dict[Cell, list[Generation]]], None], stage_now: list[int],
+               store: RunStore, spec_cells: Sequence[Cell]) -> None:
+    """Run ``work`` stage by stage, asking ``staging.after_stage`` which cells go on. A
+    resumed run decides again from its records, so it takes the same path."""
+    cells = frozenset(c.id for c in spec_cells)
+    planned = outcome.skipped
+    for stage in range(len(staging.batches)):
+        part = staging.work(work, stage, cells)
+        planned += sum(len(g) for g in part.values())
+        stage_now[:] = [stage]
+        if part:
+            execute(part)
+        for cell, gens in part.items():  # what ran is no longer pending
+            ran = set(gens)
+            work[cell] = [g for g in work[cell] if g not in ran]
+        cells = staging.after_stage(store, stage, cells)
+        if not cells:
+            break
+    outcome.total = planned
 
 
 def write_audio(path: Path, audio: Tensor | bytes) -> None:

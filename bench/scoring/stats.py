@@ -31,6 +31,7 @@ __all__ = [
     "percentile_interval",
     "ratio_interval",
     "ratio_of_sums",
+    "resample_counts",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -83,6 +84,15 @@ def ratio_of_sums(num: npt.ArrayLike, den: npt.ArrayLike) -> FloatArray:
         return np.where(d_sum > 0, n_sum / np.where(d_sum > 0, d_sum, 1.0), np.nan)
 
 
+def resample_counts(n_clusters: int, n_boot: int, seed: int) -> FloatArray:
+    """How often each cluster is drawn in each replicate, shape [n_boot, n_clusters]:
+    the draws :func:`bootstrap_ratio_replicates` makes for this seed, for callers that
+    compare many columns on one set of draws without holding them all at once."""
+    rng = np.random.default_rng(seed)
+    probs = np.full(n_clusters, 1.0 / n_clusters)
+    return rng.multinomial(n_clusters, probs, size=n_boot).astype(np.float64)
+
+
 def bootstrap_ratio_replicates(
     num: npt.ArrayLike,
     den: npt.ArrayLike,
@@ -90,6 +100,7 @@ def bootstrap_ratio_replicates(
     *,
     n_boot: int = 1000,
     seed: int = 0,
+    counts: FloatArray | None = None,
 ) -> FloatArray:
     """Bootstrap replicates of column-wise ratios of sums, resampling whole clusters.
 
@@ -103,6 +114,9 @@ def bootstrap_ratio_replicates(
             own cluster.
         n_boot: number of replicates.
         seed: seed of the numpy Generator; a fixed seed gives identical replicates.
+        counts: resampling counts from :func:`resample_counts` to use instead of drawing
+            (shape [n_boot, n_clusters], clusters numbered as ``cluster_codes`` numbers
+            them): comparisons made in separate calls then share their draws.
 
     Returns:
         float64 array [n_boot, k] (or [n_boot] for 1-D input); NaN where a replicate's
@@ -125,7 +139,7 @@ def bootstrap_ratio_replicates(
         return out[:, 0] if one_d else out
 
     codes = cluster_codes(cluster, n_items)
-    n_clusters = int(codes.max()) + 1
+    n_clusters = int(codes.max()) + 1 if counts is None else counts.shape[1]
     # Sum items within each cluster first: a replicate is then counts @ cluster sums.
     num_c = np.zeros((n_clusters, k))
     den_c = np.zeros((n_clusters, k))
@@ -134,17 +148,19 @@ def bootstrap_ratio_replicates(
 
     rng = np.random.default_rng(seed)
     probs = np.full(n_clusters, 1.0 / n_clusters)
-    block = max(1, _MAX_BLOCK_ELEMENTS // n_clusters)
+    n_boot = n_boot if counts is None else counts.shape[0]
+    block = max(1, _MAX_BLOCK_ELEMENTS // n_clusters) if counts is None else n_boot
     out = np.empty((n_boot, k))
     for start in range(0, n_boot, block):
         stop = min(n_boot, start + block)
-        counts = rng.multinomial(n_clusters, probs, size=stop - start).astype(np.float64)
+        drawn = (rng.multinomial(n_clusters, probs, size=stop - start).astype(np.float64)
+                 if counts is None else counts)
         # One matrix-vector product per column rather than one matrix product: BLAS may
         # block a matrix product differently across columns, and identical columns must
         # give bit-identical replicates (a cell compared with itself differs by exactly 0).
         for j in range(k):
-            n_sum = counts @ num_c[:, j]
-            d_sum = counts @ den_c[:, j]
+            n_sum = drawn @ num_c[:, j]
+            d_sum = drawn @ den_c[:, j]
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[start:stop, j] = np.where(
                     d_sum > 0, n_sum / np.where(d_sum > 0, d_sum, 1.0), np.nan

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bench.spec.adaptive import parse_adaptive
 from bench.spec.axes import UNSET, check_value, format_value
 from bench.spec.predictions import parse_predictions
 from bench.spec.sweep import (
@@ -95,7 +96,7 @@ def _line_of_byte(data: bytes, offset: int) -> int:
 # [gate] holds the CI gate's thresholds (read by bench.gate.verdict); sweeps ignore it.
 _TOP_KEYS = ("name", "description", "model", "prompts", "grid", "include", "exclude",
              "measure", "limits", "gate", "predictions",
-             "modal")
+             "modal", "adaptive")
 
 _MODEL_KEYS = ("model", "codec", "pca", "dtype", "device", "compile", "codec_dtype",
                "keep_blockwise")
@@ -221,7 +222,18 @@ class _Parser:
             modal=self.modal(self.table(raw, "modal")),
             hash=hashlib.sha256(canonical_json(jsonable(raw)).encode("utf-8")).hexdigest(),
             predictions=predictions,
+            adaptive=(parse_adaptive(self.table(raw, "adaptive"),
+                                     lambda message, key: self.error(message, key),
+                                     self.prompt_count(prompts))
+                      if "adaptive" in raw else None),
         )
+
+    @staticmethod
+    def prompt_count(prompts: PromptSpec) -> int | None:
+        """The most prompts the spec can load, where the spec alone says (limit, ids)."""
+        known = [n for n in (prompts.limit, None if prompts.ids is None else len(prompts.ids))
+                 if n is not None]
+        return min(known) if known else None
 
     @staticmethod
     def base_values(model: ModelSpec) -> dict[str, Any]:

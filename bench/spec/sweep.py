@@ -84,6 +84,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.spec.adaptive import AdaptiveSpec
 from bench.spec.axes import UNSET, AxisType, format_value, sampler_axis_types
 from bench.spec.predictions import Prediction
 from bench.spec.workload_axes import (
@@ -294,6 +295,8 @@ class SweepSpec:
     modal: ModalSpec = field(default_factory=ModalSpec)
     hash: str = ""
     predictions: tuple[Prediction, ...] = ()
+    # [adaptive] (bench.spec.adaptive): None runs every cell on every prompt.
+    adaptive: AdaptiveSpec | None = None
 
     def cells_by_gpu(self) -> dict[str | None, tuple[Cell, ...]]:
         """Cells grouped by GPU string (None: wherever the backend runs), in cell order."""
@@ -326,6 +329,7 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
         "limits": asdict(spec.limits),
         "predictions": [p.to_dict() for p in spec.predictions],
         "modal": asdict(spec.modal),
+        "adaptive": None if spec.adaptive is None else spec.adaptive.to_dict(),
         "cells": [
             {"id": c.id, "label": c.label, "settings": dict(c.settings), **c.values()}
             for c in spec.cells

@@ -1,0 +1,282 @@
+"""Adaptive sweeps: the [adaptive] table, the stopping policy on constructed runs whose
+right answer is known, the staged runner, and the replay command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.analysis.adaptive import (
+    Comparisons,
+    PolicySettings,
+    cell_summary,
+    decide,
+    evidence,
+    headline_choices,
+)
+from bench.analysis.adaptive_replay import replay, simulate
+from bench.analysis.cells import summarize_cells
+from bench.analysis.headline import DEFAULT_WER_BUDGET_POINTS
+from bench.cli import main
+from bench.run.runner import Staging, run_sweep
+from bench.spec.adaptive import DEFAULT_WER_BUDGET, min_first_batch, stage_batches
+from bench.spec.parser import parse_spec
+from bench.spec.sweep import SpecError
+from bench.store.records import load_records
+from tests.adaptive_runs import TrueCell, constructed_records, write_run
+
+SPEC = """
+name = "t"
+[model]
+model = "random:tiny"
+codec = "random:tiny"
+pca = "random:tiny"
+dtype = "float32"
+device = "cpu"
+[prompts]
+set = "builtin"
+limit = 8
+[grid]
+num_steps = [2, 4]
+cfg_mode = ["independent", "none"]
+[measure]
+warmup = 0
+asr = "random:tiny"
+"""
+
+FAST = PolicySettings(n_boot=300)
+
+
+def clear_cells() -> list[TrueCell]:
+    """Baseline (40 steps), a good fast cell, a bad fast cell, a slow good one."""
+    return [
+        TrueCell("base", 40, "independent", 0.48, 0.03),
+        TrueCell("fast-good", 30, "alternating", 0.24, 0.03),
+        TrueCell("fast-bad", 16, "joint", 0.13, 0.30),
+        TrueCell("slow", 40, "alternating", 0.32, 0.15),
+    ]
+
+
+# --------------------------------------------------------------------------- spec
+
+
+def test_first_batch_floor_follows_the_confidence() -> None:
+    # 1 - 2 * 0.5**n must reach the level: 6 prompts at 95 %, 5 at 90 %, 8 at 99 %.
+    assert [min_first_batch(c) for c in (0.9, 0.95, 0.99)] == [5, 6, 8]
+    assert DEFAULT_WER_BUDGET == DEFAULT_WER_BUDGET_POINTS
+
+
+def test_adaptive_table_is_parsed() -> None:
+    spec = parse_spec(SPEC + "[adaptive]\nfirst_batch = 6\nbatch = 2\nmax_usd = 1.5\n",
+                      base_dir=".", name="t")
+    assert spec.adaptive is not None
+    assert (spec.adaptive.first_batch, spec.adaptive.batch, spec.adaptive.max_usd) == (6, 2, 1.5)
+    assert parse_spec(SPEC, base_dir=".", name="t").adaptive is None
+
+
+@pytest.mark.parametrize(("table", "words"), [
+    ("first_batch = 6", ["needs a budget", "max_gpu_hours", "max_usd"]),
+    ("first_batch = 3\nmax_usd = 1", ["adaptive.first_batch = 3", "first_batch >= 6"]),
+    ("first_batch = 4\nconfidence = 0.99\nmax_usd = 1", ["first_batch >= 8"]),
+    ("first_batch = 9\nmax_usd = 1", ["prompts.limit = 8"]),
+    ("first_batch = 6\nmax_usd = -1", ["adaptive.max_usd"]),
+    ("frist_batch = 6\nmax_usd = 1", ["unknown key 'frist_batch'"]),
+])
+def test_bad_adaptive_tables_are_one_line_errors(table: str, words: list[str]) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec(SPEC + "[adaptive]\n" + table + "\n", base_dir=".", name="t")
+    message = str(err.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_cli_rejects_adaptive_spec_without_budget(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC + "[adaptive]\nfirst_batch = 6\n")
+    assert main(["sweep", str(spec), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("echo-bench: error:") and "budget" in err[0]
+    # --adaptive on a spec without the table names the fix.
+    spec.write_text(SPEC)
+    assert main(["sweep", str(spec), "--dry-run", "--adaptive"]) == 2
+    assert "[adaptive]" in capsys.readouterr().err
+
+
+def test_stage_batches_cover_every_prompt_once_in_a_seeded_order() -> None:
+    ids = [f"p{k}" for k in range(14)]
+    stages = stage_batches(ids, 6, 3, seed=1)
+    assert [len(s) for s in stages] == [6, 3, 3, 2]
+    assert sorted(p for s in stages for p in s) == sorted(ids)
+    assert stages == stage_batches(ids, 6, 3, seed=1)
+    assert stages != stage_batches(ids, 6, 3, seed=2)
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def frame(cells: list[TrueCell], n_prompts: int, seed: int = 0, **kw: Any) -> pd.DataFrame:
+    return pd.DataFrame(constructed_records(cells, n_prompts=n_prompts, seed=seed, **kw))
+
+
+def test_light_summary_agrees_with_summarize_cells() -> None:
+    records = frame(clear_cells(), 8)
+    records.loc[0, ["status", "error"]] = ["failed", "boom"]  # a failure counts
+    records.loc[1, "audio_silent"] = True  # silence counts as no speech
+    full = summarize_cells(records, n_boot=1)
+    light = cell_summary(evidence(records))
+    for column in ("rtf_median", "corpus_wer"):
+        assert np.allclose(light[column].to_numpy(float), full[column].to_numpy(float))
+    for column in ("n_ok", "n_failed", "quality", "hardware"):
+        assert list(light[column]) == list(full[column])
+    assert headline_choices(light, 0.5) == headline_choices(full, 0.5)
+
+
+def test_paired_differences_are_antisymmetric_and_zero_against_itself() -> None:
+    ev = evidence(frame(clear_cells(), 8))
+    comp = Comparisons(ev.units, FAST)
+    d, back = comp.diff("base", "slow", "WER"), comp.diff("slow", "base", "WER")
+    assert d.estimate == pytest.approx(-back.estimate)
+    assert (d.low, d.high) == pytest.approx((-back.high, -back.low))
+    same = comp.diff("base", "base", "RTF")
+    assert (same.estimate, same.low, same.high) == (0.0, 0.0, 0.0)
+
+
+def test_clear_run_stops_dominated_and_out_of_budget_cells_after_the_first_batch() -> None:
+    records = frame(clear_cells(), 12, seeds=(0, 1))
+    first = records[records["prompt_id"].isin([f"p{k:03d}" for k in range(6)])]
+    decision = decide(first, FAST, n_prompts=12)
+    assert decision.cells["fast-bad"].active is False
+    assert "WER budget" in decision.cells["fast-bad"].detail
+    assert decision.cells["slow"].active is False
+    assert decision.cells["slow"].reason == "dominated"
+    assert decision.cells["slow"].by in ("fast-good", "base")
+    assert "RTF x" in decision.cells["slow"].detail and "WER" in decision.cells["slow"].detail
+    # The choice (and the baseline it is held to) confirm on every prompt.
+    assert decision.cells["fast-good"].active and decision.cells["base"].active
+    assert decision.headline_decided == {"A10G": True}
+
+
+def test_random_weights_decide_on_speed_alone() -> None:
+    records = frame(clear_cells(), 8, meaningful=False)
+    decision = decide(records, FAST, n_prompts=8)
+    assert decision.speed_only and "speed alone" in decision.note
+    # On speed alone the fastest cell is the choice, whatever its WER.
+    assert decision.choices == {"A10G": "fast-bad"}
+    assert decision.active == set()
+
+
+def test_replay_of_a_clear_run_spends_less_and_agrees() -> None:
+    records = frame(clear_cells(), 24, seeds=(0, 1))
+    summary = replay(records, first_batch=6, batch=3, settings=FAST, n_replays=6)
+    assert summary.full_headline == {"A10G": "fast-good"}
+    assert all(summary.headline_same) and all(summary.frontier_same)
+    assert max(summary.fractions) < 1.0
+
+
+def test_a_cell_that_looks_good_on_few_prompts_is_not_chosen() -> None:
+    # "lucky" is the fastest cell and perfect on 80 % of prompts, but says 60 % of its
+    # words wrong on the rest: often flawless on a first batch, far out of budget in all.
+    cells = [*clear_cells(), TrueCell("lucky", 12, "joint", 0.10, 0.0, lucky=True,
+                                      bad_share=0.2, bad_p_err=0.6)]
+    records = frame(cells, 24, seed=3)
+    prompts = list(dict.fromkeys(records["prompt_id"]))
+    fooled = 0
+    for r in range(12):
+        batches = stage_batches(prompts, 6, 3, seed=r)
+        first = records[records["prompt_id"].isin(batches[0])]
+        fooled += headline_choices(cell_summary(evidence(first)), 0.5) == {"A10G": "lucky"}
+        sim = simulate(records, batches, FAST)
+        final = cell_summary(evidence(records[sim.ran]))
+        assert headline_choices(final, 0.5) == {"A10G": "fast-good"}, f"order {r}"
+    assert fooled > 0  # the first batch alone does mislead: the test can fail
+
+
+# --------------------------------------------------------------------------- runner
+
+
+class FakeBackend:
+    """Records without a model: each generation's RTF follows its step count."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.calls: list[set[str]] = []
+
+    def execute(self, spec: Any, work: Any, sink: Any, on_cell_done: Any) -> None:
+        self.calls.append({c.id for c in work})
+        for cell, gens in work.items():
+            for g in gens:
+                t = 0.1 * cell.sampler.num_steps
+                sink({"key": g.key, "cell_id": cell.id, "cell_label": cell.label,
+                      "prompt_id": g.prompt.id, "seed": g.seed, "repeat": g.repeat,
+                      "status": "ok", "t_total": t, "audio_seconds": 1.0, "rtf": t,
+                      "device_name": "cpu", "num_steps": cell.sampler.num_steps}, None)
+            on_cell_done(cell)
+
+
+def test_staged_run_tags_stages_and_runs_later_stages_for_active_cells_only(
+        tmp_path: Path) -> None:
+    spec = parse_spec(SPEC + "[adaptive]\nfirst_batch = 6\nbatch = 1\nmax_usd = 1\n",
+                      base_dir=".", name="t")
+    keep = spec.cells[0].id
+    asked: list[tuple[int, frozenset[str]]] = []
+
+    def after(store: Any, stage: int, cells: frozenset[str]) -> frozenset[str]:
+        asked.append((stage, cells))
+        return frozenset({keep})
+
+    staging = Staging(tuple(stage_batches([f"en-{k:03d}" for k in range(1, 9)], 6, 1, 0)),
+                      after)
+    backend = FakeBackend()
+    outcome = run_sweep(spec, backend, root=tmp_path, staging=staging, progress=False)
+    records = load_records(outcome.run_dir)
+    assert [s for s, _ in asked] == [0, 1, 2]
+    assert backend.calls[1:] == [{keep}, {keep}]
+    later = records[records["adaptive_stage"] > 0]
+    assert set(later["cell_id"]) == {keep} and len(later) == 2
+    assert (records.groupby("cell_id").size().to_dict()
+            == {c.id: (8 if c.id == keep else 6) for c in spec.cells})
+    assert outcome.total == len(records)
+
+
+# --------------------------------------------------------------------------- command
+
+
+def test_replay_command_reports_the_three_figures(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = write_run(tmp_path, "clear", constructed_records(clear_cells(), n_prompts=12))
+    assert main(["adaptive-replay", str(run_dir), "--replays", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "(a) generations spent" in out and "(b) headline same" in out
+    assert "(c) frontier set same" in out and "replays: 3" in out
+    assert main(["adaptive-replay", str(run_dir), "--first-batch", "2"]) == 2
+
+
+def test_adaptive_sweep_logs_decisions_and_the_report_shows_stopped_cells(
+        tmp_path: Path) -> None:
+    from bench.analysis.run_analysis import analyze_run
+    from bench.commands.adaptive_sweep import AdaptiveStages
+    from bench.report.markdown import render_markdown
+    from bench.spec.prompts import load_prompts
+
+    # 2 vs 8 steps without noise: the 8-step cells are surely slower after the first batch.
+    spec = parse_spec(SPEC.replace("[2, 4]", "[2, 8]")
+                      + "[adaptive]\nfirst_batch = 6\nbatch = 1\nmax_usd = 1\n",
+                      base_dir=".", name="t")
+    stages = AdaptiveStages(spec, load_prompts(spec.prompts), None)
+    outcome = run_sweep(spec, FakeBackend(), root=tmp_path, staging=stages.staging(),
+                        progress=False)
+    assert stages.log["stop"] is not None and stages.log["stages"][0]["stage"] == 0
+    report = render_markdown(analyze_run(outcome.run_dir, n_boot=50))
+    section = report[report.index("## Stopped early"):]
+    slow = [c for c in spec.cells if c.sampler.num_steps == 8]
+    for cell in slow:
+        assert cell.id in section
+    assert "stopped after stage 0" in section and "RTF x" in section
+    assert "speed alone" in section
