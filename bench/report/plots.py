@@ -76,8 +76,8 @@ def _message(ax: Axes, text: str) -> None:
     ax.set_yticks([])
 
 
-def _wer_label(meaningful: bool) -> str:
-    return "corpus WER (%)" if meaningful else f"corpus WER (%) — {NOT_MEANINGFUL}"
+# Only figures of meaningful quality draw WER (random weights get speed-only figures).
+WER_LABEL = "corpus WER (%)"
 
 
 def _hardware_colours(cells: pd.DataFrame) -> dict[str, str]:
@@ -121,7 +121,7 @@ def frontier(cells: pd.DataFrame, quality_meaningful: bool = True) -> bytes:
                 ax.scatter([], [], marker=marker, color="grey", label=f"CFG {mode}")
         ax.set_xscale("log")
         ax.set_xlabel("median RTF (compute s per audio s, log scale; lower is faster)")
-        ax.set_ylabel(_wer_label(quality_meaningful))
+        ax.set_ylabel(WER_LABEL)
         ax.set_title("Speed/quality frontier: lower-left is better")
         ax.legend(loc="best", frameon=False)
         return _png(fig)
@@ -205,7 +205,7 @@ def steps(cells: pd.DataFrame, quality_meaningful: bool = True) -> bytes:
         left.set_title("Speed vs steps (colour: CFG mode; line style: sequence length)")
         left.legend(frameon=False, ncols=2 if len(modes) * len(variants) > 6 else 1)
         if has_wer:
-            axes[1].set_ylabel(_wer_label(quality_meaningful))
+            axes[1].set_ylabel(WER_LABEL)
             axes[1].set_title("Quality vs steps")
         return _png(fig)
 
