@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from bench.analysis.noise import cell_noise
+from bench.analysis.noise import cell_noise, machine_pace
 from bench.scoring.outcomes import (
     NO_SPEECH_SCORES,
     aligned_numbers,
@@ -137,7 +137,8 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
     95 % cluster-bootstrap bounds, ``share_above_50``, ``n_empty_hyp``) and ``quality``
     ("ok", "not meaningful" or "not scored"); timing noise and the machine's state
     (``dispersion`` of time per unit of work, ``repeat_dispersion``, ``unstable``,
-    ``interleaved``, ...: :func:`bench.analysis.noise.cell_noise`).
+    ``interleaved``, ...: :func:`bench.analysis.noise.cell_noise`, relative to the run's
+    :func:`bench.analysis.noise.machine_pace`).
     """
     rows: list[dict[str, Any]] = []
     if not len(records) or "cell_id" not in records.columns:
@@ -145,6 +146,7 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
     run_scored = has_scores(records)
     run_scored_rows = scored_rows(records)
     run_meaningful = quality_is_meaningful(run_scored_rows if len(run_scored_rows) else records)
+    pace = machine_pace(records)
     for cell_id, group in records.groupby("cell_id", sort=False):
         row: dict[str, Any] = {"cell_id": cell_id}
         for name in SETTINGS:
@@ -168,7 +170,7 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
         row["nfe_per_chunk"] = nanmedian(per_chunk)
         for name, field in MEMORY_FIELDS.items():
             row[name] = _max_or_nan(column(group, field))
-        row.update(cell_noise(ok))
+        row.update(cell_noise(ok, pace))
         cell_scored = scored_rows(ok)
         meaningful = (quality_is_meaningful(cell_scored) if len(cell_scored)
                       else run_meaningful and quality_is_meaningful(group))

@@ -16,6 +16,13 @@ quietest machine. Noise is measured on what *should* be equal instead:
   generation's total time over the median of its prompt and seed's repeats, which did
   exactly the same work (no cost model involved).
 
+In an interleaved run a slowdown of the whole machine (another tenant, a clock drop)
+hits every cell's generations in the same stretch of rounds alike, and the rounds keep the
+comparisons fair. It is measured once, for the run, as the **machine pace**
+(:func:`machine_pace`): the rolling median, in execution order over about one round of
+generations, of every cell's work ratios. Both figures above are taken relative to it, so
+a cell is left with the spread that is its own.
+
 Each figure is the 10th-90th percentile range of those ratios over their median
 (:func:`dispersion`), and a cell is flagged *unstable* when either exceeds
 :data:`UNSTABLE_DISPERSION`. Beside them, the machine's state while the cell ran, from the
@@ -49,6 +56,13 @@ SLOWING_REASONS = frozenset({"sw_power_cap", "hw_slowdown", "sw_thermal", "hw_th
 #: What the report says the figures are (one line each).
 DISPERSION_NAME = "spread of time per unit of work"
 REPEAT_DISPERSION_NAME = "spread across repeats"
+#: Fewer cells than this in an interleaved group give no machine pace: with one or two
+#: cells a window of neighbours is mostly the cell itself, and its own burst would be
+#: taken for the machine's.
+MIN_PACE_CELLS = 3
+#: The pace window never spans fewer generations than this (a round of three cells is
+#: too short a stretch for a median to ignore a burst on one of them).
+MIN_PACE_WINDOW = 5
 
 
 def dispersion(values: Any) -> float:
@@ -146,12 +160,61 @@ def work_ratios(ok: pd.DataFrame) -> npt.NDArray[np.float64]:
     return ratio
 
 
-def repeat_ratios(ok: pd.DataFrame) -> npt.NDArray[np.float64]:
-    """Each generation's ``t_total`` over the median of its prompt and seed's repeats, for
-    the prompts and seeds repeated at least twice in the cell (others are left out)."""
+def machine_pace(records: pd.DataFrame) -> pd.Series:
+    """Per ok generation of a run (indexed like ``records``): how slow the machine ran
+    around it, 1 = the run's usual pace.
+
+    Within each interleaved group of at least :data:`MIN_PACE_CELLS` cells, the work
+    ratios of every cell (:func:`work_ratios`, each against its own cell's median rate)
+    are put in execution order (``order_seq``) and their rolling median is taken over one
+    round's worth of generations (as many as the group has cells; at least
+    :data:`MIN_PACE_WINDOW`), centred. A slowdown of the machine lasting about half a round
+    or more moves that median for every cell it touched; a burst on one cell's generation
+    does not, since its neighbours in the window are other cells'. Generations that did
+    not run interleaved (a sequential run: the neighbours are the cell's own) get NaN and
+    are taken at pace 1, so a disturbance there stays in the cell's figures, where it
+    biased its median.
+    """
+    ok = records[records["status"] == "ok"] if "status" in records.columns else records
+    pace = pd.Series(math.nan, index=ok.index)
+    if not {"cell_id", "order_seq", "order_group", "order_interleaved"} <= set(ok.columns):
+        return pace
+    interleaved = ok[[v is True for v in ok["order_interleaved"]]]
+    for _, group in interleaved.groupby("order_group", sort=False):
+        cells = group["cell_id"].nunique()
+        if cells < MIN_PACE_CELLS:
+            continue
+        ratios = pd.Series(math.nan, index=group.index)
+        for _, cell in group.groupby("cell_id", sort=False):
+            ratios[cell.index] = work_ratios(cell)
+        in_order = ratios[pd.to_numeric(group["order_seq"], errors="coerce")
+                          .sort_values(kind="stable").index]
+        local = in_order.rolling(max(cells, MIN_PACE_WINDOW), center=True,
+                                 min_periods=1).median()
+        pace[local.index] = local.where(np.isfinite(local) & (local > 0), 1.0)
+    return pace
+
+
+def pace_range(pace: pd.Series) -> tuple[float, float] | None:
+    """The 10th and 90th percentiles of a run's :func:`machine_pace` over its median (the
+    report's one line on the machine); None where no generation had a pace."""
+    x = pace.to_numpy(np.float64)
+    x = x[np.isfinite(x)]
+    if x.size < MIN_TIMINGS:
+        return None
+    p10, median, p90 = np.percentile(x, [10, 50, 90])
+    return float(p10 / median), float(p90 / median)
+
+
+def repeat_ratios(ok: pd.DataFrame, pace: pd.Series | None = None) -> npt.NDArray[np.float64]:
+    """Each generation's ``t_total`` (over its ``pace``, where given) over the median of
+    its prompt and seed's repeats, for the prompts and seeds repeated at least twice in the
+    cell (others are left out)."""
     if not {"prompt_id", "seed", "t_total"} <= set(ok.columns):
         return np.array([], dtype=np.float64)
     total = pd.to_numeric(ok["t_total"], errors="coerce")
+    if pace is not None:
+        total = total / pace.reindex(ok.index).fillna(1.0)
     frame = pd.DataFrame({"prompt": ok["prompt_id"].astype(str),
                           "seed": ok["seed"].astype(str), "t": total})
     frame = frame[np.isfinite(frame["t"]) & (frame["t"] > 0)]
@@ -163,11 +226,12 @@ def repeat_ratios(ok: pd.DataFrame) -> npt.NDArray[np.float64]:
     return (frame["t"] / median).to_numpy(np.float64)
 
 
-def cell_noise(ok: pd.DataFrame) -> dict[str, Any]:
+def cell_noise(ok: pd.DataFrame, pace: pd.Series | None = None) -> dict[str, Any]:
     """A cell's noise figures from its ok records: ``dispersion`` (spread of time per unit
     of work, :func:`work_ratios`), ``repeat_dispersion`` (spread across repeats of a prompt
-    and seed, :func:`repeat_ratios`; NaN without repeats), ``unstable`` (either beyond
-    :data:`UNSTABLE_DISPERSION`), ``interleaved`` (ran in rounds with other cells), and
+    and seed, :func:`repeat_ratios`; NaN without repeats), both relative to the machine's
+    ``pace`` where given (:func:`machine_pace`, indexed like ``ok``), ``unstable`` (either
+    beyond :data:`UNSTABLE_DISPERSION`), ``interleaved`` (ran in rounds with other cells), and
     the machine's state while it ran: ``load_avg_max``, ``cpu_mhz_min``,
     ``gpu_sm_clock_min``, ``gpu_temp_max`` and ``gpu_throttled`` (slowing throttle reasons
     seen, or "")."""
@@ -178,8 +242,9 @@ def cell_noise(ok: pd.DataFrame) -> dict[str, Any]:
         x = pd.to_numeric(col(name), errors="coerce").dropna()
         return float(getattr(x, pick)()) if len(x) else math.nan
 
-    spread = dispersion(work_ratios(ok))
-    across_repeats = dispersion(repeat_ratios(ok))
+    at_pace = 1.0 if pace is None else pace.reindex(ok.index).fillna(1.0).to_numpy()
+    spread = dispersion(work_ratios(ok) / at_pace)
+    across_repeats = dispersion(repeat_ratios(ok, pace))
     reasons = sorted({r for v in col("gpu_throttle").dropna() for r in str(v).split(",")}
                      & SLOWING_REASONS)
     return {"dispersion": spread, "repeat_dispersion": across_repeats,

@@ -151,6 +151,10 @@ def test_scored_report_and_markdown_comparison(tmp_path: Path, tiny_run: Path) -
     assert '<h2 id="frontier">Speed/quality frontier</h2>' in html
     # The page says what the noise figure is, not just that a cell is unstable.
     assert "spread of time per unit of work" in html and "echo_tts.flops" in html
+    # ... and how the machine pace enters them; two cells are too few for a pace of
+    # their own (a window of neighbours would be mostly the cell itself), so no figure.
+    assert "relative to the machine pace" in html
+    assert "Machine pace over this run" not in html
     assert "Changes against run" in html
     out = tmp_path / "summary.md"
     md = render_run_report(new, baseline=old, fmt="md", out=out)

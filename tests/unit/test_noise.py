@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -13,6 +14,8 @@ from bench.analysis.noise import (
     UNSTABLE_DISPERSION,
     cell_noise,
     dispersion,
+    machine_pace,
+    pace_range,
     repeat_ratios,
     work_ratios,
 )
@@ -112,3 +115,58 @@ def test_scattered_repeats_are_flagged_unstable_with_the_machine_state() -> None
     assert busy["load_avg_max"] == 7.5 and busy["gpu_sm_clock_min"] == 990
     assert busy["gpu_throttled"] == "sw_power_cap,sw_thermal"
     assert quiet["gpu_throttled"] == "" and math.isnan(quiet["gpu_sm_clock_min"])
+
+
+def interleaved_run(cells: int, slow: Callable[[int, int], float],
+                    interleaved: bool = True) -> pd.DataFrame:
+    """``cells`` cells of :func:`varied_prompts`, run in rounds (one generation of each
+    cell per prompt, in cell order) when ``interleaved``, else one cell after the other;
+    ``slow(cell, i)`` scales every stage of the cell's ``i``-th generation."""
+    frames = []
+    for c in range(cells):
+        cell = varied_prompts()
+        cell["cell_id"] = f"c{c}"
+        cell["status"] = "ok"
+        cell["order_group"] = 0
+        cell["order_interleaved"] = interleaved
+        rounds = cell.index.to_numpy()
+        cell["order_seq"] = rounds * cells + c if interleaved else c * len(cell) + rounds
+        factor = [slow(c, i) for i in cell.index]
+        for stage in [*RATES, "t_total"]:
+            cell[stage] = cell[stage] * factor
+        frames.append(cell)
+    return pd.concat(frames, ignore_index=True)
+
+
+def flagged(run: pd.DataFrame) -> list[str]:
+    pace = machine_pace(run)
+    return [str(cell_id) for cell_id, cell in run.groupby("cell_id")
+            if cell_noise(cell, pace)["unstable"]]
+
+
+def test_a_slowdown_of_the_whole_machine_in_an_interleaved_run_is_the_runs_not_a_cells() -> None:
+    # Rounds 4-7 of 12 ran at half speed for every cell: a busy neighbour, not the cells.
+    run = interleaved_run(8, lambda c, i: 2.0 if 4 <= i <= 7 else 1.0)
+    # The premise: without the pace, every cell reads as unstable.
+    assert all(cell_noise(cell)["unstable"] for _, cell in run.groupby("cell_id"))
+    assert flagged(run) == []
+    low, high = pace_range(machine_pace(run)) or (math.nan, math.nan)
+    assert low == pytest.approx(1.0) and high == pytest.approx(2.0)
+
+
+def test_a_burst_on_one_cell_stays_that_cells_in_an_interleaved_run() -> None:
+    run = interleaved_run(8, lambda c, i: 2.0 if c == 5 and i in (3, 7, 10) else 1.0)
+    assert flagged(run) == ["c5"]
+    # On top of a machine-wide slowdown too.
+    both = interleaved_run(8, lambda c, i: (2.0 if 4 <= i <= 7 else 1.0)
+                           * (2.0 if c == 5 and i in (1, 9, 10) else 1.0))
+    assert flagged(both) == ["c5"]
+
+
+def test_a_slowdown_in_a_sequential_run_stays_in_the_cells_it_hit() -> None:
+    # One cell after the other: the slow stretch (generations 40-55 of 96) biased the
+    # medians of the cells it hit, c3 and c4, and is theirs to show.
+    run = interleaved_run(8, lambda c, i: 2.0 if 40 <= c * 12 + i < 56 else 1.0,
+                          interleaved=False)
+    assert flagged(run) == ["c3", "c4"]
+    assert pace_range(machine_pace(run)) is None
