@@ -60,7 +60,11 @@ def test_profile_times_whisper_scoring(tmp_path: Path, monkeypatch) -> None:  # 
 
 def test_gpu_profile_script_rehearses_on_cpu(tmp_path: Path) -> None:
     # The GPU table is measured in rare sessions with a GPU: its script must not fail
-    # there on a typo. The same script, tiny models, CPU, 2 steps.
+    # there on a typo. The same script, tiny models, CPU, 2 steps, one short length and
+    # one attention layout (arguments are passed on after the script's own, and the last
+    # one given wins): every line of the script still runs, on 8 cases (4 CFG modes x
+    # batch 1, 2) instead of 16, and compiles one graph instead of two (the masked layout's
+    # compiled graph is checked against eager in tests/unit/test_pipeline.py).
     import os
     import subprocess
     import sys
@@ -71,10 +75,12 @@ def test_gpu_profile_script_rehearses_on_cpu(tmp_path: Path) -> None:
                ECHO_BENCH_WHISPER_CACHE=str(tmp_path / "whisper"))
     done = subprocess.run(
         ["bash", str(root / "bench/scripts/profile_gpu.sh"), "--steps", "2", "--repeats", "1",
-         "--asr-tokens", "4", "--asr-batch", "2"],
+         "--asr-tokens", "4", "--asr-batch", "2", "--length", "16", "--speaker-latents", "16",
+         "--attention", "sliced"],
         cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     runs = {p.name.rsplit("-", 1)[1]: p for p in tmp_path.glob("*.json")}
     assert sorted(runs) == ["compile.json", "eager.json"]
     full = json.loads(runs["eager.json"].read_text())
-    assert len(full["cases"]) == 16 and full["stages"]["decode"] > 0 and full["scoring"]
+    assert len(full["cases"]) == 8 and full["stages"]["decode"] > 0 and full["scoring"]
+    assert {case["sequence_length"] for case in full["cases"]} == {16}
