@@ -15,7 +15,9 @@ much narrower than two overlapping per-cell intervals when prompts differ a lot.
 A cell stops when, at the spec's confidence, it is off every frontier (some cell is
 faster and no worse on the metric: "dominated by j on WER") or surely on it, and it
 cannot be the headline's choice (out of the WER budget against the baseline, or slower
-than a cell surely within it). With random weights (or an unscored run) quality is not
+than a cell surely within it). With the goal "headline" only the second half counts:
+near-tied cells whose frontier place no number of prompts would settle stop as soon as
+they surely cannot be the choice. With random weights (or an unscored run) quality is not
 meaningful and the decision is on speed alone, as the headline's is.
 
 Pure functions of a record table (:func:`bench.store.records.load_records`).
@@ -74,6 +76,7 @@ class PolicySettings:
     n_boot: int = 1000
     seed: int = 0
     baseline_cell: str | None = None
+    goal: str = "frontier"  # or "headline" (bench.spec.adaptive.GOALS)
 
 
 @dataclass(frozen=True)
@@ -331,7 +334,9 @@ def decide(records: pd.DataFrame | Evidence, settings: PolicySettings = PolicySe
         head = _headline_state(ids, rows, base, comp, speed_only, settings)
         decided[str(hardware)] = head.decided
         for cid in ids:
-            out[cid] = _cell_decision(cid, ids, rows, comp, metrics, head)
+            out[cid] = (_headline_decision(cid, rows, comp, head)
+                        if settings.goal == "headline"
+                        else _cell_decision(cid, ids, rows, comp, metrics, head))
         if n_prompts is not None:
             deciders = {d.by for c, d in out.items() if c in rows and not d.active and d.by}
             deciders |= {head.anchor} if head.anchor else set()
@@ -452,6 +457,33 @@ def _cell_decision(cid: str, ids: Sequence[str], rows: Mapping[str, Mapping[str,
     elif cid == head.anchor:
         detail += "; the headline's choice, decided"
     return CellDecision(cid, label, False, reason, detail.lstrip("; "), by=head.anchor)
+
+
+def _headline_decision(cid: str, rows: Mapping[str, Mapping[str, Any]], comp: Comparisons,
+                       head: _Headline) -> CellDecision:
+    """The goal "headline": a cell runs on while it could still be the headline's choice
+    (or is the baseline the open budgets are held to), whatever its frontier place."""
+    label = str(rows[cid].get("cell_label") or cid)
+    if cid in head.needed:
+        return CellDecision(cid, label, True, "could be the headline's choice",
+                            _headline_detail(cid, comp, head))
+    state, wer = head.budget.get(cid, ("unusable", Interval(math.nan, math.nan, math.nan)))
+    if not int(rows[cid].get("n_ok") or 0):
+        reason, detail = "every generation failed", "no generation produced audio"
+    elif state == "unusable":
+        reason = "not the headline's choice"
+        detail = "has failed, NaN or silent generations: never the headline's choice"
+    elif state == "out":
+        reason = "out of the WER budget"
+        detail = f"{describe(WER, wer)} vs baseline {head.base}"
+    elif cid == head.anchor:
+        reason, detail = "the headline's choice", "decided"
+    else:
+        reason = "slower than the choice"
+        detail = (f"slower than {head.anchor}, surely within the budget: "
+                  f"{describe(SPEED, comp.diff(str(head.anchor), cid, SPEED))}")
+    return CellDecision(cid, label, False, reason, detail, by=head.anchor,
+                        metric=WER if state == "out" else SPEED)
 
 
 def _pair_detail(comp: Comparisons, i: str, j: str, metric: str | None, words: str) -> str:

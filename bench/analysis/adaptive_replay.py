@@ -108,6 +108,7 @@ class ReplaySummary:
     speed_only: bool
     full_headline: dict[str, str]
     full_frontier: set[str]
+    goal: str = "frontier"
     fractions: list[float] = field(default_factory=list)  # of generations
     compute_fractions: list[float] = field(default_factory=list)  # of compute seconds
     headline_same: list[bool] = field(default_factory=list)
@@ -128,7 +129,7 @@ class ReplaySummary:
             f"replays: {self.n_replays} (prompt order reshuffled per replay); run: "
             f"{self.n_generations} generations over {self.n_prompts} prompts",
             f"policy: first batch {self.first_batch} prompts, then {self.batch} per stage, "
-            f"{self.confidence:.0%} confidence, decided on {mode}",
+            f"{self.confidence:.0%} confidence, goal {self.goal}, decided on {mode}",
             f"(a) generations spent: mean {frac.mean():.1%}, median {np.median(frac):.1%}, "
             f"range {frac.min():.1%}-{frac.max():.1%}; compute seconds spent: mean "
             f"{comp.mean():.1%}",
@@ -164,7 +165,8 @@ def replay(records: pd.DataFrame, *, first_batch: int, batch: int, settings: Pol
     full_head = headline_choices(full_cells, settings.wer_budget_points, settings.baseline_cell)
     full_front = frontier_set(full_cells, speed_only=speed_only)
     summary = ReplaySummary(n_replays, len(records), len(prompts), first_batch, batch,
-                            settings.confidence, speed_only, full_head, full_front)
+                            settings.confidence, speed_only, full_head, full_front,
+                            settings.goal)
     total_seconds = float(pd.to_numeric(column(records, "t_total"), errors="coerce").sum())
     for r in range(n_replays):
         batches = stage_batches(prompts, first_batch, batch, seed + r)

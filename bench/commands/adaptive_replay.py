@@ -10,7 +10,7 @@ from bench.analysis.adaptive import PolicySettings
 from bench.analysis.adaptive_replay import Budget, replay
 from bench.analysis.prices import load_prices
 from bench.core.errors import UserError
-from bench.spec.adaptive import DEFAULT_BATCH, DEFAULT_WER_BUDGET, min_first_batch
+from bench.spec.adaptive import DEFAULT_BATCH, DEFAULT_WER_BUDGET, GOALS, min_first_batch
 from bench.store.files import read_json
 from bench.store.layout import MANIFEST
 from bench.store.records import load_records
@@ -32,6 +32,9 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--confidence", type=float, default=None, help="default 0.95")
     p.add_argument("--wer-budget", type=float, default=None,
                    help=f"WER points over the baseline (default {DEFAULT_WER_BUDGET})")
+    p.add_argument("--goal", choices=GOALS, default=None,
+                   help="what must be decided before a cell stops (default: the run's "
+                        "[adaptive], else frontier)")
     p.add_argument("--max-usd", type=float, default=None, help="budget (default: none)")
     p.add_argument("--max-gpu-hours", type=float, default=None, help="budget (default: none)")
     p.set_defaults(handler=run)
@@ -59,13 +62,15 @@ def run(args: argparse.Namespace) -> int:
     batch = args.batch or stored.get("batch") or DEFAULT_BATCH
     wer_budget = (args.wer_budget if args.wer_budget is not None
                   else stored.get("wer_budget", DEFAULT_WER_BUDGET))
+    goal = args.goal or stored.get("goal") or GOALS[0]
     cores = (manifest.get("environment") or {}).get("cpu_count")
     budget = None
     if args.max_usd is not None or args.max_gpu_hours is not None:
         budget = Budget(load_prices(), cores if isinstance(cores, int) else None,
                         args.max_gpu_hours, args.max_usd)
     summary = replay(records, first_batch=first, batch=batch,
-                     settings=PolicySettings(confidence=confidence, wer_budget_points=wer_budget),
+                     settings=PolicySettings(confidence=confidence, wer_budget_points=wer_budget,
+                                             goal=goal),
                      n_replays=args.replays, seed=args.seed, budget=budget)
     print(f"adaptive replay of {args.run}")
     for line in summary.lines():

@@ -46,7 +46,8 @@ class AdaptiveStages:
         self.batches = tuple(stage_batches([p.id for p in prompts], self.settings.first_batch,
                                            self.settings.batch, self.settings.seed))
         self.policy = PolicySettings(confidence=self.settings.confidence,
-                                     wer_budget_points=self.settings.wer_budget)
+                                     wer_budget_points=self.settings.wer_budget,
+                                     goal=self.settings.goal)
         self.prices = load_prices()
         self.log: dict[str, Any] = {
             "settings": self.settings.to_dict(), "n_prompts": self.n_prompts,

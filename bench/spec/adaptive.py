@@ -9,6 +9,9 @@ further prompts only on cells that could still change the frontier or the headli
     wer_budget = 0.5         # points of corpus WER over the baseline (the headline's rule)
     max_gpu_hours = 2.0      # budget: compute hours over all cells (at least one of the two)
     max_usd = 3.0            # budget: USD at bench/data/gpu_prices.toml's prices
+    goal = "frontier"        # what must be decided before a cell stops: "frontier" (every
+                             # frontier's membership and the headline) or "headline" (only
+                             # the headline's choice; the frontier is read off what ran)
 
 This module only describes and validates the settings and cuts the prompt set into
 stages; the policy (which cells are still undecided) is
@@ -34,7 +37,9 @@ DEFAULT_BATCH = 3
 ADAPTIVE_LOG = "adaptive.json"
 
 _KEYS = ("first_batch", "batch", "confidence", "seed", "wer_budget", "max_gpu_hours",
-         "max_usd")
+         "max_usd", "goal")
+#: What an adaptive run must decide before it stops a cell (see the module docstring).
+GOALS = ("frontier", "headline")
 
 
 def min_first_batch(confidence: float) -> int:
@@ -60,6 +65,7 @@ class AdaptiveSpec:
     wer_budget: float = DEFAULT_WER_BUDGET
     max_gpu_hours: float | None = None
     max_usd: float | None = None
+    goal: str = GOALS[0]
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -121,9 +127,13 @@ def parse_adaptive(table: Mapping[str, Any], error: ErrorFactory,
     wer_budget = number("wer_budget", DEFAULT_WER_BUDGET, -1e-12, None,
                         "a number of WER points >= 0")
     assert wer_budget is not None
+    goal = table.get("goal", GOALS[0])
+    if goal not in GOALS:
+        raise error(f"adaptive.goal must be one of {', '.join(map(repr, GOALS))} (got "
+                    f"{goal!r})", "adaptive.goal")
     return AdaptiveSpec(first_batch=first, batch=integer("batch", DEFAULT_BATCH, 1),
                         confidence=confidence, seed=integer("seed", 0, 0),
-                        wer_budget=wer_budget, max_gpu_hours=hours, max_usd=usd)
+                        wer_budget=wer_budget, max_gpu_hours=hours, max_usd=usd, goal=goal)
 
 
 def stage_batches(prompt_ids: Sequence[str], first_batch: int, batch: int, seed: int

@@ -3,6 +3,7 @@ right answer is known, the staged runner, and the replay command."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,10 @@ def test_adaptive_table_is_parsed() -> None:
                       base_dir=".", name="t")
     assert spec.adaptive is not None
     assert (spec.adaptive.first_batch, spec.adaptive.batch, spec.adaptive.max_usd) == (6, 2, 1.5)
+    assert spec.adaptive.goal == "frontier"
+    headline_only = parse_spec(SPEC + "[adaptive]\nfirst_batch = 6\nmax_usd = 1\n"
+                               "goal = 'headline'\n", base_dir=".", name="t")
+    assert headline_only.adaptive is not None and headline_only.adaptive.goal == "headline"
     assert parse_spec(SPEC, base_dir=".", name="t").adaptive is None
 
 
@@ -85,6 +90,7 @@ def test_adaptive_table_is_parsed() -> None:
     ("first_batch = 9\nmax_usd = 1", ["prompts.limit = 8"]),
     ("first_batch = 6\nmax_usd = -1", ["adaptive.max_usd"]),
     ("frist_batch = 6\nmax_usd = 1", ["unknown key 'frist_batch'"]),
+    ("first_batch = 6\nmax_usd = 1\ngoal = 'pareto'", ["adaptive.goal", "'headline'"]),
 ])
 def test_bad_adaptive_tables_are_one_line_errors(table: str, words: list[str]) -> None:
     with pytest.raises(SpecError) as err:
@@ -179,6 +185,33 @@ def test_replay_of_a_clear_run_spends_less_and_agrees() -> None:
     assert max(summary.fractions) < 1.0
 
 
+def test_the_headline_goal_stops_what_cannot_be_chosen_whatever_its_frontier_place() -> None:
+    # "precise" is slower than "fast-good" and half a point better on WER: whether it is on the
+    # frontier takes many prompts to tell, so the frontier goal keeps running it; it can
+    # never be the choice (surely slower than a cell surely within the budget), so the
+    # headline goal stops it after the first batch.
+    cells = [TrueCell("base", 40, "independent", 0.48, 0.12),
+             TrueCell("fast-good", 30, "alternating", 0.24, 0.03),
+             TrueCell("fast-bad", 16, "joint", 0.13, 0.30),
+             TrueCell("precise", 40, "alternating", 0.40, 0.025)]
+    records = frame(cells, 24, seeds=(0, 1))
+    prompts = list(dict.fromkeys(records["prompt_id"]))
+    for r in range(3):
+        batches = stage_batches(prompts, 6, 3, seed=r)
+        runs = {goal: simulate(records, batches, replace(FAST, goal=goal))
+                for goal in ("frontier", "headline")}
+        ran = {goal: records[sim.ran].groupby("cell_id").size() for goal, sim in runs.items()}
+        assert ran["headline"]["precise"] < ran["frontier"]["precise"], f"order {r}"
+        assert sum(ran["headline"]) < sum(ran["frontier"])
+        stopped = runs["headline"].decisions[-1].cells["precise"]
+        assert stopped.reason == "slower than the choice" and stopped.by == "fast-good"
+        assert "RTF x" in stopped.detail
+        assert runs["headline"].decisions[-1].cells["fast-bad"].reason == "out of the WER budget"
+        for sim in runs.values():
+            final = cell_summary(evidence(records[sim.ran]))
+            assert headline_choices(final, 0.5) == {"A10G": "fast-good"}
+
+
 def test_a_cell_that_looks_good_on_few_prompts_is_not_chosen() -> None:
     # "lucky" is the fastest cell and perfect on 80 % of prompts, but says 60 % of its
     # words wrong on the rest: often flawless on a first batch, far out of budget in all.
@@ -191,9 +224,10 @@ def test_a_cell_that_looks_good_on_few_prompts_is_not_chosen() -> None:
         batches = stage_batches(prompts, 6, 3, seed=r)
         first = records[records["prompt_id"].isin(batches[0])]
         fooled += headline_choices(cell_summary(evidence(first)), 0.5) == {"A10G": "lucky"}
-        sim = simulate(records, batches, FAST)
-        final = cell_summary(evidence(records[sim.ran]))
-        assert headline_choices(final, 0.5) == {"A10G": "fast-good"}, f"order {r}"
+        for goal in ("frontier", "headline"):
+            sim = simulate(records, batches, replace(FAST, goal=goal))
+            final = cell_summary(evidence(records[sim.ran]))
+            assert headline_choices(final, 0.5) == {"A10G": "fast-good"}, f"order {r}, {goal}"
     assert fooled > 0  # the first batch alone does mislead: the test can fail
 
 
