@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from echo_tts.autoencoder import load_codec
-from tests.parity.codec_weights import LOAD_REFERENCE_CODEC, speech_like, write_random_codec
+from tests.parity.codec_weights import LOAD_REFERENCE_CODEC, speech_like
 from tests.parity.reference import run_reference
 
 TOLERANCE = 1e-4
@@ -40,11 +40,11 @@ def _rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def outputs(reference: Path, tmp_path_factory: pytest.TempPathFactory
+def outputs(reference: Path, random_codec: Path, tmp_path_factory: pytest.TempPathFactory
             ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(ours, reference) outputs on shared random weights and inputs."""
     work = tmp_path_factory.mktemp("codec_parity")
-    write_random_codec(work / "codec")
+    (work / "codec").symlink_to(random_codec)
     gen = torch.Generator().manual_seed(0)
     inputs = {"audio": speech_like(1.0),
               "latents": torch.randn(1, N_LATENTS, 80, generator=gen)}

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from echo_tts import SamplerConfig, load_model, save_model
 from echo_tts.autoencoder import load_codec
 from echo_tts.pipeline import EchoPipeline
-from tests.parity.codec_weights import LOAD_REFERENCE_CODEC, speech_like, write_random_codec
+from tests.parity.codec_weights import LOAD_REFERENCE_CODEC, speech_like
 from tests.parity.reference import run_reference
 
 TOLERANCE = 1e-4
@@ -49,10 +49,10 @@ save_file(out, str(WORK / "out.safetensors"))
 
 
 @pytest.fixture(scope="module")
-def runs(reference: Path, tmp_path_factory: pytest.TempPathFactory
+def runs(reference: Path, random_codec: Path, tmp_path_factory: pytest.TempPathFactory
          ) -> tuple[dict[str, torch.Tensor], dict[str, object], Path]:
     work = tmp_path_factory.mktemp("pipeline_parity")
-    write_random_codec(work / "codec")
+    (work / "codec").symlink_to(random_codec)
     model = load_model("random:tiny")
     checkpoint = save_model(model, work / "dit")
     save_file(load_file(str(checkpoint)), str(work / "dit.safetensors"))

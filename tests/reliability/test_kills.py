@@ -57,8 +57,10 @@ def test_killed_sweeps_resume_with_nothing_lost(
         if data and not data.endswith(b"\n"):
             torn_lines += 1  # a half-written line the next process must repair
 
+    # The same command again (no --resume) finds the unfinished run and completes it.
     final = cli_subprocess("sweep", str(spec), "--out", str(root), "--no-report")
     assert final.returncode == 0, final.stderr[-3000:]
+    assert "resuming" in final.stdout
     tally["kills_survived"] += len(chain)
     run = run_dir(root)
 
