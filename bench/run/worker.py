@@ -133,7 +133,11 @@ class Worker:
         """Free what other groups left, warm every cell of ``group`` up, then run its
         steps in order (interleaved rounds), handing each record and its audio to ``sink``.
 
-        ``on_cell_done(cell)`` is called once the cell's last generation is handed over.
+        ``on_cell_done(cell)`` is called once the cell's last generation is handed over,
+        and not before the group's last timed generation: what it does (in-sweep scoring
+        loads ASR, SIM and MOS models whose thread pools spin on after each call) would
+        otherwise run between the timed generations of the last round, and slow the cells
+        still to come in it (a smoke run's last round measured 1.4x the others' pace).
         A generation that raises (CUDA out of memory included) yields a failed record with
         the error, and the group goes on. A cell that cannot load or warm up yields failed
         records for all its generations. Loading errors of the weights themselves
@@ -162,12 +166,16 @@ class Worker:
             self._run_concurrent(group, ready, sink, on_cell_done)
             return
         last = group.last_steps()
+        finished: list[Cell] = []
         for index, step in enumerate(group.steps):
             cell = step.gen.cell
             if cell not in ready:
                 continue
             self._timed(ready[cell], step, group, sink)
-            if on_cell_done is not None and last[cell] == index:
+            if last[cell] == index:
+                finished.append(cell)
+        if on_cell_done is not None:
+            for cell in finished:
                 on_cell_done(cell)
 
     def _run_concurrent(self, group: Group, ready: dict[Cell, EchoPipeline], sink: ResultSink,

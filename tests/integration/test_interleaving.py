@@ -239,3 +239,34 @@ score = false
     assert sorted(records["order_seq"]) == list(range(6))
     assert records["order_interleaved"].all()
     assert sorted(done_cells) == sorted(c.id for c in spec.cells)
+
+
+def test_in_sweep_scoring_waits_for_the_groups_last_timed_generation(tmp_path: Path) -> None:
+    # after_cell (in-sweep scoring) loads models whose thread pools spin on after each
+    # call: run between the last round's generations, it slowed the cells still to come.
+    spec_path = tmp_path / "hook.toml"
+    spec_path.write_text(f"""name = "hook"
+{TINY_MODEL_TOML}
+[prompts]
+set = "builtin"
+ids = ["en-001", "en-002"]
+long_text = "truncate"
+[grid]
+num_steps = [2, 3, 4]
+sequence_length = [16]
+[measure]
+warmup = 0
+seeds = [0]
+score = false
+""")
+    spec = load_spec(spec_path)
+    stored_at_call: list[int] = []
+
+    def after_cell(store, cell, keys):  # type: ignore[no-untyped-def]
+        stored_at_call.append(len(list(store.records(with_scores=False))))
+
+    outcome = run_sweep(spec, LocalBackend(), root=tmp_path / "runs", progress=False,
+                        after_cell=after_cell)
+    assert outcome.ok == 6
+    # Every cell's hook ran, each after all six generations of the group were timed.
+    assert stored_at_call == [6, 6, 6]
