@@ -119,7 +119,8 @@ def quality_is_meaningful(rows: pd.DataFrame) -> bool:
 # --------------------------------------------------------------------------- per cell
 
 
-def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
+                    pace: pd.Series | None = None) -> pd.DataFrame:
     """One row per cell (in the order cells first appear), indexed by ``cell_id``.
 
     Columns: the settings in :data:`SETTINGS`; ``hardware``; counts ``n``, ``n_ok``,
@@ -138,7 +139,7 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
     ("ok", "not meaningful" or "not scored"); timing noise and the machine's state
     (``dispersion`` of time per unit of work, ``repeat_dispersion``, ``unstable``,
     ``interleaved``, ...: :func:`bench.analysis.noise.cell_noise`, relative to the run's
-    :func:`bench.analysis.noise.machine_pace`).
+    :func:`bench.analysis.noise.machine_pace`; ``pace`` when the caller has it already).
     """
     rows: list[dict[str, Any]] = []
     if not len(records) or "cell_id" not in records.columns:
@@ -146,7 +147,7 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
     run_scored = has_scores(records)
     run_scored_rows = scored_rows(records)
     run_meaningful = quality_is_meaningful(run_scored_rows if len(run_scored_rows) else records)
-    pace = machine_pace(records)
+    pace = machine_pace(records) if pace is None else pace
     for cell_id, group in records.groupby("cell_id", sort=False):
         row: dict[str, Any] = {"cell_id": cell_id}
         for name in SETTINGS:

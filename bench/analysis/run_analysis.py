@@ -23,6 +23,7 @@ from bench.analysis.headline import (
     headline,
 )
 from bench.analysis.memory_fit import vram_fit
+from bench.analysis.noise import machine_pace, pace_range
 from bench.analysis.prices import Prices, load_prices
 from bench.core.errors import UserError
 from bench.scoring.outcomes import (
@@ -45,6 +46,9 @@ class RunAnalysis:
     prices: Prices
     wer_budget_points: float
     notes: list[str]
+    #: The machine pace's p10 and p90 over its median (:func:`pace_range`); None when no
+    #: cell ran interleaved with enough others to have one.
+    pace_range: tuple[float, float] | None = None
 
     @property
     def quality_status(self) -> str:
@@ -82,7 +86,8 @@ def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
         raise UserError(f"run {run_dir} has no records yet; run or resume the sweep first")
     prices = prices or load_prices()
     cpu_cores = (manifest.get("environment") or {}).get("cpu_count")
-    cells = summarize_cells(records, n_boot=n_boot)
+    pace = machine_pace(records)
+    cells = summarize_cells(records, n_boot=n_boot, pace=pace)
     cells = add_costs(cells, prices, cpu_cores if isinstance(cpu_cores, int) else None)
     cells = add_frontiers(cells)
     baselines = choose_baselines(cells, baseline_cell)
@@ -91,7 +96,8 @@ def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
     return RunAnalysis(
         run_dir=run_dir, manifest=manifest, records=records, cells=cells,
         baselines=baselines, choices=headline(cells, baselines, wer_budget_points),
-        vram=vram_fit(cells), prices=prices, wer_budget_points=wer_budget_points, notes=notes)
+        vram=vram_fit(cells), prices=prices, wer_budget_points=wer_budget_points, notes=notes,
+        pace_range=pace_range(pace))
 
 
 def compare_runs(candidate: RunAnalysis, baseline: RunAnalysis, n_boot: int = 1000

@@ -19,13 +19,7 @@ from markupsafe import Markup
 from bench.analysis.cells import NOT_MEANINGFUL
 from bench.analysis.history import flag_step_changes, history_table
 from bench.analysis.memory_fit import CUDA_CONTEXT_BYTES, memory_need
-from bench.analysis.noise import (
-    DISPERSION_NAME,
-    REPEAT_DISPERSION_NAME,
-    UNSTABLE_DISPERSION,
-    machine_pace,
-    pace_range,
-)
+from bench.analysis.noise import DISPERSION_NAME, REPEAT_DISPERSION_NAME, UNSTABLE_DISPERSION
 from bench.analysis.quality import quality_html, quality_section
 from bench.analysis.run_analysis import RunAnalysis
 from bench.report import plots
@@ -228,7 +222,7 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         "unstable_threshold": UNSTABLE_DISPERSION,
         "dispersion_name": DISPERSION_NAME,
         "repeat_dispersion_name": REPEAT_DISPERSION_NAME,
-        "pace_range": pace_range(machine_pace(analysis.records)),
+        "pace_range": analysis.pace_range,
         "on_device": on_device,
         "failures": analysis.failures.to_dict("records"),
         "samples": _samples(analysis, out.parent) if audio else {},
