@@ -32,6 +32,7 @@ from bench.gate.verdict import GateVerdict
 from bench.run.runner import run_sweep
 from bench.scripts.order_effects import twins_spec, write_prompts
 from bench.spec.parser import load_spec
+from bench.spec.sweep import SweepSpec
 from bench.store.records import load_records
 from echo_tts.production import ProductionConfig
 from tests.cost_clock import CostClock
@@ -201,24 +202,31 @@ class _StopAfter:
         LocalBackend().execute(spec, work, counting, on_cell_done)
 
 
-def test_a_resumed_interleaved_sweep_runs_exactly_the_missing_generations(
-        tmp_path: Path) -> None:
-    spec_path = tmp_path / "resume.toml"
-    spec_path.write_text(f"""name = "resume"
+def tiny_unscored_spec(folder: Path, name: str, prompt_ids: list[str],
+                       steps: list[int]) -> SweepSpec:
+    """The tiny random model over built-in prompts, one cell per step count (16 latents,
+    seed 0, no warm-up, no scoring): the cells share one pipeline, so they interleave."""
+    path = folder / f"{name}.toml"
+    path.write_text(f"""name = "{name}"
 {TINY_MODEL_TOML}
 [prompts]
 set = "builtin"
-ids = ["en-001", "en-002", "en-003"]
+ids = {json.dumps(prompt_ids)}
 long_text = "truncate"
 [grid]
-num_steps = [2, 3]
+num_steps = {json.dumps(steps)}
 sequence_length = [16]
 [measure]
 warmup = 0
 seeds = [0]
 score = false
 """)
-    spec = load_spec(spec_path)
+    return load_spec(path)
+
+
+def test_a_resumed_interleaved_sweep_runs_exactly_the_missing_generations(
+        tmp_path: Path) -> None:
+    spec = tiny_unscored_spec(tmp_path, "resume", ["en-001", "en-002", "en-003"], [2, 3])
     done_cells: list[str] = []
 
     def after_cell(store, cell, keys):  # type: ignore[no-untyped-def]
@@ -244,22 +252,7 @@ score = false
 def test_in_sweep_scoring_waits_for_the_groups_last_timed_generation(tmp_path: Path) -> None:
     # after_cell (in-sweep scoring) loads models whose thread pools spin on after each
     # call: run between the last round's generations, it slowed the cells still to come.
-    spec_path = tmp_path / "hook.toml"
-    spec_path.write_text(f"""name = "hook"
-{TINY_MODEL_TOML}
-[prompts]
-set = "builtin"
-ids = ["en-001", "en-002"]
-long_text = "truncate"
-[grid]
-num_steps = [2, 3, 4]
-sequence_length = [16]
-[measure]
-warmup = 0
-seeds = [0]
-score = false
-""")
-    spec = load_spec(spec_path)
+    spec = tiny_unscored_spec(tmp_path, "hook", ["en-001", "en-002"], [2, 3, 4])
     stored_at_call: list[int] = []
 
     def after_cell(store, cell, keys):  # type: ignore[no-untyped-def]
