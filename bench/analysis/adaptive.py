@@ -446,17 +446,29 @@ def _cell_decision(cid: str, ids: Sequence[str], rows: Mapping[str, Mapping[str,
         reason, detail = "on the frontier", "no other cell can dominate it"
     else:
         reason, detail = "decided", ""
+    why = _not_the_choice(cid, comp, head)
+    if why is not None:
+        detail += "; " + why[1]
+    return CellDecision(cid, label, False, reason, detail.lstrip("; "), by=head.anchor)
+
+
+def _not_the_choice(cid: str, comp: Comparisons, head: _Headline) -> tuple[str, str] | None:
+    """Why ``cid`` is settled for the headline, short and in words: over the WER budget,
+    unusable, slower than the choice, or the choice itself; None while it is open."""
     state, wer = head.budget.get(cid, ("unusable", Interval(math.nan, math.nan, math.nan)))
     if state == "out":
-        detail += f"; out of the WER budget: {describe(WER, wer)} vs baseline {head.base}"
-    elif state == "unusable":
-        detail += "; has failed, NaN or silent generations: never the headline's choice"
-    elif head.anchor is not None and cid != head.anchor:
-        detail += (f"; slower than {head.anchor}, surely within the budget: "
-                   f"{describe(SPEED, comp.diff(head.anchor, cid, SPEED))}")
-    elif cid == head.anchor:
-        detail += "; the headline's choice, decided"
-    return CellDecision(cid, label, False, reason, detail.lstrip("; "), by=head.anchor)
+        return ("out of the WER budget",
+                f"out of the WER budget: {describe(WER, wer)} vs baseline {head.base}")
+    if state == "unusable":
+        return ("not the headline's choice",
+                "has failed, NaN or silent generations: never the headline's choice")
+    if head.anchor is not None and cid != head.anchor:
+        return ("slower than the choice",
+                f"slower than {head.anchor}, surely within the budget: "
+                f"{describe(SPEED, comp.diff(head.anchor, cid, SPEED))}")
+    if cid == head.anchor:
+        return "the headline's choice", "the headline's choice, decided"
+    return None
 
 
 def _headline_decision(cid: str, rows: Mapping[str, Mapping[str, Any]], comp: Comparisons,
@@ -467,23 +479,13 @@ def _headline_decision(cid: str, rows: Mapping[str, Mapping[str, Any]], comp: Co
     if cid in head.needed:
         return CellDecision(cid, label, True, "could be the headline's choice",
                             _headline_detail(cid, comp, head))
-    state, wer = head.budget.get(cid, ("unusable", Interval(math.nan, math.nan, math.nan)))
     if not int(rows[cid].get("n_ok") or 0):
         reason, detail = "every generation failed", "no generation produced audio"
-    elif state == "unusable":
-        reason = "not the headline's choice"
-        detail = "has failed, NaN or silent generations: never the headline's choice"
-    elif state == "out":
-        reason = "out of the WER budget"
-        detail = f"{describe(WER, wer)} vs baseline {head.base}"
-    elif cid == head.anchor:
-        reason, detail = "the headline's choice", "decided"
     else:
-        reason = "slower than the choice"
-        detail = (f"slower than {head.anchor}, surely within the budget: "
-                  f"{describe(SPEED, comp.diff(str(head.anchor), cid, SPEED))}")
+        # Not needed means settled: _headline_state keeps every open cell in ``needed``.
+        reason, detail = _not_the_choice(cid, comp, head) or ("decided", "")
     return CellDecision(cid, label, False, reason, detail, by=head.anchor,
-                        metric=WER if state == "out" else SPEED)
+                        metric=WER if reason == "out of the WER budget" else SPEED)
 
 
 def _pair_detail(comp: Comparisons, i: str, j: str, metric: str | None, words: str) -> str:
