@@ -6,7 +6,11 @@ replay), cuts them into the stages an adaptive sweep would run
 (:func:`bench.spec.adaptive.stage_batches`), and lets :func:`bench.analysis.adaptive.decide`
 choose, stage by stage, which cells get the next batch, reading the stored records of
 exactly the generations it would have run. Its answer is then compared with the full
-run's: the headline's choice per hardware and the main frontier's cells.
+run's: the headline's choice per hardware and the main frontier's cells. Beside that
+agreement stands the full run's own headline stability (:mod:`bench.analysis.stability`):
+how often other draws of its prompts name the same choice. Where that is well under the
+agreement asked for, the choice among the contenders turns on which prompts ran, and a
+policy can only agree with the full run by running the contenders on nearly all of them.
 """
 
 from __future__ import annotations
@@ -20,12 +24,9 @@ import pandas as pd
 
 from bench.analysis.adaptive import (
     Decision,
-    Evidence,
     PolicySettings,
     Spend,
-    cell_summary,
     decide,
-    evidence,
     frontier_set,
     headline_choices,
     over_budget,
@@ -33,7 +34,9 @@ from bench.analysis.adaptive import (
     spend,
 )
 from bench.analysis.cells import summarize_cells
+from bench.analysis.evidence import Evidence, cell_summary, evidence
 from bench.analysis.prices import Prices
+from bench.analysis.stability import HeadlineStability, headline_stability
 from bench.scoring.outcomes import column
 from bench.spec.adaptive import stage_batches
 
@@ -109,6 +112,7 @@ class ReplaySummary:
     full_headline: dict[str, str]
     full_frontier: set[str]
     goal: str = "frontier"
+    full_stability: dict[str, HeadlineStability] = field(default_factory=dict)
     fractions: list[float] = field(default_factory=list)  # of generations
     compute_fractions: list[float] = field(default_factory=list)  # of compute seconds
     headline_same: list[bool] = field(default_factory=list)
@@ -135,6 +139,8 @@ class ReplaySummary:
             f"{comp.mean():.1%}",
             f"(b) headline same as the full run's ({_ids(self.full_headline)}): "
             f"{share(self.headline_same)}",
+            *(f"(b') how firmly the full run's prompts support its headline on {hw}: "
+              f"{st.text()}" for hw, st in self.full_stability.items()),
             f"(c) frontier set same as the full run's ({len(self.full_frontier)} cells: "
             f"{', '.join(sorted(self.full_frontier))}): {share(self.frontier_same)}",
         ]
@@ -166,7 +172,9 @@ def replay(records: pd.DataFrame, *, first_batch: int, batch: int, settings: Pol
     full_front = frontier_set(full_cells, speed_only=speed_only)
     summary = ReplaySummary(n_replays, len(records), len(prompts), first_batch, batch,
                             settings.confidence, speed_only, full_head, full_front,
-                            settings.goal)
+                            settings.goal,
+                            headline_stability(ev, settings.wer_budget_points,
+                                               settings.baseline_cell, seed=seed))
     total_seconds = float(pd.to_numeric(column(records, "t_total"), errors="coerce").sum())
     for r in range(n_replays):
         batches = stage_batches(prompts, first_batch, batch, seed + r)

@@ -5,7 +5,7 @@ two runs compared cell by cell.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import pandas as pd
 
 from bench.analysis.cells import cell_rows, pair_scores, summarize_cells
 from bench.analysis.cost import add_costs
+from bench.analysis.evidence import evidence
 from bench.analysis.frontier import add_frontiers
 from bench.analysis.headline import (
     DEFAULT_WER_BUDGET_POINTS,
@@ -25,6 +26,7 @@ from bench.analysis.headline import (
 from bench.analysis.memory_fit import vram_fit
 from bench.analysis.noise import machine_pace, pace_range
 from bench.analysis.prices import Prices, load_prices
+from bench.analysis.stability import HeadlineStability, headline_stability
 from bench.core.errors import UserError
 from bench.scoring.outcomes import (
     column,
@@ -49,6 +51,9 @@ class RunAnalysis:
     #: The machine pace's p10 and p90 over its median (:func:`pace_range`); None when no
     #: cell ran interleaved with enough others to have one.
     pace_range: tuple[float, float] | None = None
+    #: hardware -> how firmly the prompts support the headline's choice
+    #: (:mod:`bench.analysis.stability`).
+    stability: dict[str, HeadlineStability] = field(default_factory=dict)
 
     @property
     def quality_status(self) -> str:
@@ -97,7 +102,8 @@ def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
         run_dir=run_dir, manifest=manifest, records=records, cells=cells,
         baselines=baselines, choices=headline(cells, baselines, wer_budget_points),
         vram=vram_fit(cells), prices=prices, wer_budget_points=wer_budget_points, notes=notes,
-        pace_range=pace_range(pace))
+        pace_range=pace_range(pace),
+        stability=headline_stability(evidence(records), wer_budget_points, baseline_cell))
 
 
 def compare_runs(candidate: RunAnalysis, baseline: RunAnalysis, n_boot: int = 1000

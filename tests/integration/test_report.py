@@ -123,6 +123,9 @@ def test_html_report_is_self_contained_and_escaped(tiny_run: Path) -> None:
     for src in parsed.audio:
         assert not src.startswith(("/", "file:")) and (tiny_run / src).is_file()
     assert "Quality not scored" in html
+    # The headline table's stability column, one entry per hardware.
+    assert "<th>stability</th>" in html
+    assert re.search(r"<td>same choice in \d+% of 200 prompt resamples", html)
 
 
 def test_random_quality_is_flagged_everywhere(tmp_path: Path, tiny_run: Path) -> None:

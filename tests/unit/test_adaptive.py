@@ -14,13 +14,12 @@ import pytest
 from bench.analysis.adaptive import (
     Comparisons,
     PolicySettings,
-    cell_summary,
     decide,
-    evidence,
     headline_choices,
 )
 from bench.analysis.adaptive_replay import replay, simulate
 from bench.analysis.cells import summarize_cells
+from bench.analysis.evidence import cell_summary, evidence
 from bench.analysis.headline import DEFAULT_WER_BUDGET_POINTS
 from bench.cli import main
 from bench.run.runner import Staging, run_sweep
@@ -289,6 +288,8 @@ def test_replay_command_reports_the_three_figures(tmp_path: Path,
     out = capsys.readouterr().out
     assert "(a) generations spent" in out and "(b) headline same" in out
     assert "(c) frontier set same" in out and "replays: 3" in out
+    assert "(b') how firmly the full run's prompts support its headline on A10G: same choice" \
+        in out
     assert main(["adaptive-replay", str(run_dir), "--first-batch", "2"]) == 2
 
 

@@ -1,0 +1,150 @@
+"""How firmly a run's prompts support its headline: the headline recomputed on bootstrap
+resamples of the prompts.
+
+The headline's choice is a point decision on noisy figures (the fastest cell whose corpus
+WER is within the budget of the baseline's). When a contender's WER sits near the budget's
+edge, or two cells are nearly as fast, another draw of prompts of the same kind would
+often name another cell, and no interval on a single cell says so. Each resample draws
+the run's prompts with replacement (every generation of a drawn prompt comes with it, in
+every cell at once, as the paired intervals do), recomputes every cell's median RTF and
+corpus WER, and applies :func:`bench.analysis.headline.headline` with the full run's
+baselines and usability (a cell with a failed or silent generation stays out, whichever
+prompts are drawn). The share of resamples naming the full run's choice is its stability.
+
+The adaptive replay prints it beside its agreement: where the full run's own choice is
+unstable, a policy agrees with it only by running the contenders on nearly every prompt.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from bench.analysis.evidence import Evidence, cell_summary
+from bench.analysis.headline import Baseline, choose_baselines, headline
+from bench.scoring.stats import cluster_codes, resample_counts
+
+DEFAULT_RESAMPLES = 200
+#: Below this many prompts the resamples are too few distinct draws to mean much (the
+#: adaptive first batch's floor at 95 %, :func:`bench.spec.adaptive.min_first_batch`).
+FEW_PROMPTS = 6
+
+
+@dataclass(frozen=True)
+class HeadlineStability:
+    """One hardware's headline under ``n_resamples`` prompt resamples: the full run's
+    choice (``""`` for none), the share of resamples naming it, and the other choices
+    named, most frequent first (cell id -> share)."""
+
+    hardware: str
+    choice: str
+    same: float
+    n_resamples: int
+    others: dict[str, float]
+    n_prompts: int
+
+    def text(self) -> str:
+        """In words, for the report and the replay summary."""
+        head = f"same choice in {self.same:.0%} of {self.n_resamples} prompt resamples"
+        if self.others:
+            head += " (else " + ", ".join(f"{cid or 'none'} {share:.0%}" for cid, share in
+                                          list(self.others.items())[:3]) + ")"
+        if self.n_prompts < FEW_PROMPTS:
+            head += (f"; only {self.n_prompts} prompt{'s' if self.n_prompts != 1 else ''}: "
+                     f"resamples of so few say little")
+        return head
+
+
+def headline_stability(ev: Evidence, wer_budget_points: float,
+                       baseline_cell: str | None = None, n_resamples: int = DEFAULT_RESAMPLES,
+                       seed: int = 0) -> dict[str, HeadlineStability]:
+    """hardware -> the headline's stability over ``n_resamples`` seeded prompt resamples
+    of ``ev`` (see the module docstring). Empty when the run has no prompts."""
+    cells = cell_summary(ev)
+    baselines = choose_baselines(cells, baseline_cell)
+    full = _choices(cells, baselines, wer_budget_points)
+    if not len(ev.units):
+        return {}
+    per_cell = _PerCell(ev.units, list(cells.index))
+    counts = resample_counts(per_cell.n_prompts, n_resamples, seed)
+    tallies: dict[str, Counter[str]] = {hw: Counter() for hw in full}
+    for weights in counts:
+        resampled = cells.copy()
+        resampled["rtf_median"], resampled["corpus_wer"] = per_cell.figures(weights)
+        for hw, cid in _choices(resampled, baselines, wer_budget_points).items():
+            tallies.setdefault(hw, Counter())[cid] += 1
+    out = {}
+    for hw, choice in full.items():
+        tally = tallies[hw]
+        others = {cid: n / n_resamples for cid, n in tally.most_common() if cid != choice}
+        out[hw] = HeadlineStability(hw, choice, tally[choice] / n_resamples, n_resamples,
+                                    others, per_cell.n_prompts)
+    return out
+
+
+def _choices(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
+             wer_budget_points: float) -> dict[str, str]:
+    return {c.hardware: c.cell_id for c in headline(cells, baselines, wer_budget_points)}
+
+
+class _PerCell:
+    """Each cell's generations arranged so one resample's figures are a few array
+    operations: RTFs sorted with their prompt's index (for a weighted median), and word
+    errors and reference words summed per prompt."""
+
+    def __init__(self, units: pd.DataFrame, cell_ids: list[str]) -> None:
+        codes = cluster_codes(list(units["prompt_id"].astype(str)), len(units))
+        self.n_prompts = int(codes.max()) + 1
+        self.rtf: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.intp]]] = []
+        self.wer: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None] = []
+        cell_of = units["cell_id"].astype(str).to_numpy()
+        for cid in cell_ids:
+            mine = cell_of == cid
+            ok = units["ok"].to_numpy(dtype=bool) & mine
+            rtf = units["rtf"].to_numpy(dtype=np.float64)[ok]
+            keep = ~np.isnan(rtf)
+            order = np.argsort(rtf[keep], kind="stable")
+            self.rtf.append((rtf[keep][order], codes[ok][keep][order]))
+            num = units["wer_num"].to_numpy(dtype=np.float64)[mine]
+            den = units["wer_den"].to_numpy(dtype=np.float64)[mine]
+            if np.isnan(den).all():
+                self.wer.append(None)
+                continue
+            scored = ~np.isnan(den)
+            where = codes[mine][scored]
+            self.wer.append((
+                np.bincount(where, np.nan_to_num(num[scored]), self.n_prompts).astype(np.float64),
+                np.bincount(where, den[scored], self.n_prompts).astype(np.float64)))
+
+    def figures(self, weights: npt.NDArray[np.float64]
+                ) -> tuple[list[float], list[float]]:
+        """Every cell's median RTF and corpus WER when prompt k is drawn weights[k] times."""
+        medians = [_weighted_median(values, weights[prompts]) for values, prompts in self.rtf]
+        wers = []
+        for sums in self.wer:
+            if sums is None:
+                wers.append(math.nan)
+                continue
+            den = float(sums[1] @ weights)
+            wers.append(float(sums[0] @ weights) / den if den > 0 else math.nan)
+        return medians, wers
+
+
+def _weighted_median(ordered: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]
+                     ) -> float:
+    """The median of ``ordered`` (ascending) with each value repeated weights[i] times, as
+    numpy's median of the repeated values would give it (infinities count as the largest
+    values, and a middle pair holding one is infinite, as in the cell summary)."""
+    total = int(weights.sum())
+    if total == 0:
+        return math.nan
+    ends = np.cumsum(weights)
+    lo = ordered[int(np.searchsorted(ends, (total - 1) // 2, side="right"))]
+    hi = ordered[int(np.searchsorted(ends, total // 2, side="right"))]
+    return float(hi) if math.isinf(hi) else float((lo + hi) / 2)

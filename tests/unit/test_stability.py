@@ -1,0 +1,81 @@
+"""The headline's stability under prompt resamples (bench.analysis.stability)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.analysis.evidence import cell_summary, evidence
+from bench.analysis.stability import _PerCell, _weighted_median, headline_stability
+from bench.store.records import load_records
+from tests.adaptive_runs import TrueCell, constructed_records, write_run
+
+
+def test_weighted_median_is_the_median_of_the_repeated_values() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        values = np.sort(np.concatenate([rng.normal(size=rng.integers(1, 9)),
+                                         [np.inf] * int(rng.integers(0, 3))]))
+        weights = rng.integers(0, 4, values.size).astype(np.float64)
+        if not weights.sum():
+            continue
+        repeated = np.repeat(values, weights.astype(int))
+        lo, hi = np.sort(repeated)[[(repeated.size - 1) // 2, repeated.size // 2]]
+        expected = hi if np.isinf(hi) else (lo + hi) / 2
+        assert _weighted_median(values, weights) == expected
+
+
+def test_unit_weights_give_the_full_runs_figures() -> None:
+    ev = evidence(pd.DataFrame(constructed_records(_clear(), n_prompts=10, seeds=(0, 1))))
+    cells = cell_summary(ev)
+    medians, wers = _PerCell(ev.units, list(cells.index)).figures(np.ones(10))
+    assert np.allclose(medians, cells["rtf_median"]) and np.allclose(wers, cells["corpus_wer"])
+
+
+def _clear() -> list[TrueCell]:
+    return [TrueCell("base", 40, "independent", 0.48, 0.02),
+            TrueCell("fast-good", 30, "alternating", 0.24, 0.02),
+            TrueCell("fast-bad", 16, "joint", 0.13, 0.40)]
+
+
+def test_a_clear_choice_is_named_by_every_resample() -> None:
+    ev = evidence(pd.DataFrame(constructed_records(_clear(), n_prompts=20)))
+    stability = headline_stability(ev, 0.5)["A10G"]
+    assert stability.choice == "fast-good"
+    assert stability.same == 1.0 and not stability.others
+    assert stability.text() == "same choice in 100% of 200 prompt resamples"
+
+
+def test_a_choice_at_the_budgets_edge_is_shown_to_rest_on_the_prompts() -> None:
+    # "edge" makes its errors on 3 of 20 prompts only, so its corpus WER is just under the
+    # baseline's + 0.5 points on the full run and over it whenever a resample draws those
+    # prompts more often than once each: the slower, error-free "safe" is then chosen.
+    records = constructed_records([TrueCell("base", 40, "independent", 0.48, 0.0),
+                                   TrueCell("safe", 30, "independent", 0.36, 0.0),
+                                   TrueCell("edge", 30, "alternating", 0.24, 0.0)],
+                                  n_prompts=20, words=100)
+    edge = [r for r in records if r["cell_id"] == "edge"]
+    for r in edge[:3]:  # 9 errors in 2000 words: 0.45 points over the baseline
+        r["substitutions"], r["hits"] = 3, 97
+    stability = headline_stability(evidence(pd.DataFrame(records)), 0.5)["A10G"]
+    assert stability.choice == "edge"
+    assert 0.2 < stability.same < 0.8
+    assert set(stability.others) == {"safe"}
+    assert abs(stability.same + stability.others["safe"] - 1.0) < 1e-12
+    assert "else safe" in stability.text()
+
+
+def test_the_report_says_how_firmly_the_prompts_support_the_choice(tmp_path: Path) -> None:
+    from bench.analysis.run_analysis import analyze_run
+    from bench.report.markdown import render_markdown
+
+    run = write_run(tmp_path, "few", constructed_records(_clear(), n_prompts=4))
+    assert len(load_records(run)) == 12
+    report = render_markdown(analyze_run(run, n_boot=50))
+    line = next(x for x in report.splitlines() if "how firmly" in x)
+    assert re.fullmatch(r"- A10G: how firmly the prompts support the choice: same choice in "
+                        r"\d+% of 200 prompt resamples( \(else .*\))?; only 4 prompts: "
+                        r"resamples of so few say little", line), line
