@@ -4,7 +4,9 @@ frontier or the headline, and why each other cell can stop.
 Every comparison is paired: two cells are compared on the (prompt, seed, repeat) units
 both ran, and one bootstrap resamples the shared prompts for both
 (:mod:`bench.scoring.stats`), so the difference between them has an interval of its own,
-much narrower than two overlapping per-cell intervals when prompts differ a lot.
+much narrower than two overlapping per-cell intervals when prompts differ a lot. The
+intervals are about what the run's whole prompt set would show (the full run the adaptive
+run stands in for), expanded for few prompts (:meth:`Comparisons._about`).
 
 * speed: the mean over units of log(RTF_j / RTF_i) with its interval, shown as a ratio
   (``x0.52 [0.49, 0.55]``: j takes 0.52 of i's compute per second of speech);
@@ -25,12 +27,14 @@ Pure functions of a record table (:func:`bench.store.records.load_records`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from bench.analysis.evidence import FRONTIER_METRICS, Evidence, cell_summary, evidence
@@ -102,8 +106,10 @@ class Comparisons:
     """Paired intervals between cells, on one shared set of bootstrap draws over the
     prompts (so every comparison is paired with every other), computed on demand."""
 
-    def __init__(self, units: pd.DataFrame, settings: PolicySettings) -> None:
+    def __init__(self, units: pd.DataFrame, settings: PolicySettings,
+                 n_prompts: int | None = None) -> None:
         self.settings = settings
+        self.n_prompts = n_prompts
         self.cols = {str(c): k for k, c in enumerate(dict.fromkeys(units["cell_id"]))}
         table = {name: units.pivot_table(index="unit", columns="cell_id", values=name,
                                          aggfunc="first", dropna=False)
@@ -143,7 +149,7 @@ class Comparisons:
             den = ok.astype(np.float64)
             reps = bootstrap_ratio_replicates(x, den, self.clusters, counts=self.counts)
             low, high = percentile_interval(reps, level)
-            return Interval(float(ratio_of_sums(x, den)), low, high)
+            return self._about(Interval(float(ratio_of_sums(x, den)), low, high), ok)
         if metric == WER:
             num = self.table["wer_num"][:, [i, j]]
             den = self.table["wer_den"][:, [i, j]]
@@ -158,7 +164,32 @@ class Comparisons:
         reps = bootstrap_ratio_replicates(num, den, self.clusters, counts=self.counts)
         point = ratio_of_sums(num, den)
         low, high = percentile_interval(reps[:, 1] - reps[:, 0], level)
-        return Interval(float(point[1] - point[0]), low, high)
+        return self._about(Interval(float(point[1] - point[0]), low, high), ok)
+
+    def _about(self, d: Interval, ok: npt.NDArray[np.bool_]) -> Interval:
+        """The bootstrap interval rescaled about its estimate by two factors of the n
+        prompts it rests on.
+
+        * Expanded for few prompts: a percentile bootstrap over n prompts is too narrow
+          for small n (it resamples with the plug-in variance and normal-like tails), so
+          its half-widths grow by sqrt(n / (n - 1)) * t(n - 1) / z, the Student-t quantile
+          over the normal one at the interval's level (the "expanded percentile" interval).
+        * About the run's whole prompt set, when its size N is known: stages draw prompts
+          without replacement from that set, so only the unseen part is uncertain and the
+          half-widths shrink by the finite-population correction sqrt(1 - n / N), to the
+          point itself once both cells ran every prompt. The question a stage asks is what
+          the full run would show, the answer the adaptive run stands in for.
+        """
+        n = int(np.unique(self.codes[ok]).size)
+        if self.n_prompts and n >= self.n_prompts:
+            return Interval(d.estimate, d.estimate, d.estimate)
+        if n < 2:
+            return Interval(d.estimate, -math.inf, math.inf)
+        scale = _expansion(n, self.settings.confidence)
+        if self.n_prompts:
+            scale *= math.sqrt(max(0.0, 1.0 - n / self.n_prompts))
+        return Interval(d.estimate, d.estimate - (d.estimate - d.low) * scale,
+                        d.estimate + (d.high - d.estimate) * scale)
 
     def better(self, i: str, j: str, metric: str) -> Interval:
         """j's advantage over i, lower is better for j on every metric: RTF log ratio,
@@ -167,6 +198,15 @@ class Comparisons:
         if metric in FRONTIER_METRICS:
             return Interval(-d.estimate, -d.high, -d.low)
         return d
+
+
+@functools.cache
+def _expansion(n: int, confidence: float) -> float:
+    """sqrt(n / (n - 1)) * t(n - 1) / z at ``confidence`` (two-sided), for n >= 2."""
+    from scipy import stats
+
+    q = 0.5 + confidence / 2.0
+    return math.sqrt(n / (n - 1)) * float(stats.t.ppf(q, n - 1) / stats.norm.ppf(q))
 
 
 def describe(metric: str, d: Interval) -> str:
@@ -195,6 +235,10 @@ def decide(records: pd.DataFrame | Evidence, settings: PolicySettings = PolicySe
     surely slower. A cell stays active while its place on a frontier is open or it could
     still be the headline's choice (and the baseline while a contender's budget is open).
 
+    ``n_prompts`` is the size of the run's whole prompt set: given, every interval is
+    about what all of it would show (a finite population); None, about the prompts'
+    population at large.
+
     A cell whose figures stop others (a dominator, the headline's choice, the baseline
     under a WER budget) keeps running until it has all ``n_prompts`` prompts: a bootstrap
     over a few prompts cannot see a failure mode those prompts happen to miss, and a
@@ -205,7 +249,7 @@ def decide(records: pd.DataFrame | Evidence, settings: PolicySettings = PolicySe
     ev = records if isinstance(records, Evidence) else evidence(records)
     cells = cell_summary(ev)
     units = ev.units
-    comp = Comparisons(units, settings)
+    comp = Comparisons(units, settings, n_prompts)
     speed_only = ev.quality != "ok"
     statuses = {ev.quality}
     metrics: list[str] = []
@@ -217,6 +261,8 @@ def decide(records: pd.DataFrame | Evidence, settings: PolicySettings = PolicySe
         why = ("random weights" if "not meaningful" in statuses else "quality not scored")
         note = (f"decided on speed alone ({why}: quality not meaningful), as the headline "
                 f"is, at {settings.confidence:.0%} confidence")
+    if n_prompts:
+        note += f" about what all {n_prompts} prompts would show"
     baselines = choose_baselines(cells, settings.baseline_cell)
     choices = {c.hardware: c.cell_id for c in headline(cells, baselines,
                                                        settings.wer_budget_points)}
