@@ -3,6 +3,7 @@ right answer is known, the staged runner, and the replay command."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from bench.analysis.adaptive import (
     Comparisons,
     PolicySettings,
+    _expansion,
     decide,
     headline_choices,
 )
@@ -150,6 +152,25 @@ def test_paired_differences_are_antisymmetric_and_zero_against_itself() -> None:
     assert (d.low, d.high) == pytest.approx((-back.high, -back.low))
     same = comp.diff("base", "base", "RTF")
     assert (same.estimate, same.low, same.high) == (0.0, 0.0, 0.0)
+
+
+def test_intervals_are_about_the_whole_prompt_set_and_expanded_for_few_prompts() -> None:
+    ev = evidence(frame(clear_cells(), 12, seeds=(0, 1)))
+    population = Comparisons(ev.units, FAST)  # prompts' population at large
+    quarter = Comparisons(ev.units, FAST, n_prompts=48)  # 12 of a 48-prompt set seen
+    whole = Comparisons(ev.units, FAST, n_prompts=12)  # the whole set seen
+    for metric in ("RTF", "WER"):
+        p, q, w = (c.diff("base", "slow", metric) for c in (population, quarter, whole))
+        assert p.estimate == q.estimate == w.estimate
+        assert (w.low, w.high) == (w.estimate, w.estimate)  # the full run's figure, known
+        shrink = math.sqrt(1 - 12 / 48)
+        assert q.high - q.estimate == pytest.approx((p.high - p.estimate) * shrink)
+        assert q.estimate - q.low == pytest.approx((p.estimate - p.low) * shrink)
+        assert p.high > p.estimate > p.low
+    # sqrt(n / (n - 1)) * t(n - 1) / z at 95 %: 2.5706 / 1.9600 * sqrt(6 / 5) at 6 prompts.
+    assert _expansion(6, 0.95) == pytest.approx(1.4367, abs=1e-4)
+    assert _expansion(2, 0.95) > _expansion(6, 0.95) > _expansion(40, 0.95) > 1.0
+    assert _expansion(10_000, 0.95) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_clear_run_stops_dominated_and_out_of_budget_cells_after_the_first_batch() -> None:
