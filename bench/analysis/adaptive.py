@@ -37,8 +37,19 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from bench.analysis.evidence import FRONTIER_METRICS, Evidence, cell_summary, evidence
-from bench.analysis.headline import DEFAULT_WER_BUDGET_POINTS, choose_baselines, headline
+from bench.analysis.evidence import (
+    FRONTIER_METRICS,
+    Evidence,
+    add_paired_baseline_wer,
+    cell_summary,
+    evidence,
+)
+from bench.analysis.headline import (
+    DEFAULT_WER_BUDGET_POINTS,
+    baseline_of,
+    choose_baselines,
+    headline,
+)
 from bench.analysis.prices import Prices
 from bench.scoring.outcomes import column, is_number, usable
 from bench.scoring.stats import (
@@ -264,6 +275,7 @@ def decide(records: pd.DataFrame | Evidence, settings: PolicySettings = PolicySe
     if n_prompts:
         note += f" about what all {n_prompts} prompts would show"
     baselines = choose_baselines(cells, settings.baseline_cell)
+    cells = add_paired_baseline_wer(cells, units, baseline_of(cells, baselines))
     choices = {c.hardware: c.cell_id for c in headline(cells, baselines,
                                                        settings.wer_budget_points)}
     out: dict[str, CellDecision] = {}
@@ -464,10 +476,15 @@ def frontier_set(cells: pd.DataFrame, *, speed_only: bool) -> set[str]:
 
 
 def headline_choices(cells: pd.DataFrame, wer_budget_points: float,
-                     baseline_cell: str | None = None) -> dict[str, str]:
+                     baseline_cell: str | None = None,
+                     units: pd.DataFrame | None = None) -> dict[str, str]:
     """hardware -> the headline's chosen cell id ("" when none qualifies), from a
-    :func:`summarize_cells` (or :func:`cell_summary`) frame."""
+    :func:`summarize_cells` (or :func:`cell_summary`) frame; with the generations'
+    ``units`` (:class:`Evidence`), each cell's WER budget is held against the baseline's
+    on the prompts that cell ran, as the report does."""
     baselines = choose_baselines(cells, baseline_cell)
+    if units is not None:
+        cells = add_paired_baseline_wer(cells, units, baseline_of(cells, baselines))
     return {c.hardware: c.cell_id for c in headline(cells, baselines, wer_budget_points)}
 
 

@@ -168,7 +168,8 @@ def replay(records: pd.DataFrame, *, first_batch: int, batch: int, settings: Pol
     full_cells = summarize_cells(records, n_boot=1)
     ev = evidence(records)
     speed_only = ev.quality != "ok"
-    full_head = headline_choices(full_cells, settings.wer_budget_points, settings.baseline_cell)
+    full_head = headline_choices(full_cells, settings.wer_budget_points, settings.baseline_cell,
+                                 ev.units)
     full_front = frontier_set(full_cells, speed_only=speed_only)
     summary = ReplaySummary(n_replays, len(records), len(prompts), first_batch, batch,
                             settings.confidence, speed_only, full_head, full_front,
@@ -180,12 +181,14 @@ def replay(records: pd.DataFrame, *, first_batch: int, batch: int, settings: Pol
         batches = stage_batches(prompts, first_batch, batch, seed + r)
         sim = simulate(records, batches, settings, budget, ev)
         subset = records[sim.ran]
-        cells = cell_summary(ev.subset(sim.ran))
+        ran = ev.subset(sim.ran)
+        cells = cell_summary(ran)
         summary.fractions.append(float(sim.ran.mean()))
         seconds = float(pd.to_numeric(column(subset, "t_total"), errors="coerce").sum())
         summary.compute_fractions.append(seconds / total_seconds if total_seconds > 0
                                          else math.nan)
-        head = headline_choices(cells, settings.wer_budget_points, settings.baseline_cell)
+        head = headline_choices(cells, settings.wer_budget_points, settings.baseline_cell,
+                                ran.units)
         summary.headline_same.append(head == full_head)
         if head != full_head:
             key = _ids(head)

@@ -9,6 +9,7 @@ baselines and the frontier read, from one table computed once (a test checks the
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,3 +113,33 @@ def _median(values: npt.NDArray[np.float64]) -> float:
     mid = (ordered.size - 1) / 2
     lo, hi = ordered[math.floor(mid)], ordered[math.ceil(mid)]
     return float(hi) if math.isinf(hi) else float((lo + hi) / 2)
+
+
+#: The column :func:`add_paired_baseline_wer` adds and the headline's budget reads.
+PAIRED_BASELINE_WER = "baseline_wer_paired"
+
+
+def add_paired_baseline_wer(cells: pd.DataFrame, units: pd.DataFrame,
+                            baseline_of: Mapping[str, str]) -> pd.DataFrame:
+    """``cells`` with :data:`PAIRED_BASELINE_WER`: per cell, its baseline's corpus WER over
+    the (prompt, seed, repeat) units the cell ran too (NaN when they share none or the
+    baseline is unscored). ``baseline_of`` maps each cell id to its baseline's.
+
+    In a full run every cell ran the baseline's units, so this is the baseline's own
+    corpus WER. In an adaptive run a cell stopped early ran a few prompts only, and its
+    WER on those is only comparable with the baseline's on the same prompts: held against
+    the baseline's over every prompt, an easy first batch would pass a cell that the
+    policy had found out of budget on the very prompts it ran."""
+    per_unit = {cid: g.drop_duplicates("unit").set_index("unit")[["wer_num", "wer_den"]]
+                for cid, g in units.groupby(units["cell_id"].astype(str), sort=False)}
+    values = []
+    for cid in cells.index.astype(str):
+        base = per_unit.get(baseline_of.get(cid, ""))
+        mine = per_unit.get(cid)
+        if base is None or mine is None:
+            values.append(math.nan)
+            continue
+        shared = base.reindex(mine.index).dropna()
+        den = float(shared["wer_den"].sum())
+        values.append(float(shared["wer_num"].sum()) / den if den > 0 else math.nan)
+    return cells.assign(**{PAIRED_BASELINE_WER: values})

@@ -14,6 +14,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from bench.analysis.cells import NOT_MEANINGFUL, SETTINGS, aligned_numbers, nanmedian, pair_index
+from bench.analysis.evidence import PAIRED_BASELINE_WER
 from bench.core.errors import UserError
 from bench.scoring.outcomes import (
     column,
@@ -215,7 +216,9 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
         meaningful = "not meaningful" not in statuses and math.isfinite(base_wer)
         limit = base_wer + wer_budget_points / 100.0 if meaningful else math.nan
         if meaningful:
-            fits = candidates[candidates["corpus_wer"] <= limit + 1e-12]
+            limits = _paired_limits(candidates, base_wer) + wer_budget_points / 100.0
+            fits = candidates[candidates["corpus_wer"].to_numpy(dtype=np.float64)
+                              <= limits + 1e-12]
             note = (f"fastest usable cell with corpus WER within {wer_budget_points:g} points "
                     f"of the baseline ({base_wer * 100:.2f} % + {wer_budget_points:g})")
         else:
@@ -230,6 +233,9 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
             note += f"; the baseline itself has {_no_speech_text(base_row)}"
         if len(fits):
             pick: dict[Any, Any] = fits.iloc[0].to_dict()
+            if meaningful:
+                limit = float(_paired_limits(fits.iloc[:1], base_wer)[0]
+                              + wer_budget_points / 100.0)
             choices.append(_choice(hw, pick, limit, not meaningful, note))
         else:
             choices.append(Choice(
@@ -239,6 +245,22 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
                 note=f"no recommendation: no usable cell{' within the budget' if meaningful else ''}"
                      f" ({note})"))
     return choices
+
+
+def baseline_of(cells: pd.DataFrame, baselines: Mapping[str, Baseline]) -> dict[str, str]:
+    """cell id -> its hardware's baseline cell id (cells whose hardware has none left out)."""
+    return {str(cid): baselines[str(hw)].cell_id
+            for cid, hw in zip(cells.index, cells["hardware"], strict=True)
+            if str(hw) in baselines}
+
+
+def _paired_limits(cells: pd.DataFrame, base_wer: float) -> npt.NDArray[np.float64]:
+    """Each cell's reference WER for the budget: the baseline's over the units the cell
+    ran (:func:`bench.analysis.evidence.add_paired_baseline_wer`, which matters when cells
+    ran different prompts, as in an adaptive run), else the baseline's own."""
+    paired = (cells[PAIRED_BASELINE_WER].to_numpy(dtype=np.float64)
+              if PAIRED_BASELINE_WER in cells.columns else np.full(len(cells), math.nan))
+    return np.where(np.isfinite(paired), paired, base_wer)
 
 
 def _choice(hardware: str, pick: Mapping[Any, Any], limit: float, speed_only: bool,

@@ -13,13 +13,14 @@ import pandas as pd
 
 from bench.analysis.cells import cell_rows, pair_scores, summarize_cells
 from bench.analysis.cost import add_costs
-from bench.analysis.evidence import evidence
+from bench.analysis.evidence import add_paired_baseline_wer, evidence
 from bench.analysis.frontier import add_frontiers
 from bench.analysis.headline import (
     DEFAULT_WER_BUDGET_POINTS,
     Baseline,
     Choice,
     add_speedups,
+    baseline_of,
     choose_baselines,
     headline,
 )
@@ -96,6 +97,8 @@ def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
     cells = add_costs(cells, prices, cpu_cores if isinstance(cpu_cores, int) else None)
     cells = add_frontiers(cells)
     baselines = choose_baselines(cells, baseline_cell)
+    ev = evidence(records)
+    cells = add_paired_baseline_wer(cells, ev.units, baseline_of(cells, baselines))
     cells = add_speedups(cells, records, baselines)
     notes = [f"{b.hardware}: baseline {b.cell_id} — {b.reason}" for b in baselines.values()]
     return RunAnalysis(
@@ -103,7 +106,7 @@ def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
         baselines=baselines, choices=headline(cells, baselines, wer_budget_points),
         vram=vram_fit(cells), prices=prices, wer_budget_points=wer_budget_points, notes=notes,
         pace_range=pace_range(pace),
-        stability=headline_stability(evidence(records), wer_budget_points, baseline_cell))
+        stability=headline_stability(ev, wer_budget_points, baseline_cell))
 
 
 def compare_runs(candidate: RunAnalysis, baseline: RunAnalysis, n_boot: int = 1000

@@ -26,8 +26,13 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from bench.analysis.evidence import Evidence, cell_summary
-from bench.analysis.headline import Baseline, choose_baselines, headline
+from bench.analysis.evidence import (
+    PAIRED_BASELINE_WER,
+    Evidence,
+    add_paired_baseline_wer,
+    cell_summary,
+)
+from bench.analysis.headline import Baseline, baseline_of, choose_baselines, headline
 from bench.scoring.stats import cluster_codes, resample_counts
 
 DEFAULT_RESAMPLES = 200
@@ -66,17 +71,19 @@ def headline_stability(ev: Evidence, wer_budget_points: float,
                        seed: int = 0) -> dict[str, HeadlineStability]:
     """hardware -> the headline's stability over ``n_resamples`` seeded prompt resamples
     of ``ev`` (see the module docstring). Empty when the run has no prompts."""
-    cells = cell_summary(ev)
-    baselines = choose_baselines(cells, baseline_cell)
+    summary = cell_summary(ev)
+    baselines = choose_baselines(summary, baseline_cell)
+    cells = add_paired_baseline_wer(summary, ev.units, baseline_of(summary, baselines))
     full = _choices(cells, baselines, wer_budget_points)
     if not len(ev.units):
         return {}
-    per_cell = _PerCell(ev.units, list(cells.index))
+    per_cell = _PerCell(ev.units, list(cells.index), baseline_of(cells, baselines))
     counts = resample_counts(per_cell.n_prompts, n_resamples, seed)
     tallies: dict[str, Counter[str]] = {hw: Counter() for hw in full}
     for weights in counts:
         resampled = cells.copy()
-        resampled["rtf_median"], resampled["corpus_wer"] = per_cell.figures(weights)
+        (resampled["rtf_median"], resampled["corpus_wer"],
+         resampled[PAIRED_BASELINE_WER]) = per_cell.figures(weights)
         for hw, cid in _choices(resampled, baselines, wer_budget_points).items():
             tallies.setdefault(hw, Counter())[cid] += 1
     out = {}
@@ -93,47 +100,63 @@ def _choices(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
     return {c.hardware: c.cell_id for c in headline(cells, baselines, wer_budget_points)}
 
 
+_Sums = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None
+
+
 class _PerCell:
     """Each cell's generations arranged so one resample's figures are a few array
     operations: RTFs sorted with their prompt's index (for a weighted median), and word
-    errors and reference words summed per prompt."""
+    errors and reference words summed per prompt, the cell's own and its baseline's on
+    the same units (the paired reference of the WER budget)."""
 
-    def __init__(self, units: pd.DataFrame, cell_ids: list[str]) -> None:
+    def __init__(self, units: pd.DataFrame, cell_ids: list[str],
+                 baseline_of: Mapping[str, str]) -> None:
         codes = cluster_codes(list(units["prompt_id"].astype(str)), len(units))
         self.n_prompts = int(codes.max()) + 1
         self.rtf: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.intp]]] = []
-        self.wer: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None] = []
+        self.wer: list[_Sums] = []
+        self.base_wer: list[_Sums] = []
         cell_of = units["cell_id"].astype(str).to_numpy()
+        unit = units["unit"].astype(str).to_numpy()
+        ok_all = units["ok"].to_numpy(dtype=bool)
+        rtf_all = units["rtf"].to_numpy(dtype=np.float64)
+        num_all = units["wer_num"].to_numpy(dtype=np.float64)
+        den_all = units["wer_den"].to_numpy(dtype=np.float64)
         for cid in cell_ids:
             mine = cell_of == cid
-            ok = units["ok"].to_numpy(dtype=bool) & mine
-            rtf = units["rtf"].to_numpy(dtype=np.float64)[ok]
+            ok = ok_all & mine
+            rtf = rtf_all[ok]
             keep = ~np.isnan(rtf)
             order = np.argsort(rtf[keep], kind="stable")
             self.rtf.append((rtf[keep][order], codes[ok][keep][order]))
-            num = units["wer_num"].to_numpy(dtype=np.float64)[mine]
-            den = units["wer_den"].to_numpy(dtype=np.float64)[mine]
-            if np.isnan(den).all():
-                self.wer.append(None)
-                continue
-            scored = ~np.isnan(den)
-            where = codes[mine][scored]
-            self.wer.append((
-                np.bincount(where, np.nan_to_num(num[scored]), self.n_prompts).astype(np.float64),
-                np.bincount(where, den[scored], self.n_prompts).astype(np.float64)))
+            self.wer.append(self._sums(codes, num_all, den_all, mine))
+            base = cell_of == baseline_of.get(cid, "")
+            self.base_wer.append(self._sums(codes, num_all, den_all,
+                                            base & np.isin(unit, unit[mine])))
+
+    def _sums(self, codes: npt.NDArray[np.int64], num: npt.NDArray[np.float64],
+              den: npt.NDArray[np.float64], rows: npt.NDArray[np.bool_]) -> _Sums:
+        scored = rows & ~np.isnan(den)
+        if not scored.any():
+            return None
+        return (np.bincount(codes[scored], np.nan_to_num(num[scored]),
+                            self.n_prompts).astype(np.float64),
+                np.bincount(codes[scored], den[scored], self.n_prompts).astype(np.float64))
 
     def figures(self, weights: npt.NDArray[np.float64]
-                ) -> tuple[list[float], list[float]]:
-        """Every cell's median RTF and corpus WER when prompt k is drawn weights[k] times."""
+                ) -> tuple[list[float], list[float], list[float]]:
+        """Every cell's median RTF, corpus WER and its baseline's corpus WER on the same
+        units, when prompt k is drawn weights[k] times."""
         medians = [_weighted_median(values, weights[prompts]) for values, prompts in self.rtf]
-        wers = []
-        for sums in self.wer:
-            if sums is None:
-                wers.append(math.nan)
-                continue
-            den = float(sums[1] @ weights)
-            wers.append(float(sums[0] @ weights) / den if den > 0 else math.nan)
-        return medians, wers
+        return medians, _ratios(self.wer, weights), _ratios(self.base_wer, weights)
+
+
+def _ratios(sums: list[_Sums], weights: npt.NDArray[np.float64]) -> list[float]:
+    out = []
+    for pair in sums:
+        den = float(pair[1] @ weights) if pair is not None else 0.0
+        out.append(float(pair[0] @ weights) / den if pair is not None and den > 0 else math.nan)
+    return out
 
 
 def _weighted_median(ordered: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]

@@ -336,3 +336,28 @@ def test_adaptive_sweep_logs_decisions_and_the_report_shows_stopped_cells(
         assert cell.id in section
     assert "stopped after stage 0" in section and "RTF x" in section
     assert "speed alone" in section
+
+
+def test_a_cell_stopped_on_easy_prompts_is_held_to_the_baselines_wer_on_those_prompts(
+        tmp_path: Path) -> None:
+    from bench.analysis.run_analysis import analyze_run
+
+    # As an adaptive run leaves it: "fast" ran only the 6 easy prompts (1 error in 20
+    # words each); the baseline ran all 12, flawless on the easy ones and 4 errors in 20
+    # on each hard one. Against the baseline's 10 % over every prompt, fast's 5 % looks
+    # within budget; on the prompts it ran the baseline made no error: 5 points over.
+    records = constructed_records([TrueCell("base", 40, "independent", 0.48, 0.0),
+                                   TrueCell("fast", 30, "alternating", 0.24, 0.0)],
+                                  n_prompts=12)
+    records = [r for r in records if r["cell_id"] == "base" or int(r["prompt_id"][1:]) < 6]
+    for r in records:
+        errors = (1 if r["cell_id"] == "fast" else 4 if int(r["prompt_id"][1:]) >= 6 else 0)
+        r.update(substitutions=errors, hits=20 - errors, wer=errors / 20)
+    table = pd.DataFrame(records)
+    cells = cell_summary(evidence(table))
+    assert headline_choices(cells, 0.5) == {"A10G": "fast"}  # unpaired: the wrong answer
+    assert headline_choices(cells, 0.5, units=evidence(table).units) == {"A10G": "base"}
+    analysis = analyze_run(write_run(tmp_path, "partial", records), n_boot=50)
+    assert [c.cell_id for c in analysis.choices] == ["base"]
+    assert analysis.cells.loc["fast", "baseline_wer_paired"] == 0.0
+    assert analysis.cells.loc["base", "baseline_wer_paired"] == pytest.approx(0.1)

@@ -31,8 +31,10 @@ def test_weighted_median_is_the_median_of_the_repeated_values() -> None:
 def test_unit_weights_give_the_full_runs_figures() -> None:
     ev = evidence(pd.DataFrame(constructed_records(_clear(), n_prompts=10, seeds=(0, 1))))
     cells = cell_summary(ev)
-    medians, wers = _PerCell(ev.units, list(cells.index)).figures(np.ones(10))
+    per_cell = _PerCell(ev.units, list(cells.index), {c: "base" for c in cells.index})
+    medians, wers, base = per_cell.figures(np.ones(10))
     assert np.allclose(medians, cells["rtf_median"]) and np.allclose(wers, cells["corpus_wer"])
+    assert np.allclose(base, cells.loc["base", "corpus_wer"])
 
 
 def _clear() -> list[TrueCell]:
