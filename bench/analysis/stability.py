@@ -117,7 +117,7 @@ class _PerCell:
         self.wer: list[_Sums] = []
         self.base_wer: list[_Sums] = []
         cell_of = units["cell_id"].astype(str).to_numpy()
-        unit = units["unit"].astype(str).to_numpy()
+        unit = cluster_codes(list(units["unit"].astype(str)), len(units))
         ok_all = units["ok"].to_numpy(dtype=bool)
         rtf_all = units["rtf"].to_numpy(dtype=np.float64)
         num_all = units["wer_num"].to_numpy(dtype=np.float64)
@@ -130,9 +130,10 @@ class _PerCell:
             order = np.argsort(rtf[keep], kind="stable")
             self.rtf.append((rtf[keep][order], codes[ok][keep][order]))
             self.wer.append(self._sums(codes, num_all, den_all, mine))
+            shared = np.zeros(int(unit.max()) + 1, dtype=bool)
+            shared[unit[mine]] = True  # the units this cell ran, by code
             base = cell_of == baseline_of.get(cid, "")
-            self.base_wer.append(self._sums(codes, num_all, den_all,
-                                            base & np.isin(unit, unit[mine])))
+            self.base_wer.append(self._sums(codes, num_all, den_all, base & shared[unit]))
 
     def _sums(self, codes: npt.NDArray[np.int64], num: npt.NDArray[np.float64],
               den: npt.NDArray[np.float64], rows: npt.NDArray[np.bool_]) -> _Sums:
