@@ -57,6 +57,12 @@ class RunAnalysis:
     stability: dict[str, HeadlineStability] = field(default_factory=dict)
 
     @property
+    def cell_labels(self) -> dict[str, str]:
+        """cell id -> its label (steps, CFG mode, length, ...)."""
+        return {str(c): str(label) for c, label in zip(
+            self.cells.index, column(self.cells, "cell_label"), strict=True)}
+
+    @property
     def quality_status(self) -> str:
         """"ok" (every scored cell meaningful), "not meaningful" or "not scored"."""
         statuses = set(column(self.cells, "quality"))

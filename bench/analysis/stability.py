@@ -60,12 +60,15 @@ class HeadlineStability:
     others: dict[str, float]
     n_prompts: int
 
-    def text(self) -> str:
-        """In words, for the report and the replay summary."""
+    def text(self, names: Mapping[str, str] | None = None) -> str:
+        """In words, for the report and the replay summary; the runners-up by their
+        ``names`` (cell id -> label) where given, else by id."""
+        names = names or {}
         head = f"same choice in {self.same:.0%} of {self.n_resamples} prompt resamples"
         if self.others:
-            head += " (else " + ", ".join(f"{cid or 'none'} {share:.0%}" for cid, share in
-                                          list(self.others.items())[:3]) + ")"
+            head += " (else " + ", ".join(
+                f"{names.get(cid, cid) or 'none'} {share:.0%}"
+                for cid, share in list(self.others.items())[:3]) + ")"
         if self.n_prompts < FEW_PROMPTS:
             head += (f"; only {self.n_prompts} prompt{'s' if self.n_prompts != 1 else ''}: "
                      f"resamples of so few say little")

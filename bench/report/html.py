@@ -211,7 +211,7 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         "quality_status": analysis.quality_status,
         "not_meaningful": NOT_MEANINGFUL,
         "choices": analysis.choices,
-        "stability": {hw: s.text() for hw, s in analysis.stability.items()},
+        "stability": {hw: s.text(analysis.cell_labels) for hw, s in analysis.stability.items()},
         "baselines": list(analysis.baselines.values()),
         "notes": analysis.notes,
         "cells": rows,

@@ -78,8 +78,8 @@ def render_markdown(analysis: RunAnalysis, comparison: pd.DataFrame | None = Non
             f"{_wer(analysis, c.corpus_wer)} | {fmt_money(c.cost_per_audio_hour)} |")
     lines.append("")
     lines += [f"- {escape(c.hardware)}: {escape(c.note)}" for c in analysis.choices]
-    lines += [f"- {escape(hw)}: how firmly the prompts support the choice: {escape(s.text())}"
-              for hw, s in analysis.stability.items()]
+    lines += [f"- {escape(hw)}: how firmly the prompts support the choice: "
+              f"{escape(s.text(analysis.cell_labels))}" for hw, s in analysis.stability.items()]
     lines += [f"- {escape(note)}" for note in analysis.notes]
     lines += _no_speech_lines(analysis.cells)
     front = analysis.cells[analysis.cells["front_all"].astype(bool)]

@@ -67,7 +67,8 @@ def test_a_choice_at_the_budgets_edge_is_shown_to_rest_on_the_prompts() -> None:
     assert 0.2 < stability.same < 0.8
     assert set(stability.others) == {"safe"}
     assert abs(stability.same + stability.others["safe"] - 1.0) < 1e-12
-    assert "else safe" in stability.text()
+    assert "(else safe " in stability.text()
+    assert "(else steps=30 cfg=independent " in stability.text({"safe": "steps=30 cfg=independent"})
 
 
 def test_the_report_says_how_firmly_the_prompts_support_the_choice(tmp_path: Path) -> None:
