@@ -80,13 +80,14 @@ def headline_stability(ev: Evidence, wer_budget_points: float,
                        seed: int = 0) -> dict[str, HeadlineStability]:
     """hardware -> the headline's stability over ``n_resamples`` seeded prompt resamples
     of ``ev`` (see the module docstring). Empty when the run has no prompts."""
-    summary = cell_summary(ev)
-    baselines = choose_baselines(summary, baseline_cell)
-    cells = add_paired_baseline_wer(summary, ev.units, baseline_of(summary, baselines))
-    full = _choices(cells, baselines, wer_budget_points)
     if not len(ev.units):
         return {}
-    per_cell = _PerCell(ev.units, list(cells.index), baseline_of(cells, baselines))
+    summary = cell_summary(ev)
+    baselines = choose_baselines(summary, baseline_cell)
+    base_of = baseline_of(summary, baselines)
+    cells = add_paired_baseline_wer(summary, ev.units, base_of)
+    full = _choices(cells, baselines, wer_budget_points)
+    per_cell = _PerCell(ev.units, list(cells.index), base_of)
     counts = resample_counts(per_cell.n_prompts, n_resamples, seed)
     tallies: dict[str, Counter[str]] = {hw: Counter() for hw in full}
     # Only what the headline reads: copying and reading the settings columns 200 times
