@@ -139,7 +139,7 @@ def add_paired_baseline_wer(cells: pd.DataFrame, units: pd.DataFrame,
         if base is None or mine is None:
             values.append(math.nan)
             continue
-        shared = base.reindex(mine.index).dropna()
+        shared = base.reindex(mine.dropna().index).dropna()  # both scored
         den = float(shared["wer_den"].sum())
         values.append(float(shared["wer_num"].sum()) / den if den > 0 else math.nan)
     return cells.assign(**{PAIRED_BASELINE_WER: values})
