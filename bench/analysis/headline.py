@@ -19,6 +19,7 @@ from bench.core.errors import UserError
 from bench.scoring.outcomes import (
     column,
     usable,
+    usable_mask,
 )
 
 #: The production default that speed-ups are measured against, on each GPU.
@@ -208,8 +209,8 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
         ranked = group[group["rtf_median"].notna()].sort_values("rtf_median", kind="stable")
         if not len(ranked):
             continue
-        candidates = ranked[[usable(r) for r in ranked.to_dict("records")]]
-        left_out = sum(not usable(r) for r in group.to_dict("records"))
+        candidates = ranked[usable_mask(ranked)]
+        left_out = int((~usable_mask(group)).sum())
         base_row: dict[Any, Any] = cells.loc[base.cell_id].to_dict()
         base_wer = float(base_row["corpus_wer"])
         statuses = set(group["quality"])

@@ -90,9 +90,9 @@ def headline_stability(ev: Evidence, wer_budget_points: float,
     per_cell = _PerCell(ev.units, list(cells.index), base_of)
     counts = resample_counts(per_cell.n_prompts, n_resamples, seed)
     tallies: dict[str, Counter[str]] = {hw: Counter() for hw in full}
-    # Only what the headline reads: copying and reading the settings columns 200 times
-    # would double the cost.
-    cells = cells[[c for c in _HEADLINE_READS if c in cells.columns]]
+    # Only what the headline reads, as plain Python objects: copying and reading the
+    # settings columns, or Arrow-backed strings, 200 times would cost several times more.
+    cells = cells[[c for c in _HEADLINE_READS if c in cells.columns]].astype(object)
     for weights in counts:
         resampled = cells.copy()
         (resampled["rtf_median"], resampled["corpus_wer"],

@@ -192,6 +192,14 @@ def usable(cell: Mapping[Any, Any]) -> bool:
             and all(int(cell.get(k) or 0) == 0 for k in ("n_failed", "n_nan", "n_silent")))
 
 
+def usable_mask(cells: pd.DataFrame) -> npt.NDArray[np.bool_]:
+    """:func:`usable`'s rule over every row of a cell table at once (missing counts read
+    as 0; a test checks the two agree): the headline's stability applies the headline
+    to hundreds of resampled tables, where a row-by-row pass costs most of the time."""
+    bad = sum(aligned_numbers(cells, k, 0.0) for k in ("n_failed", "n_nan", "n_silent"))
+    return np.asarray((aligned_numbers(cells, "n_ok", 0.0) >= 1) & (bad == 0), dtype=bool)
+
+
 def aligned_numbers(frame: pd.DataFrame, name: str, missing: float) -> npt.NDArray[np.float64]:
     """``frame[name]`` as floats aligned with the frame's rows (non-numbers -> missing)."""
     return np.asarray([float(v) if is_number(v) else missing for v in column(frame, name)],

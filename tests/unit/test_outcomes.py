@@ -194,3 +194,19 @@ def test_cost_per_audio_hour_is_a_ratio_of_sums() -> None:
     median_cost = price * float(np.median(compute / audio)) * 3600
     assert median_cost > 2 * expected
     assert cells.loc["c", "rtf_median"] == pytest.approx(np.median(compute / audio))
+
+
+def test_usable_mask_applies_usables_rule_to_every_row() -> None:
+    from bench.scoring.outcomes import usable_mask
+
+    rows = [{"n_ok": 3, "n_failed": 0, "n_nan": 0, "n_silent": 0},  # usable
+            {"n_ok": 3, "n_failed": 1, "n_nan": 0, "n_silent": 0},  # a failure
+            {"n_ok": 3, "n_failed": 0, "n_nan": 1, "n_silent": 0},  # a NaN
+            {"n_ok": 3, "n_failed": 0, "n_nan": 0, "n_silent": 2},  # silent
+            {"n_ok": 0, "n_failed": 0, "n_nan": 0, "n_silent": 0},  # never ran
+            {"n_ok": 2, "n_failed": None, "n_nan": None, "n_silent": None}]  # counts missing
+    frame = pd.DataFrame(rows)
+    assert list(usable_mask(frame)) == [usable(r) for r in rows]
+    assert list(usable_mask(frame)) == [True, False, False, False, False, True]
+    assert list(usable_mask(frame.drop(columns=["n_nan"]))) == [True, False, True, False,
+                                                                False, True]
