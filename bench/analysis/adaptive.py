@@ -44,6 +44,7 @@ from bench.analysis.evidence import (
     cell_summary,
     evidence,
 )
+from bench.analysis.frontier import frontier_set
 from bench.analysis.headline import (
     DEFAULT_WER_BUDGET_POINTS,
     baseline_of,
@@ -458,21 +459,7 @@ def _headline_detail(cid: str, comp: Comparisons, head: _Headline) -> str:
     return "; ".join(parts) or "the fastest usable cell so far"
 
 
-# --------------------------------------------------------------------------- sets compared
-
-
-def frontier_set(cells: pd.DataFrame, *, speed_only: bool) -> set[str]:
-    """The main frontier's cells per hardware (a :func:`summarize_cells` frame): RTF vs
-    corpus WER, or on median RTF alone when quality is not meaningful."""
-    from bench.analysis.frontier import pareto_mask
-
-    out: set[str] = set()
-    for _, group in cells.groupby("hardware", sort=False):
-        x = group["rtf_median"].to_numpy(dtype=np.float64)
-        y = (np.zeros(len(group)) if speed_only
-             else group["corpus_wer"].to_numpy(dtype=np.float64))
-        out |= {str(c) for c, keep in zip(group.index, pareto_mask(x, y), strict=True) if keep}
-    return out
+# --------------------------------------------------------------------------- the headline compared
 
 
 def headline_choices(cells: pd.DataFrame, wer_budget_points: float,

@@ -27,7 +27,6 @@ from bench.analysis.adaptive import (
     PolicySettings,
     Spend,
     decide,
-    frontier_set,
     headline_choices,
     over_budget,
     projected_spend,
@@ -35,8 +34,14 @@ from bench.analysis.adaptive import (
 )
 from bench.analysis.cells import summarize_cells
 from bench.analysis.evidence import Evidence, cell_summary, evidence
+from bench.analysis.frontier import frontier_set
 from bench.analysis.prices import Prices
-from bench.analysis.stability import HeadlineStability, headline_stability
+from bench.analysis.stability import (
+    DEFAULT_RESAMPLES,
+    HeadlineStability,
+    frontier_stability,
+    headline_stability,
+)
 from bench.scoring.outcomes import column
 from bench.spec.adaptive import stage_batches
 
@@ -113,6 +118,7 @@ class ReplaySummary:
     full_frontier: set[str]
     goal: str = "frontier"
     full_stability: dict[str, HeadlineStability] = field(default_factory=dict)
+    full_frontier_stability: float = math.nan
     fractions: list[float] = field(default_factory=list)  # of generations
     compute_fractions: list[float] = field(default_factory=list)  # of compute seconds
     headline_same: list[bool] = field(default_factory=list)
@@ -143,6 +149,8 @@ class ReplaySummary:
               f"{st.text()}" for hw, st in self.full_stability.items()),
             f"(c) frontier set same as the full run's ({len(self.full_frontier)} cells: "
             f"{', '.join(sorted(self.full_frontier))}): {share(self.frontier_same)}",
+            f"(c') how firmly the full run's prompts support its frontier set: the same set "
+            f"in {self.full_frontier_stability:.0%} of {DEFAULT_RESAMPLES} prompt resamples",
         ]
         if self.wrong_headlines:
             out.append("headlines that differed: " + ", ".join(
@@ -175,7 +183,8 @@ def replay(records: pd.DataFrame, *, first_batch: int, batch: int, settings: Pol
                             settings.confidence, speed_only, full_head, full_front,
                             settings.goal,
                             headline_stability(ev, settings.wer_budget_points,
-                                               settings.baseline_cell, seed=seed))
+                                               settings.baseline_cell, seed=seed),
+                            frontier_stability(ev, seed=seed))
     total_seconds = float(pd.to_numeric(column(records, "t_total"), errors="coerce").sum())
     for r in range(n_replays):
         batches = stage_batches(prompts, first_batch, batch, seed + r)

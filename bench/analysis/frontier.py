@@ -47,3 +47,16 @@ def add_frontiers(cells: pd.DataFrame) -> pd.DataFrame:
     if "cost_per_audio_hour" in out.columns:
         out["front_cost"] = _front(out, "cost_per_audio_hour", "corpus_wer")
     return out
+
+
+def frontier_set(cells: pd.DataFrame, *, speed_only: bool) -> set[str]:
+    """The main frontier's cells per hardware, from a cell summary: RTF vs corpus WER, or
+    on median RTF alone when quality is not meaningful (the set the adaptive policy and
+    its replay compare)."""
+    out: set[str] = set()
+    for _, group in cells.groupby("hardware", sort=False):
+        x = group["rtf_median"].to_numpy(dtype=np.float64)
+        y = (np.zeros(len(group)) if speed_only
+             else group["corpus_wer"].to_numpy(dtype=np.float64))
+        out |= {str(c) for c, keep in zip(group.index, pareto_mask(x, y), strict=True) if keep}
+    return out

@@ -32,6 +32,7 @@ from bench.analysis.evidence import (
     add_paired_baseline_wer,
     cell_summary,
 )
+from bench.analysis.frontier import frontier_set
 from bench.analysis.headline import Baseline, baseline_of, choose_baselines, headline
 from bench.scoring.stats import cluster_codes, resample_counts
 
@@ -106,6 +107,28 @@ def headline_stability(ev: Evidence, wer_budget_points: float,
         out[hw] = HeadlineStability(hw, choice, tally[choice] / n_resamples, n_resamples,
                                     others, per_cell.n_prompts)
     return out
+
+
+def frontier_stability(ev: Evidence, n_resamples: int = DEFAULT_RESAMPLES,
+                       seed: int = 0) -> float:
+    """The share of ``n_resamples`` seeded prompt resamples of ``ev`` whose main frontier
+    (:func:`bench.analysis.frontier.frontier_set`) is exactly the full run's set; NaN when
+    the run has no prompts. A set rests on every near-tie on it at once, so it is far
+    less stable than the headline: the adaptive replay's frontier agreement reads
+    against this."""
+    if not len(ev.units):
+        return math.nan
+    cells = cell_summary(ev)
+    speed_only = ev.quality != "ok"
+    full = frontier_set(cells, speed_only=speed_only)
+    per_cell = _PerCell(ev.units, list(cells.index), {})
+    frame = cells[["hardware"]].astype(object)
+    same = 0
+    for weights in resample_counts(per_cell.n_prompts, n_resamples, seed):
+        resampled = frame.copy()
+        resampled["rtf_median"], resampled["corpus_wer"], _ = per_cell.figures(weights)
+        same += frontier_set(resampled, speed_only=speed_only) == full
+    return same / n_resamples
 
 
 def _choices(cells: pd.DataFrame, baselines: Mapping[str, Baseline],

@@ -311,6 +311,8 @@ def test_replay_command_reports_the_three_figures(tmp_path: Path,
     assert "(c) frontier set same" in out and "replays: 3" in out
     assert "(b') how firmly the full run's prompts support its headline on A10G: same choice" \
         in out
+    assert "(c') how firmly the full run's prompts support its frontier set: the same set in" \
+        in out
     assert main(["adaptive-replay", str(run_dir), "--first-batch", "2"]) == 2
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.analysis.evidence import cell_summary, evidence
+from bench.analysis.evidence import Evidence, cell_summary, evidence
 from bench.analysis.stability import _PerCell, _weighted_median, headline_stability
 from bench.store.records import load_records
 from tests.adaptive_runs import TrueCell, constructed_records, write_run
@@ -100,3 +100,28 @@ def test_the_headline_reads_only_the_columns_the_resamples_keep() -> None:
     assert [(c.cell_id, c.note, c.wer_limit) for c in kept] == \
         [(c.cell_id, c.note, c.wer_limit) for c in whole]
     assert [c.cell_id for c in whole] == ["base"] and "1 cell with failed" in whole[0].note
+
+
+def test_frontier_stability_tells_a_settled_set_from_one_resting_on_a_near_tie() -> None:
+    from bench.analysis.stability import frontier_stability
+
+    def run(base_errors: dict[int, int]) -> Evidence:
+        # "good" says one word wrong on each of prompts 4-8; the slower "base" makes the
+        # errors given here; "bad" is fast and far worse.
+        records = constructed_records([TrueCell("base", 40, "independent", 0.48, 0.0),
+                                       TrueCell("good", 30, "alternating", 0.24, 0.0),
+                                       TrueCell("bad", 16, "joint", 0.13, 0.40)],
+                                      n_prompts=20)
+        for r in records:
+            k = int(r["prompt_id"][1:])
+            errors = {"base": base_errors.get(k, 0), "good": int(4 <= k <= 8)}.get(
+                r["cell_id"], r["substitutions"])
+            r.update(substitutions=errors, hits=r["ref_words"] - errors)
+        return evidence(pd.DataFrame(records))
+
+    # Base with two errors on every prompt (10 %) is behind "good" (at most 5 %) in every
+    # draw: off the frontier, always.
+    # Base with one error on each of prompts 0-3 (4 errors) is on it in the full run, and
+    # off it in any draw that takes prompts 0-3 more often than prompts 4-8.
+    assert frontier_stability(run({k: 2 for k in range(20)})) == 1.0
+    assert 0.2 < frontier_stability(run({k: 1 for k in range(4)})) < 0.95
