@@ -184,7 +184,7 @@ def replay(records: pd.DataFrame, *, first_batch: int, batch: int, settings: Pol
                             settings.goal,
                             headline_stability(ev, settings.wer_budget_points,
                                                settings.baseline_cell, seed=seed),
-                            frontier_stability(ev, seed=seed))
+                            frontier_stability(ev, seed=seed).same_set)
     total_seconds = float(pd.to_numeric(column(records, "t_total"), errors="coerce").sum())
     for r in range(n_replays):
         batches = stage_batches(prompts, first_batch, batch, seed + r)

@@ -27,7 +27,12 @@ from bench.analysis.headline import (
 from bench.analysis.memory_fit import vram_fit
 from bench.analysis.noise import machine_pace, pace_range
 from bench.analysis.prices import Prices, load_prices
-from bench.analysis.stability import HeadlineStability, headline_stability
+from bench.analysis.stability import (
+    FrontierStability,
+    HeadlineStability,
+    frontier_stability,
+    headline_stability,
+)
 from bench.core.errors import UserError
 from bench.scoring.outcomes import (
     column,
@@ -55,6 +60,8 @@ class RunAnalysis:
     #: hardware -> how firmly the prompts support the headline's choice
     #: (:mod:`bench.analysis.stability`).
     stability: dict[str, HeadlineStability] = field(default_factory=dict)
+    #: How firmly the prompts support the main frontier, and each cell's place on it.
+    frontier_stability: FrontierStability | None = None
 
     @property
     def cell_labels(self) -> dict[str, str]:
@@ -112,7 +119,8 @@ def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
         baselines=baselines, choices=headline(cells, baselines, wer_budget_points),
         vram=vram_fit(cells), prices=prices, wer_budget_points=wer_budget_points, notes=notes,
         pace_range=pace_range(pace),
-        stability=headline_stability(ev, wer_budget_points, baseline_cell))
+        stability=headline_stability(ev, wer_budget_points, baseline_cell),
+        frontier_stability=frontier_stability(ev))
 
 
 def compare_runs(candidate: RunAnalysis, baseline: RunAnalysis, n_boot: int = 1000

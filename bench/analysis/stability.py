@@ -109,26 +109,41 @@ def headline_stability(ev: Evidence, wer_budget_points: float,
     return out
 
 
+@dataclass(frozen=True)
+class FrontierStability:
+    """The main frontier under ``n_resamples`` prompt resamples: the share of resamples
+    whose set is exactly the full run's, and per cell the share in which it is on its
+    hardware's frontier."""
+
+    same_set: float
+    membership: dict[str, float]
+    n_resamples: int
+
+
 def frontier_stability(ev: Evidence, n_resamples: int = DEFAULT_RESAMPLES,
-                       seed: int = 0) -> float:
-    """The share of ``n_resamples`` seeded prompt resamples of ``ev`` whose main frontier
-    (:func:`bench.analysis.frontier.frontier_set`) is exactly the full run's set; NaN when
-    the run has no prompts. A set rests on every near-tie on it at once, so it is far
-    less stable than the headline: the adaptive replay's frontier agreement reads
-    against this."""
+                       seed: int = 0) -> FrontierStability:
+    """The main frontier (:func:`bench.analysis.frontier.frontier_set`) over seeded prompt
+    resamples of ``ev`` (NaN and no cells when the run has no prompts). A set rests on
+    every near-tie on it at once, so it is far less stable than the headline; each
+    cell's membership share says which of its places are firm."""
     if not len(ev.units):
-        return math.nan
+        return FrontierStability(math.nan, {}, n_resamples)
     cells = cell_summary(ev)
     speed_only = ev.quality != "ok"
     full = frontier_set(cells, speed_only=speed_only)
     per_cell = _PerCell(ev.units, list(cells.index), {})
     frame = cells[["hardware"]].astype(object)
     same = 0
+    on: Counter[str] = Counter()
     for weights in resample_counts(per_cell.n_prompts, n_resamples, seed):
         resampled = frame.copy()
         resampled["rtf_median"], resampled["corpus_wer"], _ = per_cell.figures(weights)
-        same += frontier_set(resampled, speed_only=speed_only) == full
-    return same / n_resamples
+        front = frontier_set(resampled, speed_only=speed_only)
+        same += front == full
+        on.update(front)
+    return FrontierStability(same / n_resamples,
+                             {str(c): on[str(c)] / n_resamples for c in cells.index},
+                             n_resamples)
 
 
 def _choices(cells: pd.DataFrame, baselines: Mapping[str, Baseline],

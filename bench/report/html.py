@@ -191,7 +191,10 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         images["history"] = history
     rows = cells.to_dict("records")
     on_device = bool(cells["peak_reserved"].astype(float).notna().any())
+    membership = (analysis.frontier_stability.membership
+                  if analysis.frontier_stability is not None else {})
     for row in rows:
+        row["front_share"] = membership.get(str(row["cell_id"]))
         row["wer_text"] = quality_text(row)
         row["mean_wer_text"] = quality_text(row, "mean_wer")
         row["cer_text"] = quality_text(row, "cer")
@@ -212,6 +215,7 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         "not_meaningful": NOT_MEANINGFUL,
         "choices": analysis.choices,
         "stability": {hw: s.text(analysis.cell_labels) for hw, s in analysis.stability.items()},
+        "frontier_stability": analysis.frontier_stability,
         "baselines": list(analysis.baselines.values()),
         "notes": analysis.notes,
         "cells": rows,

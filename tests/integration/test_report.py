@@ -126,6 +126,9 @@ def test_html_report_is_self_contained_and_escaped(tiny_run: Path) -> None:
     # The headline table's stability column, one entry per hardware.
     assert "<th>stability</th>" in html
     assert re.search(r"<td>same choice in \d+% of 200 prompt resamples", html)
+    # Each frontier cell's place under the same resamples (unscored: speed alone).
+    assert re.search(r'<span class="tag">front \d+%</span>', html)
+    assert re.search(r"the whole set comes out the same in \d+ % of them", html)
 
 
 def test_random_quality_is_flagged_everywhere(tmp_path: Path, tiny_run: Path) -> None:

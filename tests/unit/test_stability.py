@@ -123,5 +123,10 @@ def test_frontier_stability_tells_a_settled_set_from_one_resting_on_a_near_tie()
     # draw: off the frontier, always.
     # Base with one error on each of prompts 0-3 (4 errors) is on it in the full run, and
     # off it in any draw that takes prompts 0-3 more often than prompts 4-8.
-    assert frontier_stability(run({k: 2 for k in range(20)})) == 1.0
-    assert 0.2 < frontier_stability(run({k: 1 for k in range(4)})) < 0.95
+    settled = frontier_stability(run({k: 2 for k in range(20)}))
+    assert settled.same_set == 1.0
+    assert settled.membership == {"base": 0.0, "good": 1.0, "bad": 1.0}
+    tied = frontier_stability(run({k: 1 for k in range(4)}))
+    assert 0.2 < tied.same_set < 0.95
+    assert tied.membership["base"] == tied.same_set  # the one place in doubt
+    assert tied.membership["good"] == tied.membership["bad"] == 1.0
