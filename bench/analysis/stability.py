@@ -1,5 +1,5 @@
-"""How firmly a run's prompts support its headline: the headline recomputed on bootstrap
-resamples of the prompts.
+"""How firmly a run's prompts support its headline and its frontier: both recomputed on
+bootstrap resamples of the prompts.
 
 The headline's choice is a point decision on noisy figures (the fastest cell whose corpus
 WER is within the budget of the baseline's). When a contender's WER sits near the budget's
@@ -10,6 +10,8 @@ every cell at once, as the paired intervals do), recomputes every cell's median 
 corpus WER, and applies :func:`bench.analysis.headline.headline` with the full run's
 baselines and usability (a cell with a failed or silent generation stays out, whichever
 prompts are drawn). The share of resamples naming the full run's choice is its stability.
+The same resamples give the main frontier's: how often the whole set comes out the same,
+and how often each cell is on it.
 
 The adaptive replay prints it beside its agreement: where the full run's own choice is
 unstable, a policy agrees with it only by running the contenders on nearly every prompt.
