@@ -48,8 +48,8 @@ from bench.analysis.frontier import frontier_set
 from bench.analysis.headline import (
     DEFAULT_WER_BUDGET_POINTS,
     baseline_of,
+    choice_ids,
     choose_baselines,
-    headline,
 )
 from bench.analysis.prices import Prices
 from bench.scoring.outcomes import column, is_number, usable
@@ -277,8 +277,7 @@ def decide(records: pd.DataFrame | Evidence, settings: PolicySettings = PolicySe
         note += f" about what all {n_prompts} prompts would show"
     baselines = choose_baselines(cells, settings.baseline_cell)
     cells = add_paired_baseline_wer(cells, units, baseline_of(cells, baselines))
-    choices = {c.hardware: c.cell_id for c in headline(cells, baselines,
-                                                       settings.wer_budget_points)}
+    choices = choice_ids(cells, baselines, settings.wer_budget_points)
     out: dict[str, CellDecision] = {}
     decided: dict[str, bool] = {}
     for hardware, group in cells.groupby("hardware", sort=False):
@@ -472,7 +471,7 @@ def headline_choices(cells: pd.DataFrame, wer_budget_points: float,
     baselines = choose_baselines(cells, baseline_cell)
     if units is not None:
         cells = add_paired_baseline_wer(cells, units, baseline_of(cells, baselines))
-    return {c.hardware: c.cell_id for c in headline(cells, baselines, wer_budget_points)}
+    return choice_ids(cells, baselines, wer_budget_points)
 
 
 # --------------------------------------------------------------------------- budget

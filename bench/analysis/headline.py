@@ -218,8 +218,9 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
         limit = base_wer + wer_budget_points / 100.0 if meaningful else math.nan
         if meaningful:
             limits = _paired_limits(candidates, base_wer) + wer_budget_points / 100.0
-            fits = candidates[candidates["corpus_wer"].to_numpy(dtype=np.float64)
-                              <= limits + 1e-12]
+            within = candidates["corpus_wer"].to_numpy(dtype=np.float64) <= limits + 1e-12
+            fits = candidates[within]
+            limit = float(limits[within][0]) if within.any() else limit  # the pick's own
             note = (f"fastest usable cell with corpus WER within {wer_budget_points:g} points "
                     f"of the baseline ({base_wer * 100:.2f} % + {wer_budget_points:g})")
         else:
@@ -234,9 +235,6 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
             note += f"; the baseline itself has {_no_speech_text(base_row)}"
         if len(fits):
             pick: dict[Any, Any] = fits.iloc[0].to_dict()
-            if meaningful:
-                limit = float(_paired_limits(fits.iloc[:1], base_wer)[0]
-                              + wer_budget_points / 100.0)
             choices.append(_choice(hw, pick, limit, not meaningful, note))
         else:
             choices.append(Choice(
@@ -246,6 +244,12 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
                 note=f"no recommendation: no usable cell{' within the budget' if meaningful else ''}"
                      f" ({note})"))
     return choices
+
+
+def choice_ids(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
+               wer_budget_points: float = DEFAULT_WER_BUDGET_POINTS) -> dict[str, str]:
+    """hardware -> the :func:`headline` choice's cell id ("" when no cell qualifies)."""
+    return {c.hardware: c.cell_id for c in headline(cells, baselines, wer_budget_points)}
 
 
 def baseline_of(cells: pd.DataFrame, baselines: Mapping[str, Baseline]) -> dict[str, str]:

@@ -35,7 +35,7 @@ from bench.analysis.evidence import (
     cell_summary,
 )
 from bench.analysis.frontier import frontier_set
-from bench.analysis.headline import Baseline, baseline_of, choose_baselines, headline
+from bench.analysis.headline import baseline_of, choice_ids, choose_baselines
 from bench.scoring.stats import cluster_codes, resample_counts
 
 DEFAULT_RESAMPLES = 200
@@ -89,7 +89,7 @@ def headline_stability(ev: Evidence, wer_budget_points: float,
     baselines = choose_baselines(summary, baseline_cell)
     base_of = baseline_of(summary, baselines)
     cells = add_paired_baseline_wer(summary, ev.units, base_of)
-    full = _choices(cells, baselines, wer_budget_points)
+    full = choice_ids(cells, baselines, wer_budget_points)
     per_cell = _PerCell(ev.units, list(cells.index), base_of)
     counts = resample_counts(per_cell.n_prompts, n_resamples, seed)
     tallies: dict[str, Counter[str]] = {hw: Counter() for hw in full}
@@ -100,7 +100,7 @@ def headline_stability(ev: Evidence, wer_budget_points: float,
         resampled = cells.copy()
         (resampled["rtf_median"], resampled["corpus_wer"],
          resampled[PAIRED_BASELINE_WER]) = per_cell.figures(weights)
-        for hw, cid in _choices(resampled, baselines, wer_budget_points).items():
+        for hw, cid in choice_ids(resampled, baselines, wer_budget_points).items():
             tallies.setdefault(hw, Counter())[cid] += 1
     out = {}
     for hw, choice in full.items():
@@ -146,11 +146,6 @@ def frontier_stability(ev: Evidence, n_resamples: int = DEFAULT_RESAMPLES,
     return FrontierStability(same / n_resamples,
                              {str(c): on[str(c)] / n_resamples for c in cells.index},
                              n_resamples)
-
-
-def _choices(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
-             wer_budget_points: float) -> dict[str, str]:
-    return {c.hardware: c.cell_id for c in headline(cells, baselines, wer_budget_points)}
 
 
 _Sums = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None
