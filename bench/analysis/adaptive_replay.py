@@ -36,12 +36,7 @@ from bench.analysis.cells import summarize_cells
 from bench.analysis.evidence import Evidence, cell_summary, evidence
 from bench.analysis.frontier import frontier_set
 from bench.analysis.prices import Prices
-from bench.analysis.stability import (
-    DEFAULT_RESAMPLES,
-    HeadlineStability,
-    frontier_stability,
-    headline_stability,
-)
+from bench.analysis.stability import DEFAULT_RESAMPLES, HeadlineStability, resampled_stability
 from bench.scoring.outcomes import column
 from bench.spec.adaptive import stage_batches
 
@@ -176,15 +171,14 @@ def replay(records: pd.DataFrame, *, first_batch: int, batch: int, settings: Pol
     full_cells = summarize_cells(records, n_boot=1)
     ev = evidence(records)
     speed_only = ev.quality != "ok"
+    firmness = resampled_stability(ev, settings.wer_budget_points, settings.baseline_cell, seed=seed)
     full_head = headline_choices(full_cells, settings.wer_budget_points, settings.baseline_cell,
                                  ev.units)
     full_front = frontier_set(full_cells, speed_only=speed_only)
     summary = ReplaySummary(n_replays, len(records), len(prompts), first_batch, batch,
                             settings.confidence, speed_only, full_head, full_front,
                             settings.goal,
-                            headline_stability(ev, settings.wer_budget_points,
-                                               settings.baseline_cell, seed=seed),
-                            frontier_stability(ev, seed=seed).same_set)
+                            firmness.headline, firmness.frontier.same_set)
     total_seconds = float(pd.to_numeric(column(records, "t_total"), errors="coerce").sum())
     for r in range(n_replays):
         batches = stage_batches(prompts, first_batch, batch, seed + r)

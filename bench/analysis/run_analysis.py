@@ -27,12 +27,7 @@ from bench.analysis.headline import (
 from bench.analysis.memory_fit import vram_fit
 from bench.analysis.noise import machine_pace, pace_range
 from bench.analysis.prices import Prices, load_prices
-from bench.analysis.stability import (
-    FrontierStability,
-    HeadlineStability,
-    frontier_stability,
-    headline_stability,
-)
+from bench.analysis.stability import FrontierStability, HeadlineStability, resampled_stability
 from bench.core.errors import UserError
 from bench.scoring.outcomes import (
     column,
@@ -114,13 +109,13 @@ def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
     cells = add_paired_baseline_wer(cells, ev.units, baseline_of(cells, baselines))
     cells = add_speedups(cells, records, baselines)
     notes = [f"{b.hardware}: baseline {b.cell_id} — {b.reason}" for b in baselines.values()]
+    firmness = resampled_stability(ev, wer_budget_points, baseline_cell)
     return RunAnalysis(
         run_dir=run_dir, manifest=manifest, records=records, cells=cells,
         baselines=baselines, choices=headline(cells, baselines, wer_budget_points),
         vram=vram_fit(cells), prices=prices, wer_budget_points=wer_budget_points, notes=notes,
         pace_range=pace_range(pace),
-        stability=headline_stability(ev, wer_budget_points, baseline_cell),
-        frontier_stability=frontier_stability(ev))
+        stability=firmness.headline, frontier_stability=firmness.frontier)
 
 
 def compare_runs(candidate: RunAnalysis, baseline: RunAnalysis, n_boot: int = 1000

@@ -45,7 +45,8 @@ FEW_PROMPTS = 6
 
 
 #: The cell-summary columns :func:`bench.analysis.headline.headline` reads (usability
-#: included); a test checks the choices agree with the whole frame's.
+#: included; the frontier reads a subset); a test checks the choices agree with the whole
+#: frame's.
 _HEADLINE_READS = ("cell_id", "cell_label", "hardware", "rtf_median", "corpus_wer", "quality",
                    "n_ok", "n_failed", "n_nan", "n_silent", PAIRED_BASELINE_WER)
 
@@ -78,39 +79,6 @@ class HeadlineStability:
         return head
 
 
-def headline_stability(ev: Evidence, wer_budget_points: float,
-                       baseline_cell: str | None = None, n_resamples: int = DEFAULT_RESAMPLES,
-                       seed: int = 0) -> dict[str, HeadlineStability]:
-    """hardware -> the headline's stability over ``n_resamples`` seeded prompt resamples
-    of ``ev`` (see the module docstring). Empty when the run has no prompts."""
-    if not len(ev.units):
-        return {}
-    summary = cell_summary(ev)
-    baselines = choose_baselines(summary, baseline_cell)
-    base_of = baseline_of(summary, baselines)
-    cells = add_paired_baseline_wer(summary, ev.units, base_of)
-    full = choice_ids(cells, baselines, wer_budget_points)
-    per_cell = _PerCell(ev.units, list(cells.index), base_of)
-    counts = resample_counts(per_cell.n_prompts, n_resamples, seed)
-    tallies: dict[str, Counter[str]] = {hw: Counter() for hw in full}
-    # Only what the headline reads, as plain Python objects: copying and reading the
-    # settings columns, or Arrow-backed strings, 200 times would cost several times more.
-    cells = cells[[c for c in _HEADLINE_READS if c in cells.columns]].astype(object)
-    for weights in counts:
-        resampled = cells.copy()
-        (resampled["rtf_median"], resampled["corpus_wer"],
-         resampled[PAIRED_BASELINE_WER]) = per_cell.figures(weights)
-        for hw, cid in choice_ids(resampled, baselines, wer_budget_points).items():
-            tallies.setdefault(hw, Counter())[cid] += 1
-    out = {}
-    for hw, choice in full.items():
-        tally = tallies[hw]
-        others = {cid: n / n_resamples for cid, n in tally.most_common() if cid != choice}
-        out[hw] = HeadlineStability(hw, choice, tally[choice] / n_resamples, n_resamples,
-                                    others, per_cell.n_prompts)
-    return out
-
-
 @dataclass(frozen=True)
 class FrontierStability:
     """The main frontier under ``n_resamples`` prompt resamples: the share of resamples
@@ -122,30 +90,57 @@ class FrontierStability:
     n_resamples: int
 
 
-def frontier_stability(ev: Evidence, n_resamples: int = DEFAULT_RESAMPLES,
-                       seed: int = 0) -> FrontierStability:
-    """The main frontier (:func:`bench.analysis.frontier.frontier_set`) over seeded prompt
-    resamples of ``ev`` (NaN and no cells when the run has no prompts). A set rests on
-    every near-tie on it at once, so it is far less stable than the headline; each
-    cell's membership share says which of its places are firm."""
+@dataclass(frozen=True)
+class Stability:
+    """The headline's stability per hardware and the main frontier's, from one set of
+    prompt resamples."""
+
+    headline: dict[str, HeadlineStability]
+    frontier: FrontierStability
+
+
+def resampled_stability(ev: Evidence, wer_budget_points: float, baseline_cell: str | None = None,
+              n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Stability:
+    """The headline and the main frontier (:func:`bench.analysis.frontier.frontier_set`)
+    over ``n_resamples`` seeded prompt resamples of ``ev`` (see the module docstring);
+    no headlines, and a NaN frontier share, when the run has no prompts. A frontier set
+    rests on every near-tie on it at once, so it is far less stable than the headline;
+    each cell's membership share says which of its places are firm."""
     if not len(ev.units):
-        return FrontierStability(math.nan, {}, n_resamples)
-    cells = cell_summary(ev)
+        return Stability({}, FrontierStability(math.nan, {}, n_resamples))
+    summary = cell_summary(ev)
+    baselines = choose_baselines(summary, baseline_cell)
+    base_of = baseline_of(summary, baselines)
+    cells = add_paired_baseline_wer(summary, ev.units, base_of)
     speed_only = ev.quality != "ok"
-    full = frontier_set(cells, speed_only=speed_only)
-    per_cell = _PerCell(ev.units, list(cells.index), {})
-    frame = cells[["hardware"]].astype(object)
-    same = 0
-    on: Counter[str] = Counter()
+    full_choices = choice_ids(cells, baselines, wer_budget_points)
+    full_front = frontier_set(cells, speed_only=speed_only)
+    per_cell = _PerCell(ev.units, list(cells.index), base_of)
+    tallies: dict[str, Counter[str]] = {hw: Counter() for hw in full_choices}
+    same_front = 0
+    on_front: Counter[str] = Counter()
+    # Only what the headline and the frontier read, as plain Python objects: copying and
+    # reading the settings columns, or Arrow-backed strings, 200 times would cost several
+    # times more.
+    frame = cells[[c for c in _HEADLINE_READS if c in cells.columns]].astype(object)
     for weights in resample_counts(per_cell.n_prompts, n_resamples, seed):
         resampled = frame.copy()
-        resampled["rtf_median"], resampled["corpus_wer"], _ = per_cell.figures(weights)
+        (resampled["rtf_median"], resampled["corpus_wer"],
+         resampled[PAIRED_BASELINE_WER]) = per_cell.figures(weights)
+        for hw, cid in choice_ids(resampled, baselines, wer_budget_points).items():
+            tallies.setdefault(hw, Counter())[cid] += 1
         front = frontier_set(resampled, speed_only=speed_only)
-        same += front == full
-        on.update(front)
-    return FrontierStability(same / n_resamples,
-                             {str(c): on[str(c)] / n_resamples for c in cells.index},
-                             n_resamples)
+        same_front += front == full_front
+        on_front.update(front)
+    headlines = {}
+    for hw, choice in full_choices.items():
+        tally = tallies[hw]
+        others = {cid: n / n_resamples for cid, n in tally.most_common() if cid != choice}
+        headlines[hw] = HeadlineStability(hw, choice, tally[choice] / n_resamples,
+                                          n_resamples, others, per_cell.n_prompts)
+    membership = {str(c): on_front[str(c)] / n_resamples for c in cells.index}
+    return Stability(headlines, FrontierStability(same_front / n_resamples, membership,
+                                                  n_resamples))
 
 
 _Sums = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None

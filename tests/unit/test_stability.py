@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.evidence import Evidence, cell_summary, evidence
-from bench.analysis.stability import _PerCell, _weighted_median, headline_stability
+from bench.analysis.stability import _PerCell, _weighted_median, resampled_stability
 from bench.store.records import load_records
 from tests.adaptive_runs import TrueCell, constructed_records, write_run
 
@@ -45,7 +45,7 @@ def _clear() -> list[TrueCell]:
 
 def test_a_clear_choice_is_named_by_every_resample() -> None:
     ev = evidence(pd.DataFrame(constructed_records(_clear(), n_prompts=20)))
-    stability = headline_stability(ev, 0.5)["A10G"]
+    stability = resampled_stability(ev, 0.5).headline["A10G"]
     assert stability.choice == "fast-good"
     assert stability.same == 1.0 and not stability.others
     assert stability.text() == "same choice in 100% of 200 prompt resamples"
@@ -62,7 +62,7 @@ def test_a_choice_at_the_budgets_edge_is_shown_to_rest_on_the_prompts() -> None:
     edge = [r for r in records if r["cell_id"] == "edge"]
     for r in edge[:3]:  # 9 errors in 2000 words: 0.45 points over the baseline
         r["substitutions"], r["hits"] = 3, 97
-    stability = headline_stability(evidence(pd.DataFrame(records)), 0.5)["A10G"]
+    stability = resampled_stability(evidence(pd.DataFrame(records)), 0.5).headline["A10G"]
     assert stability.choice == "edge"
     assert 0.2 < stability.same < 0.8
     assert set(stability.others) == {"safe"}
@@ -103,8 +103,6 @@ def test_the_headline_reads_only_the_columns_the_resamples_keep() -> None:
 
 
 def test_frontier_stability_tells_a_settled_set_from_one_resting_on_a_near_tie() -> None:
-    from bench.analysis.stability import frontier_stability
-
     def run(base_errors: dict[int, int]) -> Evidence:
         # "good" says one word wrong on each of prompts 4-8; the slower "base" makes the
         # errors given here; "bad" is fast and far worse.
@@ -123,10 +121,10 @@ def test_frontier_stability_tells_a_settled_set_from_one_resting_on_a_near_tie()
     # draw: off the frontier, always.
     # Base with one error on each of prompts 0-3 (4 errors) is on it in the full run, and
     # off it in any draw that takes prompts 0-3 more often than prompts 4-8.
-    settled = frontier_stability(run({k: 2 for k in range(20)}))
+    settled = resampled_stability(run({k: 2 for k in range(20)}), 0.5).frontier
     assert settled.same_set == 1.0
     assert settled.membership == {"base": 0.0, "good": 1.0, "bad": 1.0}
-    tied = frontier_stability(run({k: 1 for k in range(4)}))
+    tied = resampled_stability(run({k: 1 for k in range(4)}), 0.5).frontier
     assert 0.2 < tied.same_set < 0.95
     assert tied.membership["base"] == tied.same_set  # the one place in doubt
     assert tied.membership["good"] == tied.membership["bad"] == 1.0
