@@ -54,7 +54,7 @@ def test_a_clear_choice_is_named_by_every_resample() -> None:
 def test_a_choice_at_the_budgets_edge_is_shown_to_rest_on_the_prompts() -> None:
     # "edge" makes its errors on 3 of 20 prompts only, so its corpus WER is just under the
     # baseline's + 0.5 points on the full run and over it whenever a resample draws those
-    # prompts more often than once each: the slower, error-free "safe" is then chosen.
+    # three prompts four times or more in all: the slower, error-free "safe" is then chosen.
     records = constructed_records([TrueCell("base", 40, "independent", 0.48, 0.0),
                                    TrueCell("safe", 30, "independent", 0.36, 0.0),
                                    TrueCell("edge", 30, "alternating", 0.24, 0.0)],
