@@ -27,56 +27,46 @@ Pure functions of a record table (:func:`bench.store.records.load_records`).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
 from bench.analysis.evidence import (
     FRONTIER_METRICS,
     Evidence,
-    add_paired_baseline_wer,
     cell_summary,
     evidence,
 )
-from bench.analysis.frontier import frontier_set
-from bench.analysis.headline import (
-    DEFAULT_WER_BUDGET_POINTS,
-    baseline_of,
-    choice_ids,
-    choose_baselines,
-)
+from bench.analysis.headline import DEFAULT_WER_BUDGET_POINTS, choose_baselines, pick_headline
 from bench.analysis.prices import Prices
+from bench.analysis.sequential import AnytimeIntervals, confidence_sequence
 from bench.scoring.outcomes import column, is_number, usable
-from bench.scoring.stats import (
-    Interval,
-    bootstrap_ratio_replicates,
-    cluster_codes,
-    percentile_interval,
-    ratio_of_sums,
-    resample_counts,
-)
+from bench.scoring.stats import Interval
 
 SPEED = "RTF"
 WER = "WER"
 
 
+#: A choice within this share of the best cell's speed is as good (design.md's decision
+#: rules): a contender surely not that much faster than a cell surely within the budget
+#: stops, so near-ties do not run to the last prompt.
+SPEED_TOLERANCE = 0.03
+
+
 @dataclass(frozen=True)
 class PolicySettings:
-    """What a decision needs: the intervals' level, the headline's WER budget (points)
-    and the bootstrap's size and seed (fixed, so a resumed run decides the same)."""
+    """What a decision needs: the intervals' level, the headline's WER budget (points),
+    the speed tolerance within which two choices are as good, the baseline and the goal."""
 
     confidence: float = 0.95
     wer_budget_points: float = DEFAULT_WER_BUDGET_POINTS
-    n_boot: int = 1000
-    seed: int = 0
     baseline_cell: str | None = None
-    goal: str = "frontier"  # or "headline" (bench.spec.adaptive.GOALS)
+    goal: str = "headline"  # or "frontier" (bench.spec.adaptive.GOALS)
+    speed_tolerance: float = SPEED_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -100,11 +90,10 @@ class Decision:
     """The policy's answer over one table of records."""
 
     cells: dict[str, CellDecision]
-    choices: dict[str, str]  # hardware -> the headline's choice (point estimate)
+    choices: dict[str, str]  # hardware -> the headline's choice (empty: not asked for)
     headline_decided: dict[str, bool]
     speed_only: bool
     note: str
-    frontier: set[str] = field(default_factory=set)  # the main frontier's point estimate
 
     @property
     def active(self) -> set[str]:
@@ -115,93 +104,73 @@ class Decision:
 
 
 class Comparisons:
-    """Paired intervals between cells, on one shared set of bootstrap draws over the
-    prompts (so every comparison is paired with every other), computed on demand."""
+    """Paired anytime-valid intervals between cells (:mod:`bench.analysis.sequential`):
+    per prompt, the sum over the (seed, repeat) units both cells ran, with the prompts
+    in the order the stages drew them; one cell against every other at a time, computed
+    on demand and kept."""
 
-    def __init__(self, units: pd.DataFrame, settings: PolicySettings,
-                 n_prompts: int | None = None) -> None:
+    def __init__(self, ev: Evidence, settings: PolicySettings, n_prompts: int | None = None,
+                 order: Sequence[str] | None = None) -> None:
         self.settings = settings
         self.n_prompts = n_prompts
-        self.cols = {str(c): k for k, c in enumerate(dict.fromkeys(units["cell_id"]))}
-        table = {name: units.pivot_table(index="unit", columns="cell_id", values=name,
-                                         aggfunc="first", dropna=False)
-                 .reindex(columns=list(self.cols)).to_numpy(dtype=np.float64)
-                 for name in ("rtf", "wer_num", "wer_den", *FRONTIER_METRICS)}
-        self.table = table
-        unit_prompt = units.drop_duplicates("unit").set_index("unit")["prompt_id"]
-        index = units.pivot_table(index="unit", columns="cell_id", values="rtf",
-                                  aggfunc="first", dropna=False).index
-        self.codes = cluster_codes(list(unit_prompt.reindex(index)), len(index))
-        self.clusters: list[int] = [int(c) for c in self.codes]
-        n_clusters = int(self.codes.max()) + 1 if len(index) else 1
-        self.counts = resample_counts(n_clusters, settings.n_boot, settings.seed)
-        self.memo: dict[tuple[str, str, str], Interval] = {}
+        self.dense = ev.dense
+        self.present = ev.present()
+        self.col = {c: k for k, c in enumerate(self.dense.cells)}
+        # Cells are compared with cells of their own hardware only: one row need not
+        # carry every other GPU's columns.
+        self.peers = self.dense.peers(ev.info["hardware"])
+        rank = {p: k for k, p in enumerate(self.dense.prompts)}
+        drawn = [rank[p] for p in dict.fromkeys(order or ()) if p in rank]
+        rest = sorted(set(range(len(rank))) - set(drawn))
+        self.order = np.asarray(drawn + rest, dtype=np.intp)
+        self.rows: dict[tuple[str, str], AnytimeIntervals] = {}
 
     def diff(self, i: str, j: str, metric: str) -> Interval:
-        """j minus i: for RTF the mean log ratio log(RTF_j / RTF_i); for WER the corpus
-        WER difference (fraction); for SIM/UTMOS the difference of means. NaN bounds
-        when the two share no unit with a value."""
-        if (j, i, metric) in self.memo:  # the same draws: j - i is exactly -(i - j)
-            d = self.memo[(j, i, metric)]
+        """j minus i: for RTF the mean log ratio log(RTF_j / RTF_i) over paired units;
+        for WER the corpus WER difference (fraction); for SIM/UTMOS the difference of
+        means. NaN when the two share no unit with a value."""
+        if (i, metric) not in self.rows and (j, metric) in self.rows:
+            d = self._at(j, i, metric)  # the same sums, negated
             return Interval(-d.estimate, -d.high, -d.low)
-        if (i, j, metric) not in self.memo:
-            self.memo[(i, j, metric)] = self._diff(self.cols[i], self.cols[j], metric)
-        return self.memo[(i, j, metric)]
+        if (i, metric) not in self.rows:
+            self.rows[(i, metric)] = self._row(i, metric)
+        return self._at(i, j, metric)
 
-    def _diff(self, i: int, j: int, metric: str) -> Interval:
-        nan = Interval(math.nan, math.nan, math.nan)
-        level = self.settings.confidence
+    def _at(self, i: str, j: str, metric: str) -> Interval:
+        row, peers = self.rows[(i, metric)], self.peers[i]
+        k = int(np.searchsorted(peers, self.col[j]))
+        if k >= peers.size or peers[k] != self.col[j]:
+            raise KeyError(f"cells {i} and {j} ran on different hardware")
+        return Interval(float(row.estimate[k]), float(row.low[k]), float(row.high[k]))
+
+    def _row(self, cell: str, metric: str) -> AnytimeIntervals:
+        """``cell`` against every cell of its hardware (in the order of ``peers``):
+        per-prompt sums of the paired differences."""
+        i, peers = self.col[cell], self.peers[cell]
+        figures = {name: values[:, :, peers] for name, values in self.dense.figures.items()}
+        here = self.present[:, :, peers]
+        i = int(np.searchsorted(peers, i))
         if metric == SPEED:
-            rtf = self.table["rtf"]
-            a, b = rtf[:, i], rtf[:, j]
-            ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
-            if not ok.any():
-                return nan
-            x = np.where(ok, np.log(np.where(ok, b, 1.0)) - np.log(np.where(ok, a, 1.0)), 0.0)
+            rtf = np.where(here & self.dense.ok[:, :, peers], figures["rtf"], np.nan)
+            a = rtf[:, :, i:i + 1]
+            ok = np.isfinite(a) & np.isfinite(rtf) & (a > 0) & (rtf > 0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                x = np.where(ok, np.log(np.where(ok, rtf, 1.0) / np.where(ok, a, 1.0)), 0.0)
             den = ok.astype(np.float64)
-            reps = bootstrap_ratio_replicates(x, den, self.clusters, counts=self.counts)
-            low, high = percentile_interval(reps, level)
-            return self._about(Interval(float(ratio_of_sums(x, den)), low, high), ok)
-        if metric == WER:
-            num = self.table["wer_num"][:, [i, j]]
-            den = self.table["wer_den"][:, [i, j]]
         else:
-            num = self.table[metric][:, [i, j]]
-            den = np.isfinite(num).astype(np.float64)
-        ok = np.isfinite(num).all(axis=1) & np.isfinite(den).all(axis=1)
-        if not ok.any():
-            return nan
-        num = np.where(ok[:, None], num, 0.0)
-        den = np.where(ok[:, None], den, 0.0)
-        reps = bootstrap_ratio_replicates(num, den, self.clusters, counts=self.counts)
-        point = ratio_of_sums(num, den)
-        low, high = percentile_interval(reps[:, 1] - reps[:, 0], level)
-        return self._about(Interval(float(point[1] - point[0]), low, high), ok)
-
-    def _about(self, d: Interval, ok: npt.NDArray[np.bool_]) -> Interval:
-        """The bootstrap interval rescaled about its estimate by two factors of the n
-        prompts it rests on.
-
-        * Expanded for few prompts: a percentile bootstrap over n prompts is too narrow
-          for small n (it resamples with the plug-in variance and normal-like tails), so
-          its half-widths grow by sqrt(n / (n - 1)) * t(n - 1) / z, the Student-t quantile
-          over the normal one at the interval's level (the "expanded percentile" interval).
-        * About the run's whole prompt set, when its size N is known: stages draw prompts
-          without replacement from that set, so only the unseen part is uncertain and the
-          half-widths shrink by the finite-population correction sqrt(1 - n / N), to the
-          point itself once both cells ran every prompt. The question a stage asks is what
-          the full run would show, the answer the adaptive run stands in for.
-        """
-        n = int(np.unique(self.codes[ok]).size)
-        if self.n_prompts and n >= self.n_prompts:
-            return Interval(d.estimate, d.estimate, d.estimate)
-        if n < 2:
-            return Interval(d.estimate, -math.inf, math.inf)
-        scale = _expansion(n, self.settings.confidence)
-        if self.n_prompts:
-            scale *= math.sqrt(max(0.0, 1.0 - n / self.n_prompts))
-        return Interval(d.estimate, d.estimate - (d.estimate - d.low) * scale,
-                        d.estimate + (d.high - d.estimate) * scale)
+            name = "wer_num" if metric == WER else metric
+            values = np.where(here, figures[name], np.nan)
+            a = values[:, :, i:i + 1]
+            ok = np.isfinite(a) & np.isfinite(values)
+            if metric == WER:
+                words = np.where(here, figures["wer_den"], np.nan)[:, :, i:i + 1]
+                ok &= np.isfinite(words)
+                den = np.where(ok, words, 0.0)
+            else:
+                den = ok.astype(np.float64)
+            x = np.where(ok, values - a, 0.0)
+        num_p, den_p = x.sum(axis=1)[self.order], den.sum(axis=1)[self.order]
+        return confidence_sequence(num_p, den_p, self.n_prompts, self.settings.confidence)
 
     def better(self, i: str, j: str, metric: str) -> Interval:
         """j's advantage over i, lower is better for j on every metric: RTF log ratio,
@@ -210,15 +179,6 @@ class Comparisons:
         if metric in FRONTIER_METRICS:
             return Interval(-d.estimate, -d.high, -d.low)
         return d
-
-
-@functools.cache
-def _expansion(n: int, confidence: float) -> float:
-    """sqrt(n / (n - 1)) * t(n - 1) / z at ``confidence`` (two-sided), for n >= 2."""
-    from scipy import stats
-
-    q = 0.5 + confidence / 2.0
-    return math.sqrt(n / (n - 1)) * float(stats.t.ppf(q, n - 1) / stats.norm.ppf(q))
 
 
 def describe(metric: str, d: Interval) -> str:
@@ -236,54 +196,72 @@ def describe(metric: str, d: Interval) -> str:
 
 
 def decide(records: pd.DataFrame | Evidence, settings: PolicySettings = PolicySettings(),
-           n_prompts: int | None = None) -> Decision:
+           n_prompts: int | None = None, order: Sequence[str] | None = None, *,
+           with_choices: bool = True) -> Decision:
     """Which cells to run on the next batch (``Decision.active``) and why the others stop.
 
-    Per hardware: a cell is *dominated* on a frontier (RTF vs WER, and vs SIM and UTMOS
-    when scored) when some cell is surely faster and surely no worse, or surely better
-    and surely no slower; it is *on* the frontier when every other cell is surely slower
-    or surely worse. The headline is decided when one usable cell is surely within the
-    WER budget of the baseline and every other usable cell not surely out of it is
-    surely slower. A cell stays active while its place on a frontier is open or it could
-    still be the headline's choice (and the baseline while a contender's budget is open).
+    Per hardware, the headline first: a cell is *in* the WER budget when the interval of
+    its paired WER difference from the baseline lies under the budget, *out* when above
+    it; the *anchor* is the fastest usable cell surely in. A usable cell not out is a
+    *contender* unless it is surely no more than ``speed_tolerance`` faster than the
+    anchor (choosing the anchor then loses at most that much). The headline is decided
+    when the anchor is the only contender. Contenders run in order of speed, cheapest
+    first (:func:`_headline_state`): one surely slower than a faster open contender
+    waits, since that contender's verdict may settle it; the baseline runs while a
+    running contender's budget is open. With the goal "frontier", a cell also runs while
+    its place on a frontier (RTF vs WER, and vs SIM and UTMOS when scored) is open:
+    *dominated* when some cell is surely faster and surely no worse (or surely better
+    and surely no slower), *on* it when no other cell can dominate it.
 
-    ``n_prompts`` is the size of the run's whole prompt set: given, every interval is
-    about what all of it would show (a finite population); None, about the prompts'
-    population at large.
+    Every interval is a confidence sequence (:mod:`bench.analysis.sequential`), valid
+    however many stages look at it. ``n_prompts`` is the size of the run's whole prompt
+    set (the finite population the stages draw from; None: prompts at large) and
+    ``order`` the order the stages draw them in (default: as they first appear).
+    ``with_choices``: also name each hardware's headline choice on these records
+    (``Decision.choices``, for the log; a replay skips it and picks once at the end).
 
-    A cell whose figures stop others (a dominator, the headline's choice, the baseline
-    under a WER budget) keeps running until it has all ``n_prompts`` prompts: a bootstrap
-    over a few prompts cannot see a failure mode those prompts happen to miss, and a
-    cell that only looked good would otherwise stop the right answer for good. Decisions
-    are made afresh from all records every stage, so when the fuller figures undo a
-    reason, the cells it stopped run again (and catch up on the prompts they missed).
+    A cell whose figures stop others (a dominator, the anchor, the baseline under a WER
+    budget) keeps running until it has all ``n_prompts`` prompts: an interval over a few
+    prompts cannot see a rare failure those prompts happen to miss, and a cell that only
+    looked good would otherwise stop the right answer for good. Decisions are made
+    afresh from all records every stage, so when the fuller figures undo a reason, the
+    cells it stopped run again (and catch up on the prompts they missed).
     """
     ev = records if isinstance(records, Evidence) else evidence(records)
     cells = cell_summary(ev)
     units = ev.units
-    comp = Comparisons(units, settings, n_prompts)
+    comp = Comparisons(ev, settings, n_prompts, order)
     speed_only = ev.quality != "ok"
-    statuses = {ev.quality}
     metrics: list[str] = []
     if not speed_only:
         metrics = [WER] + [m for m in FRONTIER_METRICS if np.isfinite(units[m]).any()]
         note = (f"decided on speed and {', '.join(metrics)} at "
                 f"{settings.confidence:.0%} confidence")
     else:
-        why = ("random weights" if "not meaningful" in statuses else "quality not scored")
+        why = ("random weights" if ev.quality == "not meaningful" else "quality not scored")
         note = (f"decided on speed alone ({why}: quality not meaningful), as the headline "
                 f"is, at {settings.confidence:.0%} confidence")
-    if n_prompts:
-        note += f" about what all {n_prompts} prompts would show"
+    note += (f" (anytime-valid intervals about all {n_prompts} prompts)" if n_prompts
+             else " (anytime-valid intervals)")
     baselines = choose_baselines(cells, settings.baseline_cell)
-    cells = add_paired_baseline_wer(cells, units, baseline_of(cells, baselines))
-    choices = choice_ids(cells, baselines, settings.wer_budget_points)
+    choices: dict[str, str] = {}
+    if with_choices:
+        _, _, picked = pick_headline(cells, ev, settings.wer_budget_points,
+                                     settings.baseline_cell, complete_only=True)
+        choices = {c.hardware: c.cell_id for c in picked}
     out: dict[str, CellDecision] = {}
     decided: dict[str, bool] = {}
-    for hardware, group in cells.groupby("hardware", sort=False):
-        ids = [str(c) for c in group.sort_values("rtf_median", kind="stable").index]
-        rows: dict[str, dict[str, Any]] = {
-            str(c): {str(k): v for k, v in r.items()} for c, r in group.to_dict("index").items()}
+    seen = comp.present.any(axis=1).sum(axis=0)  # prompts each cell ran
+    columns = [cells[k].tolist() for k in _POLICY_READS]  # plain lists: cheap to read
+    every: dict[str, dict[str, Any]] = {
+        str(c): dict(zip(_POLICY_READS, values, strict=True))
+        for c, *values in zip(cells.index, *columns, strict=True)}
+    fastest_first = cells.sort_values("rtf_median", kind="stable")
+    by_hardware: dict[str, list[str]] = {}
+    for cid, hw in zip(fastest_first.index, fastest_first["hardware"], strict=True):
+        by_hardware.setdefault(str(hw), []).append(str(cid))
+    for hardware, ids in by_hardware.items():
+        rows = {c: every[c] for c in ids}
         base = baselines[str(hardware)].cell_id if str(hardware) in baselines else ids[0]
         head = _headline_state(ids, rows, base, comp, speed_only, settings)
         decided[str(hardware)] = head.decided
@@ -292,27 +270,31 @@ def decide(records: pd.DataFrame | Evidence, settings: PolicySettings = PolicySe
                         if settings.goal == "headline"
                         else _cell_decision(cid, ids, rows, comp, metrics, head))
         if n_prompts is not None:
-            deciders = {d.by for c, d in out.items() if c in rows and not d.active and d.by}
+            deciders = {d.by for c, d in out.items() if c in rows and not d.active and d.by
+                        and d.reason != "waiting"}
             deciders |= {head.anchor} if head.anchor else set()
             deciders |= set() if speed_only else {base}
-            seen = units.groupby("cell_id")["prompt_id"].nunique()
             for cid in deciders & set(rows):
                 d = out[cid]
                 if not d.active and int(rows[cid].get("n_ok") or 0) and int(
-                        seen.get(cid, 0)) < n_prompts:
+                        seen[comp.col[cid]]) < n_prompts:
                     out[cid] = replace(d, active=True, reason=f"{d.reason}; confirming",
                                        detail=f"other cells stop on its figures, so it runs "
                                               f"every prompt ({d.detail})")
     return Decision(cells=out, choices=choices, headline_decided=decided,
-                    speed_only=speed_only, note=note,
-                    frontier=frontier_set(cells, speed_only=speed_only))
+                    speed_only=speed_only, note=note)
+
+
+#: The cell-summary columns the policy's per-cell rules read.
+_POLICY_READS = ("cell_label", "n_ok", "n_failed", "n_nan", "n_silent")
 
 
 @dataclass
 class _Headline:
     decided: bool
     anchor: str | None  # the fastest usable cell surely within the budget
-    needed: set[str]  # cells that could still be the choice (and the baseline if needed)
+    needed: set[str]  # cells that run now for the headline (and the baseline if needed)
+    waiting: dict[str, str]  # contender -> the faster open contender it waits on
     budget: dict[str, tuple[str, Interval]]  # cell -> ("in" | "out" | "open", WER vs base)
     base: str
     speed_only: bool
@@ -321,7 +303,9 @@ class _Headline:
 def _headline_state(ids: Sequence[str], rows: Mapping[str, Mapping[str, Any]], base: str,
                     comp: Comparisons, speed_only: bool,
                     settings: PolicySettings) -> _Headline:
+    """The headline's state on one hardware (``ids`` fastest first; see :func:`decide`)."""
     limit = settings.wer_budget_points / 100.0
+    slack = -math.log1p(settings.speed_tolerance)
     usable_ids = [c for c in ids if usable(rows[c])]
     budget: dict[str, tuple[str, Interval]] = {}
     for cid in usable_ids:
@@ -331,20 +315,31 @@ def _headline_state(ids: Sequence[str], rows: Mapping[str, Mapping[str, Any]], b
         d = comp.diff(base, cid, WER)
         state = ("in" if d.high <= limit else "out" if d.low > limit else "open")
         budget[cid] = (state, d)
-    anchors = [c for c in usable_ids if budget[c][0] == "in"]  # ids are fastest first
+    anchors = [c for c in usable_ids if budget[c][0] == "in"]
     anchor = anchors[0] if anchors else None
-    needed = set()
+    contenders = []
     for cid in usable_ids:
         if budget[cid][0] == "out":
             continue
-        if anchor is not None and cid != anchor and comp.diff(anchor, cid, SPEED).low > 0:
-            continue  # surely slower than a cell surely within the budget
-        needed.add(cid)
-    is_decided = anchor is not None and needed == {anchor}
-    if not is_decided and any(budget[c][0] == "open" for c in needed):
+        if anchor is not None and cid != anchor and comp.diff(anchor, cid, SPEED).low > slack:
+            continue  # surely no more than the tolerance faster than a cell surely in
+        contenders.append(cid)
+    is_decided = anchor is not None and contenders == [anchor]
+    # Cheapest first: a contender surely slower than a faster one whose budget is open but
+    # which looks within it (point estimate) waits for that verdict: in, it stops; out, it
+    # runs on and catches up. Waiting steers where compute goes, never what is decided.
+    waiting: dict[str, str] = {}
+    likely: list[str] = []
+    for cid in contenders:
+        lead = next((j for j in likely if comp.diff(j, cid, SPEED).low > 0), None)
+        if lead is not None:
+            waiting[cid] = lead
+        elif budget[cid][0] == "open" and budget[cid][1].estimate <= limit:
+            likely.append(cid)
+    needed = set() if is_decided else {c for c in contenders if c not in waiting}
+    if any(budget[c][0] == "open" for c in needed):
         needed.add(base)  # the baseline's WER sets the limit the open ones are held to
-    return _Headline(is_decided, anchor, set() if is_decided else needed, budget, base,
-                     speed_only)
+    return _Headline(is_decided, anchor, needed, waiting, budget, base, speed_only)
 
 
 def _dominates(comp: Comparisons, i: str, j: str, metric: str | None) -> bool:
@@ -416,10 +411,14 @@ def _not_the_choice(cid: str, comp: Comparisons, head: _Headline) -> tuple[str, 
     if state == "unusable":
         return ("not the headline's choice",
                 "has failed, NaN or silent generations: never the headline's choice")
+    if cid in head.waiting:
+        lead = head.waiting[cid]
+        return ("waiting", f"waits on {lead}, faster, likely within the WER budget: "
+                           f"{describe(SPEED, comp.diff(lead, cid, SPEED))}")
     if head.anchor is not None and cid != head.anchor:
         return ("slower than the choice",
-                f"slower than {head.anchor}, surely within the budget: "
-                f"{describe(SPEED, comp.diff(head.anchor, cid, SPEED))}")
+                f"no faster than {head.anchor} (surely within the budget) by more than the "
+                f"speed tolerance: {describe(SPEED, comp.diff(head.anchor, cid, SPEED))}")
     if cid == head.anchor:
         return "the headline's choice", "the headline's choice, decided"
     return None
@@ -438,7 +437,8 @@ def _headline_decision(cid: str, rows: Mapping[str, Mapping[str, Any]], comp: Co
     else:
         # Not needed means settled: _headline_state keeps every open cell in ``needed``.
         reason, detail = _not_the_choice(cid, comp, head) or ("decided", "")
-    return CellDecision(cid, label, False, reason, detail, by=head.anchor,
+    by = head.waiting.get(cid, head.anchor)
+    return CellDecision(cid, label, False, reason, detail, by=by,
                         metric=WER if reason == "out of the WER budget" else SPEED)
 
 
@@ -456,22 +456,6 @@ def _headline_detail(cid: str, comp: Comparisons, head: _Headline) -> str:
     if head.anchor is not None and cid != head.anchor:
         parts.append(f"speed vs {head.anchor}: {describe(SPEED, comp.diff(head.anchor, cid, SPEED))}")
     return "; ".join(parts) or "the fastest usable cell so far"
-
-
-# --------------------------------------------------------------------------- the headline compared
-
-
-def headline_choices(cells: pd.DataFrame, wer_budget_points: float,
-                     baseline_cell: str | None = None,
-                     units: pd.DataFrame | None = None) -> dict[str, str]:
-    """hardware -> the headline's chosen cell id ("" when none qualifies), from a
-    :func:`summarize_cells` (or :func:`cell_summary`) frame; with the generations'
-    ``units`` (:class:`Evidence`), each cell's WER budget is held against the baseline's
-    on the prompts that cell ran, as the report does."""
-    baselines = choose_baselines(cells, baseline_cell)
-    if units is not None:
-        cells = add_paired_baseline_wer(cells, units, baseline_of(cells, baselines))
-    return choice_ids(cells, baselines, wer_budget_points)
 
 
 # --------------------------------------------------------------------------- budget

@@ -16,10 +16,13 @@ policy can only agree with the full run by running the contenders on nearly all 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from bench.analysis.adaptive import (
@@ -27,15 +30,22 @@ from bench.analysis.adaptive import (
     PolicySettings,
     Spend,
     decide,
-    headline_choices,
     over_budget,
     projected_spend,
     spend,
 )
-from bench.analysis.cells import summarize_cells
 from bench.analysis.evidence import Evidence, cell_summary, evidence
 from bench.analysis.frontier import frontier_set
+from bench.analysis.headline import pick_headline
 from bench.analysis.prices import Prices
+from bench.analysis.regret import (
+    AS_GOOD_TOLERANCE,
+    CellTruth,
+    Yardstick,
+    run_yardstick,
+    share,
+    truth_yardstick,
+)
 from bench.analysis.stability import DEFAULT_RESAMPLES, HeadlineStability, resampled_stability
 from bench.scoring.outcomes import column
 from bench.spec.adaptive import stage_batches
@@ -67,27 +77,37 @@ def simulate(records: pd.DataFrame, batches: Sequence[Sequence[str]], settings: 
     """Run the policy over ``records`` with the prompts cut into ``batches`` (``ev``:
     their :func:`evidence`, when the caller has it already)."""
     ev = ev if ev is not None else evidence(records)
-    cells = np.asarray(column(records, "cell_id").astype(str))
-    prompts = np.asarray(column(records, "prompt_id").astype(str))
-    all_cells = list(dict.fromkeys(cells))
+    # Integer codes: a stage's mask is two lookups, not set membership over strings.
+    cell_codes, cell_names = pd.factorize(column(records, "cell_id").astype(str), sort=False)
+    prompt_codes, prompt_names = pd.factorize(column(records, "prompt_id").astype(str),
+                                              sort=False)
+    prompt_at = {p: k for k, p in enumerate(prompt_names)}
     n_prompts = sum(len(b) for b in batches)
-    active = set(all_cells)
-    allowed: set[str] = set()
+    order = [p for b in batches for p in b]
+    active = set(map(str, cell_names))
+    allowed = np.zeros(len(prompt_names), dtype=bool)
     ran = np.zeros(len(records), dtype=bool)
     decisions: list[Decision] = []
     stop = "every prompt run"
+
+    def running(cells: set[str], prompts: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+        on = np.asarray([str(c) in cells for c in cell_names], dtype=bool)
+        return np.asarray(on[cell_codes] & prompts[prompt_codes], dtype=bool)
+
     for stage, batch in enumerate(batches):
-        allowed |= set(batch)
-        ran |= np.isin(cells, list(active)) & np.isin(prompts, list(allowed))
-        decision = decide(ev.subset(ran), settings, n_prompts)
+        allowed[[prompt_at[p] for p in batch if p in prompt_at]] = True
+        ran |= running(active, allowed)
+        decision = decide(ev.subset(ran), settings, n_prompts, order, with_choices=False)
         decisions.append(decision)
         active = decision.active
         if not active:
             stop = "decided"
             return Simulation(ran, decisions, stage + 1, stop)
         if stage + 1 < len(batches) and budget is not None:
-            next_allowed = allowed | set(batches[stage + 1])
-            todo = np.isin(cells, list(active)) & np.isin(prompts, list(next_allowed)) & ~ran
+            next_allowed = allowed.copy()
+            next_allowed[[prompt_at[p] for p in batches[stage + 1] if p in prompt_at]] = True
+            todo = running(active, next_allowed) & ~ran
+            cells = np.asarray(cell_names)[cell_codes]
             counts = {str(c): int(n) for c, n in pd.Series(cells[todo]).value_counts().items()}
             why = over_budget(spend(records[ran], budget.prices, budget.cpu_cores),
                               projected_spend(records[ran], counts, budget.prices,
@@ -100,7 +120,8 @@ def simulate(records: pd.DataFrame, batches: Sequence[Sequence[str]], settings: 
 
 @dataclass
 class ReplaySummary:
-    """N replays of one run, against the full run's answer."""
+    """N replays of one run, against the full run's answer and, for a constructed run,
+    against its truth (:mod:`bench.analysis.regret`)."""
 
     n_replays: int
     n_generations: int
@@ -111,20 +132,59 @@ class ReplaySummary:
     speed_only: bool
     full_headline: dict[str, str]
     full_frontier: set[str]
-    goal: str = "frontier"
+    goal: str = "headline"
     full_stability: dict[str, HeadlineStability] = field(default_factory=dict)
     full_frontier_stability: float = math.nan
     fractions: list[float] = field(default_factory=list)  # of generations
     compute_fractions: list[float] = field(default_factory=list)  # of compute seconds
-    headline_same: list[bool] = field(default_factory=list)
+    choices: list[dict[str, str]] = field(default_factory=list)
+    as_good: list[dict[str, bool]] = field(default_factory=list)  # against the full run
+    as_good_truth: list[dict[str, bool]] = field(default_factory=list)
+    full_as_good_truth: dict[str, bool] = field(default_factory=dict)
+    resamples_as_good_truth: dict[str, float] = field(default_factory=dict)
     frontier_same: list[bool] = field(default_factory=list)
     stops: list[str] = field(default_factory=list)
-    wrong_headlines: dict[str, int] = field(default_factory=dict)
+    seconds: float = math.nan  # wall time of the replays
+
+    @property
+    def headline_same(self) -> list[bool]:
+        return [c == self.full_headline for c in self.choices]
+
+    def shares(self, verdicts: list[dict[str, bool]]) -> dict[str, float]:
+        """hardware -> share of replays whose choice there is as good."""
+        return {hw: share([v.get(hw, False) for v in verdicts]) for hw in self.full_headline}
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``adaptive-replay --json`` prints."""
+        comp = np.asarray(self.compute_fractions, dtype=np.float64)
+        out: dict[str, Any] = {
+            "replays": self.n_replays, "seconds": self.seconds,
+            "generations": self.n_generations, "prompts": self.n_prompts,
+            "first_batch": self.first_batch, "batch": self.batch,
+            "confidence": self.confidence, "goal": self.goal,
+            "compute_spent_mean": float(comp.mean()),
+            "compute_spent_p90": float(np.quantile(comp, 0.9)),
+            "generations_spent_mean": float(np.mean(self.fractions)),
+            "full_choices": self.full_headline, "choices": self.choices,
+            "as_good": self.shares(self.as_good),
+            "headline_same": share(self.headline_same),
+            "frontier_same": share(self.frontier_same),
+            "full_stability": {hw: st.same for hw, st in self.full_stability.items()},
+            "stops": dict(pd.Series(self.stops).value_counts().astype(int)),
+        }
+        if self.as_good_truth:
+            out["as_good_truth"] = self.shares(self.as_good_truth)
+            out["full_as_good_truth"] = self.full_as_good_truth
+            out["resamples_as_good_truth"] = self.resamples_as_good_truth
+        return out
 
     def lines(self) -> list[str]:
         """The summary in words (what the command prints)."""
-        def share(flags: list[bool]) -> str:
+        def text(flags: list[bool]) -> str:
             return f"{sum(flags)}/{len(flags)} = {np.mean(flags):.1%}" if flags else "n/a"
+
+        def per_hw(shares: Mapping[str, float]) -> str:
+            return ", ".join(f"{hw} {v:.0%}" for hw, v in shares.items())
 
         frac = np.asarray(self.fractions)
         comp = np.asarray(self.compute_fractions)
@@ -134,22 +194,36 @@ class ReplaySummary:
             f"replays: {self.n_replays} (prompt order reshuffled per replay); run: "
             f"{self.n_generations} generations over {self.n_prompts} prompts",
             f"policy: first batch {self.first_batch} prompts, then {self.batch} per stage, "
-            f"{self.confidence:.0%} confidence, goal {self.goal}, decided on {mode}",
-            f"(a) generations spent: mean {frac.mean():.1%}, median {np.median(frac):.1%}, "
-            f"range {frac.min():.1%}-{frac.max():.1%}; compute seconds spent: mean "
-            f"{comp.mean():.1%}",
-            f"(b) headline same as the full run's ({_ids(self.full_headline)}): "
-            f"{share(self.headline_same)}",
-            *(f"(b') how firmly the full run's prompts support its headline on {hw}: "
-              f"{st.text()}" for hw, st in self.full_stability.items()),
-            f"(c) frontier set same as the full run's ({len(self.full_frontier)} cells: "
-            f"{', '.join(sorted(self.full_frontier))}): {share(self.frontier_same)}",
-            f"(c') how firmly the full run's prompts support its frontier set: the same set "
-            f"in {self.full_frontier_stability:.0%} of {DEFAULT_RESAMPLES} prompt resamples",
+            f"{self.confidence:.0%} anytime-valid intervals, goal {self.goal}, decided on {mode}",
+            f"(a) compute seconds spent: mean {comp.mean():.1%}, p90 "
+            f"{np.quantile(comp, 0.9):.1%}; generations: mean {frac.mean():.1%}, range "
+            f"{frac.min():.1%}-{frac.max():.1%}",
+            f"(b) choice as good as the full run's (within its WER budget and "
+            f"{AS_GOOD_TOLERANCE:.0%} of its choice's RTF): {per_hw(self.shares(self.as_good))}",
         ]
-        if self.wrong_headlines:
+        if self.as_good_truth:
+            out += [
+                f"(t) choice as good by the truth (true WER within the budget, true RTF within "
+                f"{AS_GOOD_TOLERANCE:.0%} of the truly best): "
+                f"{per_hw(self.shares(self.as_good_truth))}",
+                "(t') for context, by the truth: the full run's own choice "
+                + ", ".join(f"{hw} {'as good' if ok else 'NOT as good'}"
+                            for hw, ok in self.full_as_good_truth.items())
+                + f"; its prompt resamples' choices {per_hw(self.resamples_as_good_truth)}",
+            ]
+        out += [
+            f"(c) headline exactly the full run's ({_ids(self.full_headline)}): "
+            f"{text(self.headline_same)}",
+            *(f"(c') how firmly the full run's prompts support its headline on {hw}: "
+              f"{st.text()}" for hw, st in self.full_stability.items()),
+            f"(d) frontier set same as the full run's ({len(self.full_frontier)} cells): "
+            f"{text(self.frontier_same)}; the full run's own prompt resamples give the same "
+            f"set in {self.full_frontier_stability:.0%} of {DEFAULT_RESAMPLES}",
+        ]
+        wrong = pd.Series([_ids(c) for c in self.choices if c != self.full_headline])
+        if len(wrong):
             out.append("headlines that differed: " + ", ".join(
-                f"{k} x{v}" for k, v in sorted(self.wrong_headlines.items())))
+                f"{k} x{v}" for k, v in wrong.value_counts().items()))
         stops = pd.Series(self.stops).value_counts()
         out.append("stopped because: " + "; ".join(f"{n} {why}" for why, n in stops.items()))
         if self.n_prompts <= self.first_batch:
@@ -158,47 +232,61 @@ class ReplaySummary:
         return out
 
 
-def _ids(choices: dict[str, str]) -> str:
+def _ids(choices: Mapping[str, str]) -> str:
     return ", ".join(f"{hw}: {cid or 'none'}" for hw, cid in choices.items())
 
 
 def replay(records: pd.DataFrame, *, first_batch: int, batch: int, settings: PolicySettings,
-           n_replays: int, seed: int = 0, budget: Budget | None = None) -> ReplaySummary:
-    """Replay the policy ``n_replays`` times (prompt orders from seeds seed, seed+1, ...)."""
+           n_replays: int, seed: int = 0, budget: Budget | None = None,
+           truth: Mapping[str, CellTruth] | None = None) -> ReplaySummary:
+    """Replay the policy ``n_replays`` times (prompt orders from seeds seed, seed+1, ...),
+    judging each choice against the full run and, given ``truth``, the truth."""
+    started = time.perf_counter()
     prompts = list(dict.fromkeys(column(records, "prompt_id").astype(str)))
-    # The full run's answer from the report's own summary; the replays' from the
-    # policy's lighter one (the same figures, checked by a test), thousands of times.
-    full_cells = summarize_cells(records, n_boot=1)
     ev = evidence(records)
     speed_only = ev.quality != "ok"
-    firmness = resampled_stability(ev, settings.wer_budget_points, settings.baseline_cell, seed=seed)
-    full_head = headline_choices(full_cells, settings.wer_budget_points, settings.baseline_cell,
-                                 ev.units)
-    full_front = frontier_set(full_cells, speed_only=speed_only)
+    budget_points = settings.wer_budget_points
+    baselines, full_cells, picked = pick_headline(cell_summary(ev), ev, budget_points,
+                                                  settings.baseline_cell)
+    full_head = {c.hardware: c.cell_id for c in picked}
+    firmness = resampled_stability(ev, budget_points, settings.baseline_cell, seed=seed)
     summary = ReplaySummary(n_replays, len(records), len(prompts), first_batch, batch,
-                            settings.confidence, speed_only, full_head, full_front,
-                            settings.goal,
+                            settings.confidence, speed_only, full_head,
+                            frontier_set(full_cells, speed_only=speed_only), settings.goal,
                             firmness.headline, firmness.frontier.same_set)
-    total_seconds = float(pd.to_numeric(column(records, "t_total"), errors="coerce").sum())
+    against_run = run_yardstick(full_cells, full_head, budget_points, speed_only)
+    against_truth: Yardstick | None = None
+    if truth is not None:
+        against_truth = truth_yardstick(truth, {hw: b.cell_id for hw, b in baselines.items()},
+                                        budget_points, speed_only)
+        summary.full_as_good_truth = {hw: against_truth.as_good(hw, c)
+                                      for hw, c in full_head.items()}
+        summary.resamples_as_good_truth = {
+            hw: sum(sh for cid, sh in {st.choice: st.same, **st.others}.items()
+                    if against_truth.as_good(hw, cid))
+            for hw, st in firmness.headline.items()}
+    seconds = pd.to_numeric(column(records, "t_total"), errors="coerce").to_numpy()
+    total_seconds = float(np.nansum(seconds))
     for r in range(n_replays):
         batches = stage_batches(prompts, first_batch, batch, seed + r)
         sim = simulate(records, batches, settings, budget, ev)
-        subset = records[sim.ran]
         ran = ev.subset(sim.ran)
-        cells = cell_summary(ran)
+        _, cells, choices = pick_headline(cell_summary(ran), ran, budget_points,
+                                          settings.baseline_cell, complete_only=True)
+        head = {c.hardware: c.cell_id for c in choices}
         summary.fractions.append(float(sim.ran.mean()))
-        seconds = float(pd.to_numeric(column(subset, "t_total"), errors="coerce").sum())
-        summary.compute_fractions.append(seconds / total_seconds if total_seconds > 0
-                                         else math.nan)
-        head = headline_choices(cells, settings.wer_budget_points, settings.baseline_cell,
-                                ran.units)
-        summary.headline_same.append(head == full_head)
-        if head != full_head:
-            key = _ids(head)
-            summary.wrong_headlines[key] = summary.wrong_headlines.get(key, 0) + 1
-        front = frontier_set(cells, speed_only=speed_only)
-        summary.frontier_same.append(front == full_front)
+        summary.compute_fractions.append(float(np.nansum(seconds[sim.ran])) / total_seconds
+                                         if total_seconds > 0 else math.nan)
+        summary.choices.append(head)
+        summary.as_good.append({hw: against_run.as_good(hw, c) for hw, c in head.items()})
+        if against_truth is not None:
+            summary.as_good_truth.append({hw: against_truth.as_good(hw, c)
+                                          for hw, c in head.items()})
+        if settings.goal == "frontier":
+            summary.frontier_same.append(frontier_set(cells, speed_only=speed_only)
+                                         == summary.full_frontier)
         summary.stops.append(sim.stop)
+    summary.seconds = time.perf_counter() - started
     return summary
 
 

@@ -30,6 +30,63 @@ from bench.scoring.outcomes import (
 FRONTIER_METRICS: dict[str, str] = {"sim": "SIM", "utmos": "UTMOS"}
 
 
+#: The per-generation figures :class:`Dense` holds as (prompt, slot, cell) arrays.
+DENSE_FIGURES = ("rtf", "wer_num", "wer_den", "t_total", *FRONTIER_METRICS)
+
+
+@dataclass
+class Dense:
+    """The generations of a run as arrays of shape (prompts, slots, cells), a slot being
+    one (seed, repeat) of a prompt: each of :data:`DENSE_FIGURES` (NaN where absent),
+    ``ok`` and ``no_speech``; ``at`` gives each unit row's flat index into them. Built
+    once per run, so every stage of a replay reads its figures by masking, not pivoting."""
+
+    prompts: list[str]
+    cells: list[str]
+    shape: tuple[int, int, int]
+    at: npt.NDArray[np.intp]
+    figures: dict[str, npt.NDArray[np.float64]]
+    ok: npt.NDArray[np.bool_]
+    no_speech: npt.NDArray[np.bool_]
+    _peers: dict[str, npt.NDArray[np.intp]] | None = None
+
+    @classmethod
+    def of(cls, units: pd.DataFrame) -> Dense:
+        p_codes, prompts = pd.factorize(units["prompt_id"].astype(str), sort=False)
+        slots = units["unit"].astype(str).str.split("/", n=1).str[1].fillna("")
+        s_codes, slot_names = pd.factorize(slots, sort=False)
+        c_codes, cells = pd.factorize(units["cell_id"].astype(str), sort=False)
+        shape = (len(prompts), max(len(slot_names), 1), len(cells))
+        at = np.ravel_multi_index((p_codes, s_codes, c_codes), shape)
+        figures = {}
+        for name in DENSE_FIGURES:
+            arr = np.full(int(np.prod(shape)), np.nan)
+            arr[at] = units[name].to_numpy(dtype=np.float64)
+            figures[name] = arr.reshape(shape)
+        flags = []
+        for name in ("ok", "no_speech"):
+            arr = np.zeros(int(np.prod(shape)), dtype=bool)
+            arr[at] = units[name].to_numpy(dtype=bool)
+            flags.append(arr.reshape(shape))
+        return cls([str(p) for p in prompts], [str(c) for c in cells], shape,
+                   np.asarray(at, dtype=np.intp), figures, flags[0], flags[1])
+
+    def peers(self, hardware: pd.Series) -> dict[str, npt.NDArray[np.intp]]:
+        """cell id -> the indices of the cells on its hardware (``hardware``: cell id ->
+        hardware), computed once per run."""
+        if self._peers is None:
+            of = hardware.reindex(self.cells).astype(str).to_numpy()
+            groups = {hw: np.flatnonzero(of == hw) for hw in dict.fromkeys(of)}
+            self._peers = {c: groups[hw] for c, hw in zip(self.cells, of, strict=True)}
+        return self._peers
+
+    def present(self, rows: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+        """(prompts, slots, cells): which generations the unit rows ``rows`` hold."""
+        out = np.zeros(int(np.prod(self.shape)), dtype=bool)
+        out[self.at[rows]] = True
+        return out.reshape(self.shape)
+
+
 @dataclass
 class Evidence:
     """What the policy reads from a record table, computed once so a replay can take
@@ -38,14 +95,36 @@ class Evidence:
     RTF, inf when a finished generation produced no speech), ``wer_num``/``wer_den``
     (word errors and reference words under :mod:`bench.scoring.outcomes`; NaN when not
     scored), each frontier metric, ``t_total``); ``info`` one row per cell (settings,
-    label, hardware); ``quality`` the run's quality status."""
+    label, hardware); ``quality`` the run's quality status. A subset shares its whole
+    run's :class:`Dense` arrays and knows which of their generations it holds
+    (:meth:`present`)."""
 
     units: pd.DataFrame
     info: pd.DataFrame
     quality: str  # "ok" | "not meaningful" | "not scored"
+    rows: npt.NDArray[np.intp] | None = None  # positions in the whole run's units
+    whole: Evidence | None = None
+    _dense: Dense | None = None
 
     def subset(self, mask: npt.NDArray[np.bool_]) -> Evidence:
-        return Evidence(self.units[mask], self.info, self.quality)
+        rows = self.positions()[np.asarray(mask, dtype=bool)]
+        whole = self.whole or self
+        return Evidence(whole.units.iloc[rows], self.info, self.quality, rows, whole)
+
+    def positions(self) -> npt.NDArray[np.intp]:
+        return self.rows if self.rows is not None else np.arange(len(self.units))
+
+    @property
+    def dense(self) -> Dense:
+        """The whole run's arrays (built on first use)."""
+        whole = self.whole or self
+        if whole._dense is None:
+            whole._dense = Dense.of(whole.units)
+        return whole._dense
+
+    def present(self) -> npt.NDArray[np.bool_]:
+        """(prompts, slots, cells) mask of the generations this evidence holds."""
+        return self.dense.present(self.positions())
 
 
 def evidence(records: pd.DataFrame) -> Evidence:
@@ -72,9 +151,12 @@ def evidence(records: pd.DataFrame) -> Evidence:
     for name in FRONTIER_METRICS:
         units[name] = [float(v) if is_number(v) else math.nan for v in column(records, name)]
     info = records.groupby(column(records, "cell_id").astype(str), sort=False).first()
-    info = info.reindex(columns=[c for c in ("cell_label", *SETTINGS) if c in records.columns])
+    info = info.reindex(columns=[c for c in SETTINGS if c in records.columns])
     info["hardware"] = [hardware_of(g, d) for g, d in zip(
         column(info, "gpu"), column(info, "device_name"), strict=True)]
+    for name in info.columns:  # plain strings: Arrow-backed ones cost a replay its time
+        if pd.api.types.is_string_dtype(info[name].dtype):
+            info[name] = info[name].astype(object)
     rated_rows = scored_rows(records)
     quality = ("not scored" if not scored else "ok" if quality_is_meaningful(
         rated_rows if len(rated_rows) else records) else "not meaningful")
@@ -82,27 +164,52 @@ def evidence(records: pd.DataFrame) -> Evidence:
 
 
 def cell_summary(ev: Evidence) -> pd.DataFrame:
-    """The columns of :func:`bench.analysis.cells.summarize_cells` that the headline,
-    the baselines and the frontier read (``rtf_median`` over finished generations with
-    no speech as infinitely slow, ``corpus_wer``, the failure counts, ``quality``), from
-    :class:`Evidence`; a replay needs thousands of these (a test checks they agree)."""
-    u = ev.units
-    rows = []
-    for cid, g in u.groupby("cell_id", sort=False):
-        ok = g[g["ok"]]
-        rtf = ok["rtf"].to_numpy(dtype=np.float64)
-        rtf = rtf[~np.isnan(rtf)]
-        den = float(g["wer_den"].sum(min_count=1)) if g["wer_den"].notna().any() else math.nan
-        scored = bool(g["wer_den"].notna().any())
-        rows.append({
-            "cell_id": cid, **ev.info.loc[str(cid)].to_dict(),
-            "n": len(g), "n_ok": len(ok), "n_failed": int((~g["ok"]).sum()),
-            "n_nan": 0, "n_silent": int(ok["no_speech"].sum()),
-            "rtf_median": _median(rtf),
-            "corpus_wer": (float(g["wer_num"].sum()) / den if scored and den > 0 else math.nan),
-            "quality": ev.quality if scored else "not scored",
-        })
-    return pd.DataFrame(rows).set_index("cell_id", drop=False)
+    """The per-cell figures the headline, the baselines and the frontier read
+    (``rtf_median`` over finished generations with no speech as infinitely slow,
+    ``corpus_wer``, the failure counts, ``quality``), from :class:`Evidence` by array
+    operations; :func:`bench.analysis.cells.summarize_cells` reads the same figures from
+    here, and a replay needs thousands of them."""
+    dense = ev.dense
+    present = ev.present()
+    flat = present.reshape(-1, dense.shape[2])
+    ok = (present & dense.ok).reshape(flat.shape)
+    n = flat.sum(axis=0)
+    n_ok = ok.sum(axis=0)
+    silent = (ok & dense.no_speech.reshape(flat.shape)).sum(axis=0)
+    rtf = np.where(ok, dense.figures["rtf"].reshape(flat.shape), np.nan)
+    with np.errstate(invalid="ignore"):
+        rtf_median = _column_medians(rtf)
+    num = np.where(flat, dense.figures["wer_num"].reshape(flat.shape), np.nan)
+    den = np.where(flat, dense.figures["wer_den"].reshape(flat.shape), np.nan)
+    scored = np.asarray(np.isfinite(den).any(axis=0), dtype=bool)
+    den_sum = np.nansum(den, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corpus = np.where(scored & (den_sum > 0), np.nansum(num, axis=0) / den_sum, np.nan)
+    keep = np.asarray(n > 0, dtype=bool)
+    ids = [c for c, k in zip(dense.cells, keep, strict=True) if k]
+    info = ev.info.reindex(ids)
+    out = pd.DataFrame({
+        "cell_id": ids, **{k: info[k].to_numpy() for k in info.columns},
+        "n": n[keep], "n_ok": n_ok[keep], "n_failed": (n - n_ok)[keep], "n_nan": 0,
+        "n_silent": silent[keep], "rtf_median": rtf_median[keep], "corpus_wer": corpus[keep],
+        "quality": np.where(scored[keep], ev.quality, "not scored"),
+    }, index=pd.Index(ids, name="cell_id"))
+    out.index.name = None
+    return out
+
+
+def _column_medians(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Each column's median over its non-NaN values, infinities counting as the largest
+    (numpy's nanmedian would give NaN between two infinities); NaN for an empty column."""
+    ordered = np.sort(values, axis=0)  # NaN sorts last
+    count = np.isfinite(values).sum(axis=0) + np.isinf(values).sum(axis=0)
+    lo_i = np.maximum((count - 1) // 2, 0)
+    hi_i = np.maximum(count // 2, 0)
+    cols = np.arange(values.shape[1])
+    lo, hi = ordered[lo_i, cols], ordered[hi_i, cols]
+    with np.errstate(invalid="ignore"):
+        mid = np.where(np.isinf(hi), hi, (lo + hi) / 2)
+    return np.where(count > 0, mid, np.nan)
 
 
 def _median(values: npt.NDArray[np.float64]) -> float:
@@ -119,27 +226,31 @@ def _median(values: npt.NDArray[np.float64]) -> float:
 PAIRED_BASELINE_WER = "baseline_wer_paired"
 
 
-def add_paired_baseline_wer(cells: pd.DataFrame, units: pd.DataFrame,
+def add_paired_baseline_wer(cells: pd.DataFrame, ev: Evidence,
                             baseline_of: Mapping[str, str]) -> pd.DataFrame:
     """``cells`` with :data:`PAIRED_BASELINE_WER`: per cell, its baseline's corpus WER over
-    the (prompt, seed, repeat) units the cell ran too (NaN when they share none or the
-    baseline is unscored). ``baseline_of`` maps each cell id to its baseline's.
+    the (prompt, seed, repeat) units the cell ran too, both scored (NaN when they share
+    none or the baseline is unscored). ``baseline_of`` maps each cell id to its
+    baseline's.
 
     In a full run every cell ran the baseline's units, so this is the baseline's own
     corpus WER. In an adaptive run a cell stopped early ran a few prompts only, and its
     WER on those is only comparable with the baseline's on the same prompts: held against
     the baseline's over every prompt, an easy first batch would pass a cell that the
     policy had found out of budget on the very prompts it ran."""
-    per_unit = {cid: g.drop_duplicates("unit").set_index("unit")[["wer_num", "wer_den"]]
-                for cid, g in units.groupby(units["cell_id"].astype(str), sort=False)}
+    dense = ev.dense
+    col = {c: k for k, c in enumerate(dense.cells)}
+    here = ev.present()
+    num, den = dense.figures["wer_num"], dense.figures["wer_den"]
+    scored = here & np.isfinite(num) & np.isfinite(den)
     values = []
     for cid in cells.index.astype(str):
-        base = per_unit.get(baseline_of.get(cid, ""))
-        mine = per_unit.get(cid)
+        base = col.get(baseline_of.get(cid, ""))
+        mine = col.get(cid)
         if base is None or mine is None:
             values.append(math.nan)
             continue
-        shared = base.reindex(mine.dropna().index).dropna()  # both scored
-        den = float(shared["wer_den"].sum())
-        values.append(float(shared["wer_num"].sum()) / den if den > 0 else math.nan)
+        both = scored[:, :, mine] & scored[:, :, base]
+        total = float(den[:, :, base][both].sum())
+        values.append(float(num[:, :, base][both].sum()) / total if total > 0 else math.nan)
     return cells.assign(**{PAIRED_BASELINE_WER: values})

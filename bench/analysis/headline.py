@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from bench.analysis.cells import NOT_MEANINGFUL, SETTINGS, aligned_numbers, nanmedian, pair_index
-from bench.analysis.evidence import PAIRED_BASELINE_WER
+from bench.analysis.evidence import PAIRED_BASELINE_WER, Evidence, add_paired_baseline_wer
 from bench.core.errors import UserError
 from bench.scoring.outcomes import (
     column,
@@ -43,10 +43,6 @@ class Baseline:
     reason: str
 
 
-def _matches(row: Mapping[Any, Any] | pd.Series, settings: Mapping[str, Any]) -> bool:
-    return all(row.get(k) == v for k, v in settings.items())
-
-
 def choose_baselines(cells: pd.DataFrame, baseline_cell: str | None = None
                      ) -> dict[str, Baseline]:
     """The baseline cell per hardware.
@@ -71,20 +67,27 @@ def choose_baselines(cells: pd.DataFrame, baseline_cell: str | None = None
         settings = dict(DEFAULT_BASELINE)
         wanted = "40 steps, independent CFG, 640 latents"
     out: dict[str, Baseline] = {}
-    for hardware, group in cells.groupby("hardware", sort=False):
-        hw = str(hardware)
-        matching = [(cid, row) for cid, row in group.iterrows() if _matches(row, settings)]
-        if baseline_cell is None:
-            # Columns a run predates (e.g. attention) count as their default.
-            matching.sort(key=lambda item: sum(item[1].get(k, v) != v
-                                               for k, v in PLAIN_EXECUTION.items()))
-        match = [cid for cid, _ in matching]
-        if baseline_cell is not None and baseline_cell in group.index:
+    matches = np.ones(len(cells), dtype=bool)
+    for k, v in settings.items():
+        matches &= (column(cells, k) == v).to_numpy(dtype=bool)
+    # Columns a run predates (e.g. attention) count as their default.
+    changed = sum((cells[k] != v).to_numpy(dtype=int) if k in cells.columns
+                  else np.zeros(len(cells), dtype=int) for k, v in PLAIN_EXECUTION.items())
+    hardware_of = cells["hardware"].astype(str).to_numpy()
+    for hw in dict.fromkeys(hardware_of):
+        here = hardware_of == hw
+        if baseline_cell is not None and bool((cells.index[here] == baseline_cell).any()):
             out[hw] = Baseline(hw, baseline_cell, f"chosen: {wanted}")
-        elif match:
-            out[hw] = Baseline(hw, str(match[0]), f"{wanted} (the production default)"
-                               if baseline_cell is None else f"same settings as {wanted}")
+            continue
+        match = np.flatnonzero(here & matches)
+        if baseline_cell is None and match.size:
+            match = match[np.argsort(np.asarray(changed)[match], kind="stable")]
+        if match.size:
+            out[hw] = Baseline(hw, str(cells.index[match[0]]),
+                               f"{wanted} (the production default)" if baseline_cell is None
+                               else f"same settings as {wanted}")
         else:
+            group = cells[here]
             rtf = group["rtf_median"].astype(float)
             slowest = str(rtf.idxmax()) if rtf.notna().any() else str(group.index[0])
             out[hw] = Baseline(hw, slowest, f"no cell with {wanted} on {hw}; the slowest cell "
@@ -188,8 +191,25 @@ class Choice:
     note: str
 
 
+def pick_headline(cells: pd.DataFrame, ev: Evidence,
+                  wer_budget_points: float = DEFAULT_WER_BUDGET_POINTS,
+                  baseline_cell: str | None = None, *, complete_only: bool = False
+                  ) -> tuple[dict[str, Baseline], pd.DataFrame, list[Choice]]:
+    """The one way to the headline, for the report, its stability, the adaptive policy
+    and its replay: the baselines (:func:`choose_baselines`), each cell's budget held
+    against its baseline's WER on the units it ran
+    (:func:`bench.analysis.evidence.add_paired_baseline_wer`), then the choice
+    (:func:`headline`).
+    Returns the baselines, ``cells`` with the paired column, and the choices."""
+    baselines = choose_baselines(cells, baseline_cell)
+    cells = add_paired_baseline_wer(cells, ev, baseline_of(cells, baselines))
+    return baselines, cells, headline(cells, baselines, wer_budget_points,
+                                      complete_only=complete_only)
+
+
 def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
-             wer_budget_points: float = DEFAULT_WER_BUDGET_POINTS) -> list[Choice]:
+             wer_budget_points: float = DEFAULT_WER_BUDGET_POINTS, *,
+             complete_only: bool = False) -> list[Choice]:
     """Per hardware: the cell with the lowest median RTF whose corpus WER is at most the
     baseline's plus ``wer_budget_points`` percentage points (0.5 -> +0.005).
 
@@ -199,6 +219,12 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
     meaningful (random weights or ASR) or not scored at all, the choice is the fastest
     usable cell, marked ``speed_only``. With no cell left, the choice names none
     (``cell_id`` empty) and its note says why.
+
+    ``complete_only`` (an adaptive run): only cells that ran as many generations as the
+    most-run cell of their hardware compete. A cell the policy stopped early, say for
+    being no more than the speed tolerance faster than a cell surely within the budget,
+    has a WER from a few prompts; its point estimate must not outbid the cells whose
+    figures the policy settled.
     """
     choices = []
     for hardware, group in cells.groupby("hardware", sort=False):
@@ -209,7 +235,10 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
         ranked = group[group["rtf_median"].notna()].sort_values("rtf_median", kind="stable")
         if not len(ranked):
             continue
-        candidates = ranked[usable_mask(ranked)]
+        eligible = usable_mask(ranked)
+        if complete_only:
+            eligible &= ranked["n"].to_numpy() >= group["n"].max()
+        candidates = ranked[eligible]
         left_out = int((~usable_mask(group)).sum())
         base_row: dict[Any, Any] = cells.loc[base.cell_id].to_dict()
         base_wer = float(base_row["corpus_wer"])
@@ -244,12 +273,6 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
                 note=f"no recommendation: no usable cell{' within the budget' if meaningful else ''}"
                      f" ({note})"))
     return choices
-
-
-def choice_ids(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
-               wer_budget_points: float = DEFAULT_WER_BUDGET_POINTS) -> dict[str, str]:
-    """hardware -> the :func:`headline` choice's cell id ("" when no cell qualifies)."""
-    return {c.hardware: c.cell_id for c in headline(cells, baselines, wer_budget_points)}
 
 
 def baseline_of(cells: pd.DataFrame, baselines: Mapping[str, Baseline]) -> dict[str, str]:

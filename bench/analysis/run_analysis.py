@@ -13,16 +13,15 @@ import pandas as pd
 
 from bench.analysis.cells import cell_rows, pair_scores, summarize_cells
 from bench.analysis.cost import add_costs
-from bench.analysis.evidence import add_paired_baseline_wer, evidence
+from bench.analysis.evidence import evidence
 from bench.analysis.frontier import add_frontiers
 from bench.analysis.headline import (
     DEFAULT_WER_BUDGET_POINTS,
     Baseline,
     Choice,
     add_speedups,
-    baseline_of,
     choose_baselines,
-    headline,
+    pick_headline,
 )
 from bench.analysis.memory_fit import vram_fit
 from bench.analysis.noise import machine_pace, pace_range
@@ -104,15 +103,16 @@ def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
     cells = summarize_cells(records, n_boot=n_boot, pace=pace)
     cells = add_costs(cells, prices, cpu_cores if isinstance(cpu_cores, int) else None)
     cells = add_frontiers(cells)
-    baselines = choose_baselines(cells, baseline_cell)
+    cells = add_speedups(cells, records, choose_baselines(cells, baseline_cell))
     ev = evidence(records)
-    cells = add_paired_baseline_wer(cells, ev.units, baseline_of(cells, baselines))
-    cells = add_speedups(cells, records, baselines)
+    adaptive = bool(column(records, "adaptive_stage").notna().any())
+    baselines, cells, choices = pick_headline(cells, ev, wer_budget_points,
+                                              baseline_cell, complete_only=adaptive)
     notes = [f"{b.hardware}: baseline {b.cell_id} — {b.reason}" for b in baselines.values()]
     firmness = resampled_stability(ev, wer_budget_points, baseline_cell)
     return RunAnalysis(
         run_dir=run_dir, manifest=manifest, records=records, cells=cells,
-        baselines=baselines, choices=headline(cells, baselines, wer_budget_points),
+        baselines=baselines, choices=choices,
         vram=vram_fit(cells), prices=prices, wer_budget_points=wer_budget_points, notes=notes,
         pace_range=pace_range(pace),
         stability=firmness.headline, frontier_stability=firmness.frontier)

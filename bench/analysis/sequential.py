@@ -162,10 +162,23 @@ def confidence_sequence(num: npt.ArrayLike, den: npt.ArrayLike, n_population: in
 
 
 def _chi2_low(dof: FloatArray) -> FloatArray:
-    """The chi-square quantile at 1 - :data:`SIGMA_BOUND_LEVEL` (sigma's upper bound)."""
+    """The chi-square quantile at 1 - :data:`SIGMA_BOUND_LEVEL` (sigma's upper bound),
+    read from a table (scipy's ppf costs more than the rest of an interval)."""
+    table = _chi2_table(max(64, int(dof.max()) if dof.size else 1))
+    return table[dof.astype(np.intp)]
+
+
+@functools.cache
+def _chi2_table_of(size: int) -> FloatArray:
     from scipy import stats
 
-    return np.asarray(stats.chi2.ppf(1.0 - SIGMA_BOUND_LEVEL, dof), dtype=np.float64)
+    out = np.ones(size + 1)
+    out[1:] = stats.chi2.ppf(1.0 - SIGMA_BOUND_LEVEL, np.arange(1, size + 1))
+    return out
+
+
+def _chi2_table(n: int) -> FloatArray:
+    return _chi2_table_of(1 << (n - 1).bit_length())  # powers of two: few tables
 
 
 def fixed_half_width(sd: float, den_mean: float, n: int, confidence: float = 0.95) -> float:

@@ -31,11 +31,10 @@ import pandas as pd
 from bench.analysis.evidence import (
     PAIRED_BASELINE_WER,
     Evidence,
-    add_paired_baseline_wer,
     cell_summary,
 )
 from bench.analysis.frontier import frontier_set
-from bench.analysis.headline import baseline_of, choice_ids, choose_baselines
+from bench.analysis.headline import baseline_of, headline, pick_headline
 from bench.scoring.stats import cluster_codes, resample_counts
 
 DEFAULT_RESAMPLES = 200
@@ -108,12 +107,11 @@ def resampled_stability(ev: Evidence, wer_budget_points: float, baseline_cell: s
     each cell's membership share says which of its places are firm."""
     if not len(ev.units):
         return Stability({}, FrontierStability(math.nan, {}, n_resamples))
-    summary = cell_summary(ev)
-    baselines = choose_baselines(summary, baseline_cell)
-    base_of = baseline_of(summary, baselines)
-    cells = add_paired_baseline_wer(summary, ev.units, base_of)
+    baselines, cells, picked = pick_headline(cell_summary(ev), ev, wer_budget_points,
+                                             baseline_cell)
+    base_of = baseline_of(cells, baselines)
     speed_only = ev.quality != "ok"
-    full_choices = choice_ids(cells, baselines, wer_budget_points)
+    full_choices = {c.hardware: c.cell_id for c in picked}
     full_front = frontier_set(cells, speed_only=speed_only)
     per_cell = _PerCell(ev.units, list(cells.index), base_of)
     tallies: dict[str, Counter[str]] = {hw: Counter() for hw in full_choices}
@@ -127,8 +125,8 @@ def resampled_stability(ev: Evidence, wer_budget_points: float, baseline_cell: s
         resampled = frame.copy()
         (resampled["rtf_median"], resampled["corpus_wer"],
          resampled[PAIRED_BASELINE_WER]) = per_cell.figures(weights)
-        for hw, cid in choice_ids(resampled, baselines, wer_budget_points).items():
-            tallies.setdefault(hw, Counter())[cid] += 1
+        for pick in headline(resampled, baselines, wer_budget_points):
+            tallies.setdefault(pick.hardware, Counter())[pick.cell_id] += 1
         front = frontier_set(resampled, speed_only=speed_only)
         same_front += front == full_front
         on_front.update(front)

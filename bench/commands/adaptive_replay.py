@@ -4,11 +4,14 @@ policy and report what it would have spent and whether it reaches the same answe
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 from bench.analysis.adaptive import PolicySettings
 from bench.analysis.adaptive_replay import Budget, replay
 from bench.analysis.prices import load_prices
+from bench.analysis.regret import load_truth
 from bench.core.errors import UserError
 from bench.spec.adaptive import DEFAULT_BATCH, DEFAULT_WER_BUDGET, GOALS, min_first_batch
 from bench.store.files import read_json
@@ -37,6 +40,10 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "[adaptive], else frontier)")
     p.add_argument("--max-usd", type=float, default=None, help="budget (default: none)")
     p.add_argument("--max-gpu-hours", type=float, default=None, help="budget (default: none)")
+    p.add_argument("--truth", type=Path, default=None,
+                   help="a constructed run's truth.json: also judge each choice against the "
+                        "truth (true WER within the budget, true RTF within 5%% of the best)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(handler=run)
 
 
@@ -68,11 +75,20 @@ def run(args: argparse.Namespace) -> int:
     if args.max_usd is not None or args.max_gpu_hours is not None:
         budget = Budget(load_prices(), cores if isinstance(cores, int) else None,
                         args.max_gpu_hours, args.max_usd)
+    truth = load_truth(args.truth) if args.truth is not None else None
     summary = replay(records, first_batch=first, batch=batch,
                      settings=PolicySettings(confidence=confidence, wer_budget_points=wer_budget,
                                              goal=goal),
-                     n_replays=args.replays, seed=args.seed, budget=budget)
+                     n_replays=args.replays, seed=args.seed, budget=budget, truth=truth)
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=1, default=_plain))
+        return 0
     print(f"adaptive replay of {args.run}")
     for line in summary.lines():
         print(line)
     return 0
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers (json's fallback)."""
+    return value.item() if hasattr(value, "item") else str(value)

@@ -64,7 +64,8 @@ class AdaptiveStages:
         if self.score is not None:
             self.score(store)  # decisions on quality need this stage's scores
         records = records_frame(store.records())
-        decision = decide(records, self.policy, self.n_prompts)
+        decision = decide(records, self.policy, self.n_prompts,
+                          [p for batch in self.batches for p in batch])
         active = frozenset(decision.active)
         cores = (store.manifest.get("environment") or {}).get("cpu_count")
         cores = cores if isinstance(cores, int) else None

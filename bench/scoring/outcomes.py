@@ -202,5 +202,10 @@ def usable_mask(cells: pd.DataFrame) -> npt.NDArray[np.bool_]:
 
 def aligned_numbers(frame: pd.DataFrame, name: str, missing: float) -> npt.NDArray[np.float64]:
     """``frame[name]`` as floats aligned with the frame's rows (non-numbers -> missing)."""
-    return np.asarray([float(v) if is_number(v) else missing for v in column(frame, name)],
+    values = column(frame, name)
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(
+            values.dtype):  # a typed column: no value-by-value checks (the same answer)
+        out = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        return np.where(np.isfinite(out), out, missing)
+    return np.asarray([float(v) if is_number(v) else missing for v in values],
                       dtype=np.float64)

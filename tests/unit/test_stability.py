@@ -85,16 +85,13 @@ def test_the_report_says_how_firmly_the_prompts_support_the_choice(tmp_path: Pat
 
 
 def test_the_headline_reads_only_the_columns_the_resamples_keep() -> None:
-    from bench.analysis.evidence import add_paired_baseline_wer
-    from bench.analysis.headline import baseline_of, choose_baselines, headline
+    from bench.analysis.headline import headline, pick_headline
     from bench.analysis.stability import _HEADLINE_READS
 
     records = constructed_records(_clear(), n_prompts=8)
     records[8]["status"] = "failed"  # fast-good: no longer usable, so "base" is chosen
     ev = evidence(pd.DataFrame(records))
-    summary = cell_summary(ev)
-    baselines = choose_baselines(summary, None)
-    cells = add_paired_baseline_wer(summary, ev.units, baseline_of(summary, baselines))
+    baselines, cells, _ = pick_headline(cell_summary(ev), ev, 0.5)
     trimmed = cells[[c for c in _HEADLINE_READS if c in cells.columns]]
     whole, kept = headline(cells, baselines, 0.5), headline(trimmed, baselines, 0.5)
     assert [(c.cell_id, c.note, c.wer_limit) for c in kept] == \
