@@ -37,19 +37,18 @@ import pandas as pd
 
 from bench.analysis.evidence import (
     FRONTIER_METRICS,
+    SPEED,
+    WER,
     Evidence,
     cell_summary,
     evidence,
+    paired_prompt_sums,
 )
 from bench.analysis.headline import DEFAULT_WER_BUDGET_POINTS, choose_baselines, pick_headline
 from bench.analysis.prices import Prices
 from bench.analysis.sequential import AnytimeIntervals, confidence_sequence
 from bench.scoring.outcomes import column, is_number, usable
 from bench.scoring.stats import Interval
-
-SPEED = "RTF"
-WER = "WER"
-
 
 #: A choice within this share of the best cell's speed is as good (design.md's decision
 #: rules): a contender surely not that much faster than a cell surely within the budget
@@ -144,33 +143,11 @@ class Comparisons:
         return Interval(float(row.estimate[k]), float(row.low[k]), float(row.high[k]))
 
     def _row(self, cell: str, metric: str) -> AnytimeIntervals:
-        """``cell`` against every cell of its hardware (in the order of ``peers``):
-        per-prompt sums of the paired differences."""
-        i, peers = self.col[cell], self.peers[cell]
-        figures = {name: values[:, :, peers] for name, values in self.dense.figures.items()}
-        here = self.present[:, :, peers]
-        i = int(np.searchsorted(peers, i))
-        if metric == SPEED:
-            rtf = np.where(here & self.dense.ok[:, :, peers], figures["rtf"], np.nan)
-            a = rtf[:, :, i:i + 1]
-            ok = np.isfinite(a) & np.isfinite(rtf) & (a > 0) & (rtf > 0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                x = np.where(ok, np.log(np.where(ok, rtf, 1.0) / np.where(ok, a, 1.0)), 0.0)
-            den = ok.astype(np.float64)
-        else:
-            name = "wer_num" if metric == WER else metric
-            values = np.where(here, figures[name], np.nan)
-            a = values[:, :, i:i + 1]
-            ok = np.isfinite(a) & np.isfinite(values)
-            if metric == WER:
-                words = np.where(here, figures["wer_den"], np.nan)[:, :, i:i + 1]
-                ok &= np.isfinite(words)
-                den = np.where(ok, words, 0.0)
-            else:
-                den = ok.astype(np.float64)
-            x = np.where(ok, values - a, 0.0)
-        num_p, den_p = x.sum(axis=1)[self.order], den.sum(axis=1)[self.order]
-        return confidence_sequence(num_p, den_p, self.n_prompts, self.settings.confidence)
+        """``cell`` against every cell of its hardware (in the order of ``peers``)."""
+        num, den = paired_prompt_sums(self.dense, self.present, self.col[cell],
+                                      self.peers[cell], metric)
+        return confidence_sequence(num[self.order], den[self.order], self.n_prompts,
+                                   self.settings.confidence)
 
     def better(self, i: str, j: str, metric: str) -> Interval:
         """j's advantage over i, lower is better for j on every metric: RTF log ratio,
@@ -220,10 +197,12 @@ def decide(records: pd.DataFrame | Evidence, settings: PolicySettings = PolicySe
     ``with_choices``: also name each hardware's headline choice on these records
     (``Decision.choices``, for the log; a replay skips it and picks once at the end).
 
-    A cell whose figures stop others (a dominator, the anchor, the baseline under a WER
-    budget) keeps running until it has all ``n_prompts`` prompts: an interval over a few
-    prompts cannot see a rare failure those prompts happen to miss, and a cell that only
-    looked good would otherwise stop the right answer for good. Decisions are made
+    A cell whose figures stop others (a dominator, the anchor) keeps running until it has
+    all ``n_prompts`` prompts: an interval over a few prompts cannot see a rare failure
+    those prompts happen to miss, and a cell that only looked good would otherwise stop
+    the right answer for good. The baseline runs only while a running contender's budget
+    is open: its WER is a reference, and the headline holds each cell to it on the units
+    both ran (:data:`bench.analysis.evidence.PAIRED_CELL_WER`). Decisions are made
     afresh from all records every stage, so when the fuller figures undo a reason, the
     cells it stopped run again (and catch up on the prompts they missed).
     """
@@ -273,7 +252,6 @@ def decide(records: pd.DataFrame | Evidence, settings: PolicySettings = PolicySe
             deciders = {d.by for c, d in out.items() if c in rows and not d.active and d.by
                         and d.reason != "waiting"}
             deciders |= {head.anchor} if head.anchor else set()
-            deciders |= set() if speed_only else {base}
             for cid in deciders & set(rows):
                 d = out[cid]
                 if not d.active and int(rows[cid].get("n_ok") or 0) and int(

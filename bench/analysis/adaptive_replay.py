@@ -46,6 +46,7 @@ from bench.analysis.regret import (
     share,
     truth_yardstick,
 )
+from bench.analysis.resolution import Resolution, wer_resolution
 from bench.analysis.stability import DEFAULT_RESAMPLES, HeadlineStability, resampled_stability
 from bench.scoring.outcomes import column
 from bench.spec.adaptive import stage_batches
@@ -145,6 +146,7 @@ class ReplaySummary:
     frontier_same: list[bool] = field(default_factory=list)
     stops: list[str] = field(default_factory=list)
     seconds: float = math.nan  # wall time of the replays
+    resolution: dict[str, Resolution] = field(default_factory=dict)  # of the full run
 
     @property
     def headline_same(self) -> list[bool]:
@@ -170,6 +172,7 @@ class ReplaySummary:
             "headline_same": share(self.headline_same),
             "frontier_same": share(self.frontier_same),
             "full_stability": {hw: st.same for hw, st in self.full_stability.items()},
+            "resolution_points": {hw: r.half_width * 100 for hw, r in self.resolution.items()},
             "stops": dict(pd.Series(self.stops).value_counts().astype(int)),
         }
         if self.as_good_truth:
@@ -211,6 +214,7 @@ class ReplaySummary:
                             for hw, ok in self.full_as_good_truth.items())
                 + f"; its prompt resamples' choices {per_hw(self.resamples_as_good_truth)}",
             ]
+        out += [f"(r) {hw}: {r.text()}" for hw, r in self.resolution.items()]
         out += [
             f"(c) headline exactly the full run's ({_ids(self.full_headline)}): "
             f"{text(self.headline_same)}",
@@ -255,6 +259,9 @@ def replay(records: pd.DataFrame, *, first_batch: int, batch: int, settings: Pol
                             frontier_set(full_cells, speed_only=speed_only), settings.goal,
                             firmness.headline, firmness.frontier.same_set)
     against_run = run_yardstick(full_cells, full_head, budget_points, speed_only)
+    if not speed_only:
+        summary.resolution = wer_resolution(ev, full_cells, {hw: b.cell_id for hw, b in
+                                                             baselines.items()}, budget_points)
     against_truth: Yardstick | None = None
     if truth is not None:
         against_truth = truth_yardstick(truth, {hw: b.cell_id for hw, b in baselines.items()},

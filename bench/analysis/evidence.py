@@ -30,6 +30,11 @@ from bench.scoring.outcomes import (
 FRONTIER_METRICS: dict[str, str] = {"sim": "SIM", "utmos": "UTMOS"}
 
 
+#: The metrics cells are compared on, besides :data:`FRONTIER_METRICS`: the speed (log
+#: RTF ratio) and corpus WER.
+SPEED = "RTF"
+WER = "WER"
+
 #: The per-generation figures :class:`Dense` holds as (prompt, slot, cell) arrays.
 DENSE_FIGURES = ("rtf", "wer_num", "wer_den", "t_total", *FRONTIER_METRICS)
 
@@ -222,35 +227,77 @@ def _median(values: npt.NDArray[np.float64]) -> float:
     return float(hi) if math.isinf(hi) else float((lo + hi) / 2)
 
 
-#: The column :func:`add_paired_baseline_wer` adds and the headline's budget reads.
+#: The columns :func:`add_paired_baseline_wer` adds and the headline's budget reads.
 PAIRED_BASELINE_WER = "baseline_wer_paired"
+PAIRED_CELL_WER = "wer_paired"
 
 
 def add_paired_baseline_wer(cells: pd.DataFrame, ev: Evidence,
                             baseline_of: Mapping[str, str]) -> pd.DataFrame:
     """``cells`` with :data:`PAIRED_BASELINE_WER`: per cell, its baseline's corpus WER over
     the (prompt, seed, repeat) units the cell ran too, both scored (NaN when they share
-    none or the baseline is unscored). ``baseline_of`` maps each cell id to its
-    baseline's.
+    none or the baseline is unscored), and :data:`PAIRED_CELL_WER`, the cell's own over
+    the same units. ``baseline_of`` maps each cell id to its baseline's.
 
-    In a full run every cell ran the baseline's units, so this is the baseline's own
-    corpus WER. In an adaptive run a cell stopped early ran a few prompts only, and its
+    In a full run every cell ran the baseline's units, so these are the two cells' own
+    corpus WERs. In an adaptive run a cell stopped early ran a few prompts only, and its
     WER on those is only comparable with the baseline's on the same prompts: held against
     the baseline's over every prompt, an easy first batch would pass a cell that the
-    policy had found out of budget on the very prompts it ran."""
+    policy had found out of budget on the very prompts it ran; and a cell that ran on
+    after the baseline stopped is held to the baseline on the prompts both ran."""
     dense = ev.dense
     col = {c: k for k, c in enumerate(dense.cells)}
     here = ev.present()
     num, den = dense.figures["wer_num"], dense.figures["wer_den"]
     scored = here & np.isfinite(num) & np.isfinite(den)
-    values = []
+    values, own = [], []
     for cid in cells.index.astype(str):
         base = col.get(baseline_of.get(cid, ""))
         mine = col.get(cid)
         if base is None or mine is None:
             values.append(math.nan)
+            own.append(math.nan)
             continue
         both = scored[:, :, mine] & scored[:, :, base]
         total = float(den[:, :, base][both].sum())
         values.append(float(num[:, :, base][both].sum()) / total if total > 0 else math.nan)
-    return cells.assign(**{PAIRED_BASELINE_WER: values})
+        own.append(float(num[:, :, mine][both].sum()) / total if total > 0 else math.nan)
+    return cells.assign(**{PAIRED_BASELINE_WER: values, PAIRED_CELL_WER: own})
+
+
+def paired_prompt_sums(dense: Dense, present: npt.NDArray[np.bool_], i: int,
+                       cols: npt.NDArray[np.intp], metric: str
+                       ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Cell ``i`` (a column of ``dense``) against each cell in ``cols``, per prompt: the
+    sums, over the (seed, repeat) units both ran (``present``), of the paired
+    difference (``num``) and of its weight (``den``), each of shape (prompts, cols).
+
+    * :data:`SPEED`: log(RTF_j / RTF_i) over units both finished with speech; den counts
+      them (the ratio of sums is the mean log ratio);
+    * :data:`WER`: word errors of j minus i over units both have scores for; den is the
+      reference words (the ratio of sums is the corpus WER difference);
+    * a frontier metric (SIM, UTMOS): j minus i; den counts the units.
+    """
+    here = present[:, :, cols]
+    mine = present[:, :, i:i + 1]
+    if metric == SPEED:
+        rtf, ok = dense.figures["rtf"], dense.ok
+        a = np.where(mine & ok[:, :, i:i + 1], rtf[:, :, i:i + 1], np.nan)
+        b = np.where(here & ok[:, :, cols], rtf[:, :, cols], np.nan)
+        ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x = np.where(ok, np.log(np.where(ok, b, 1.0) / np.where(ok, a, 1.0)), 0.0)
+        den = ok.astype(np.float64)
+    else:
+        values = dense.figures["wer_num" if metric == WER else metric]
+        a = np.where(mine, values[:, :, i:i + 1], np.nan)
+        b = np.where(here, values[:, :, cols], np.nan)
+        ok = np.isfinite(a) & np.isfinite(b)
+        if metric == WER:
+            words = np.where(mine, dense.figures["wer_den"][:, :, i:i + 1], np.nan)
+            ok &= np.isfinite(words)
+            den = np.where(ok, words, 0.0)
+        else:
+            den = ok.astype(np.float64)
+        x = np.where(ok, b - a, 0.0)
+    return x.sum(axis=1), den.sum(axis=1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,13 @@ import numpy.typing as npt
 import pandas as pd
 
 from bench.analysis.cells import NOT_MEANINGFUL, SETTINGS, aligned_numbers, nanmedian, pair_index
-from bench.analysis.evidence import PAIRED_BASELINE_WER, Evidence, add_paired_baseline_wer
+from bench.analysis.evidence import (
+    PAIRED_BASELINE_WER,
+    PAIRED_CELL_WER,
+    Evidence,
+    add_paired_baseline_wer,
+)
+from bench.analysis.resolution import wer_resolution
 from bench.core.errors import UserError
 from bench.scoring.outcomes import (
     column,
@@ -200,11 +206,18 @@ def pick_headline(cells: pd.DataFrame, ev: Evidence,
     against its baseline's WER on the units it ran
     (:func:`bench.analysis.evidence.add_paired_baseline_wer`), then the choice
     (:func:`headline`).
-    Returns the baselines, ``cells`` with the paired column, and the choices."""
+    Each choice's note says what the run resolves against the budget
+    (:mod:`bench.analysis.resolution`). Returns the baselines, ``cells`` with the paired
+    column, and the choices."""
     baselines = choose_baselines(cells, baseline_cell)
     cells = add_paired_baseline_wer(cells, ev, baseline_of(cells, baselines))
-    return baselines, cells, headline(cells, baselines, wer_budget_points,
-                                      complete_only=complete_only)
+    choices = headline(cells, baselines, wer_budget_points, complete_only=complete_only)
+    if ev.quality == "ok":  # the budget against what the run resolves
+        resolved = wer_resolution(ev, cells, {hw: b.cell_id for hw, b in baselines.items()},
+                                  wer_budget_points)
+        choices = [replace(c, note=f"{c.note}; {resolved[c.hardware].text()}")
+                   if c.hardware in resolved else c for c in choices]
+    return baselines, cells, choices
 
 
 def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
@@ -221,7 +234,7 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
     (``cell_id`` empty) and its note says why.
 
     ``complete_only`` (an adaptive run): only cells that ran as many generations as the
-    most-run cell of their hardware compete. A cell the policy stopped early, say for
+    most-run usable cell of their hardware compete. A cell the policy stopped early, say for
     being no more than the speed tolerance faster than a cell surely within the budget,
     has a WER from a few prompts; its point estimate must not outbid the cells whose
     figures the policy settled.
@@ -236,8 +249,9 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
         if not len(ranked):
             continue
         eligible = usable_mask(ranked)
-        if complete_only:
-            eligible &= ranked["n"].to_numpy() >= group["n"].max()
+        if complete_only and eligible.any():  # as many generations as any usable cell
+            n = ranked["n"].to_numpy()
+            eligible &= n >= n[eligible].max()
         candidates = ranked[eligible]
         left_out = int((~usable_mask(group)).sum())
         base_row: dict[Any, Any] = cells.loc[base.cell_id].to_dict()
@@ -246,8 +260,9 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
         meaningful = "not meaningful" not in statuses and math.isfinite(base_wer)
         limit = base_wer + wer_budget_points / 100.0 if meaningful else math.nan
         if meaningful:
-            limits = _paired_limits(candidates, base_wer) + wer_budget_points / 100.0
-            within = candidates["corpus_wer"].to_numpy(dtype=np.float64) <= limits + 1e-12
+            limits = _paired(candidates, PAIRED_BASELINE_WER, base_wer) + wer_budget_points / 100.0
+            wers = _paired(candidates, PAIRED_CELL_WER, candidates["corpus_wer"])
+            within = wers <= limits + 1e-12
             fits = candidates[within]
             limit = float(limits[within][0]) if within.any() else limit  # the pick's own
             note = (f"fastest usable cell with corpus WER within {wer_budget_points:g} points "
@@ -264,6 +279,8 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
             note += f"; the baseline itself has {_no_speech_text(base_row)}"
         if len(fits):
             pick: dict[Any, Any] = fits.iloc[0].to_dict()
+            if meaningful:  # the WER the budget was checked with: on the shared units
+                pick["corpus_wer"] = float(wers[within][0])
             choices.append(_choice(hw, pick, limit, not meaningful, note))
         else:
             choices.append(Choice(
@@ -282,13 +299,13 @@ def baseline_of(cells: pd.DataFrame, baselines: Mapping[str, Baseline]) -> dict[
             if str(hw) in baselines}
 
 
-def _paired_limits(cells: pd.DataFrame, base_wer: float) -> npt.NDArray[np.float64]:
-    """Each cell's reference WER for the budget: the baseline's over the units the cell
-    ran (:func:`bench.analysis.evidence.add_paired_baseline_wer`, which matters when cells
-    ran different prompts, as in an adaptive run), else the baseline's own."""
-    paired = (cells[PAIRED_BASELINE_WER].to_numpy(dtype=np.float64)
-              if PAIRED_BASELINE_WER in cells.columns else np.full(len(cells), math.nan))
-    return np.where(np.isfinite(paired), paired, base_wer)
+def _paired(cells: pd.DataFrame, name: str, fallback: Any) -> npt.NDArray[np.float64]:
+    """A paired WER column (:func:`bench.analysis.evidence.add_paired_baseline_wer`: the
+    baseline's, or the cell's own, over the units both ran, which matters when cells ran
+    different prompts, as in an adaptive run), ``fallback`` where it is missing."""
+    paired = (cells[name].to_numpy(dtype=np.float64) if name in cells.columns
+              else np.full(len(cells), math.nan))
+    return np.where(np.isfinite(paired), paired, np.asarray(fallback, dtype=np.float64))
 
 
 def _choice(hardware: str, pick: Mapping[Any, Any], limit: float, speed_only: bool,
