@@ -43,13 +43,14 @@ GOALS = ("headline", "frontier")
 
 
 def min_first_batch(confidence: float) -> int:
-    """The fewest prompts an interval at ``confidence`` can rest on.
+    """The fewest prompts a first batch at ``confidence`` can have.
 
-    Every interval the policy uses comes from resampling prompts, so it can never reach
-    beyond the most extreme prompt seen; and the range of n prompts covers even the
-    median of what more prompts would show only with probability 1 - 2 * 0.5**n. That
-    must reach ``confidence``: n >= 1 + log2(1 / (1 - confidence)), i.e. 6 prompts at
-    0.95, 5 at 0.90, 8 at 0.99. A necessary floor, not a guarantee of coverage.
+    n prompts drawn from a set all fall on one side of the median of what the whole set
+    would show with probability 2 * 0.5**n, and a first batch that misses the middle of
+    the set that often cannot stand for it: 1 - 2 * 0.5**n must reach ``confidence``,
+    i.e. n >= 1 + log2(1 / (1 - confidence)): 6 prompts at 0.95, 5 at 0.90, 8 at 0.99.
+    A necessary floor, not a guarantee of coverage (the intervals themselves are
+    :mod:`bench.analysis.sequential`'s confidence sequences).
     """
     return 1 + math.ceil(math.log2(1.0 / (1.0 - confidence)) - 1e-12)
 

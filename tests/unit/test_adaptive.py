@@ -377,3 +377,55 @@ def test_a_cell_stopped_on_easy_prompts_is_held_to_the_baselines_wer_on_those_pr
     assert [c.cell_id for c in analysis.choices] == ["base"]
     assert analysis.cells.loc["fast", "baseline_wer_paired"] == 0.0
     assert analysis.cells.loc["base", "baseline_wer_paired"] == pytest.approx(0.1)
+
+
+# --------------------------------------------------------------------------- regret
+
+
+def test_replay_json_judges_choices_against_the_run_and_its_truth(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from tests.constructed_runs import constructed_run
+
+    records, truth = constructed_run("grid", 12, seed=5)
+    keep = {c for c in truth if c.startswith("H100")}  # one GPU keeps it quick
+    run_dir = write_run(tmp_path, "truth", [r for r in records if r["cell_id"] in keep])
+    (run_dir / "truth.json").write_text(json.dumps({c: truth[c] for c in keep}))
+    assert main(["adaptive-replay", str(run_dir), "--replays", "2", "--wer-budget", "3",
+                 "--truth", str(run_dir / "truth.json"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("replays", "seconds", "compute_spent_mean", "compute_spent_p90", "choices",
+                "as_good", "as_good_truth", "full_as_good_truth", "resamples_as_good_truth"):
+        assert key in out, key
+    assert out["replays"] == 2 and len(out["choices"]) == 2
+    assert set(out["as_good"]) == set(out["as_good_truth"]) == {"H100"}
+    assert 0.0 < out["compute_spent_mean"] <= out["compute_spent_p90"] <= 1.0
+    (tmp_path / "bad.json").write_text('{"x": {"wer": 1}}')
+    assert main(["adaptive-replay", str(run_dir), "--truth", str(tmp_path / "bad.json")]) == 2
+    assert "not a map of cell id" in capsys.readouterr().err
+    assert main(["adaptive-replay", str(run_dir), "--truth", str(tmp_path / "none.json")]) == 2
+
+
+def test_as_good_is_within_the_budget_and_the_speed_tolerance_of_the_best() -> None:
+    from bench.analysis.regret import CellTruth, truth_yardstick
+
+    truth = {"base": CellTruth(0.030, 1.00, "A10G"), "fast-bad": CellTruth(0.040, 0.30, "A10G"),
+             "edge": CellTruth(0.0349, 0.50, "A10G"), "near": CellTruth(0.031, 0.52, "A10G"),
+             "slower": CellTruth(0.030, 0.60, "A10G"),
+             "failing": CellTruth(0.030, 0.20, "A10G", usable=False)}
+    stick = truth_yardstick(truth, {"A10G": "base"}, 0.5, speed_only=False)
+    assert stick.best["A10G"] == 0.50  # the fastest usable cell within base + 0.5 points
+    assert [c for c in truth if stick.as_good("A10G", c)] == ["edge", "near"]  # 0.52 <= 0.525
+    assert not stick.as_good("A10G", "")  # no choice where a good one exists
+    speed = truth_yardstick(truth, {"A10G": "base"}, 0.5, speed_only=True)
+    assert [c for c in truth if speed.as_good("A10G", c)] == ["fast-bad"]
+
+
+def test_the_headline_says_what_the_run_resolves_against_the_budget() -> None:
+    ev = evidence(frame(clear_cells(), 12, seeds=(0, 1)))
+    _, cells, picked = pick_headline(cell_summary(ev), ev, 0.5)
+    assert "at its 12 prompts the run resolves a paired WER difference of about ±" in picked[0].note
+    assert "the 0.5-point budget is not decided by the run; it needs about" in picked[0].note
+    _, _, wide = pick_headline(cell_summary(ev), ev, 60.0)
+    assert "needs about" not in wide[0].note
