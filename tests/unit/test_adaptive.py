@@ -3,7 +3,6 @@ right answer is known, the staged runner, and the replay command."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -424,7 +423,7 @@ def test_as_good_is_within_the_budget_and_the_speed_tolerance_of_the_best() -> N
 
 def test_the_headline_says_what_the_run_resolves_against_the_budget() -> None:
     ev = evidence(frame(clear_cells(), 12, seeds=(0, 1)))
-    _, cells, picked = pick_headline(cell_summary(ev), ev, 0.5)
+    _, _, picked = pick_headline(cell_summary(ev), ev, 0.5)
     assert "at its 12 prompts the run resolves a paired WER difference of about ±" in picked[0].note
     assert "the 0.5-point budget is not decided by the run; it needs about" in picked[0].note
     _, _, wide = pick_headline(cell_summary(ev), ev, 60.0)
