@@ -20,6 +20,15 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from bench.analysis.evidence import (
+    SETTINGS,
+    Evidence,
+    cell_summary,
+    evidence,
+    hardware_of,
+    quality_is_meaningful,
+    scored_rows,
+)
 from bench.analysis.noise import cell_noise, machine_pace
 from bench.scoring.outcomes import (
     NO_SPEECH_SCORES,
@@ -39,14 +48,6 @@ TIME_STATS: tuple[str, ...] = (
 )
 #: Stage columns in pipeline order (their medians are what the stage breakdown shows).
 STAGES: tuple[str, ...] = ("t_text_encode", "t_speaker_encode", "t_sampling", "t_decode")
-#: Settings copied onto each cell's row (the first value seen; they are constant per cell).
-SETTINGS: tuple[str, ...] = (
-    "cell_label", "gpu", "device_name", "num_steps", "cfg_mode", "sequence_length",
-    "cfg_scale_text", "cfg_scale_speaker", "cfg_min_t", "cfg_max_t", "truncation_factor",
-    "rescale_k", "rescale_sigma", "speaker_kv_scale", "speaker_kv_max_layers",
-    "speaker_kv_min_t", "dtype", "batch_size", "compile", "cuda_graphs", "attention", "model",
-    "random_weights",
-)
 NOT_MEANINGFUL = "not meaningful (random weights)"
 
 
@@ -88,39 +89,14 @@ def _first(values: pd.Series) -> Any:
     return present.iloc[0] if len(present) else None
 
 
-def hardware_of(gpu: Any, device_name: Any) -> str:
-    """What a cell ran on: its Modal GPU string, else the recorded device name ("cpu")."""
-    if isinstance(gpu, str) and gpu:
-        return gpu
-    return str(device_name) if isinstance(device_name, str) and device_name else "unknown"
-
-
 # --------------------------------------------------------------------------- quality
-
-
-def scored_rows(records: pd.DataFrame) -> pd.DataFrame:
-    """Records that carry a score (a numeric ``wer`` or ``ref_words``)."""
-    if "ref_words" not in records.columns:
-        return records.iloc[0:0]
-    mask = records["ref_words"].map(is_number)
-    return records[mask.astype(bool)]
-
-
-def quality_is_meaningful(rows: pd.DataFrame) -> bool:
-    """The scorer's ``quality_meaningful`` flags when present (all must be true); for
-    scores without them, false when the weights or the ASR were random."""
-    flags = column(rows, "quality_meaningful").dropna()
-    if len(flags):
-        return all(bool(f) for f in flags)
-    return not any(truthy(v) for v in column(rows, "random_weights")) and not any(
-        truthy(v) for v in column(rows, "asr_random"))
 
 
 # --------------------------------------------------------------------------- per cell
 
 
 def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
-                    pace: pd.Series | None = None) -> pd.DataFrame:
+                    pace: pd.Series | None = None, ev: Evidence | None = None) -> pd.DataFrame:
     """One row per cell (in the order cells first appear), indexed by ``cell_id``.
 
     Columns: the settings in :data:`SETTINGS`; ``hardware``; counts ``n``, ``n_ok``,
@@ -140,6 +116,9 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
     (``dispersion`` of time per unit of work, ``repeat_dispersion``, ``unstable``,
     ``interleaved``, ...: :func:`bench.analysis.noise.cell_noise`, relative to the run's
     :func:`bench.analysis.noise.machine_pace`; ``pace`` when the caller has it already).
+    The figures decisions rest on (``rtf_median``, ``corpus_wer``) come from
+    :func:`bench.analysis.evidence.cell_summary` (``ev``: the records' evidence, when the
+    caller has it already), so the report, the policy and the replay read one rule.
     """
     rows: list[dict[str, Any]] = []
     if not len(records) or "cell_id" not in records.columns:
@@ -148,6 +127,9 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
     run_scored_rows = scored_rows(records)
     run_meaningful = quality_is_meaningful(run_scored_rows if len(run_scored_rows) else records)
     pace = machine_pace(records) if pace is None else pace
+    decided = cell_summary(ev if ev is not None else evidence(records))
+    rtf_of = dict(zip(decided.index, decided["rtf_median"].astype(float), strict=True))
+    wer_of = dict(zip(decided.index, decided["corpus_wer"].astype(float), strict=True))
     for cell_id, group in records.groupby("cell_id", sort=False):
         row: dict[str, Any] = {"cell_id": cell_id}
         for name in SETTINGS:
@@ -160,7 +142,8 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
                    failure_rate=counts.failure_rate)
         for stat in TIME_STATS:
             values = _speech_rtfs(ok) if stat == "rtf" else _numbers(column(ok, stat))
-            row[f"{stat}_median"] = _quantile(values, 0.5)
+            row[f"{stat}_median"] = (rtf_of[str(cell_id)] if stat == "rtf"
+                                     else _quantile(values, 0.5))
             row[f"{stat}_p10"] = _quantile(values, 0.1)
             row[f"{stat}_p90"] = _quantile(values, 0.9)
         rtf = row["rtf_median"]
@@ -177,6 +160,8 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
                       else run_meaningful and quality_is_meaningful(group))
         rated, scores = quality_scores(group, scored=run_scored)
         row.update(_cell_quality(rated, scores, meaningful, n_boot=n_boot, seed=seed))
+        if scores:  # the interval is the bootstrap's; the figure is the one rule's
+            row["corpus_wer"] = wer_of[str(cell_id)]
         rows.append(row)
     return pd.DataFrame(rows).set_index("cell_id", drop=False)
 

@@ -1,9 +1,11 @@
-"""The per-generation evidence the adaptive policy, its replay and the headline's
-stability read from a record table, and the light cell summary computed from it.
+"""What a record table says per generation and per cell, read once: the evidence the
+adaptive policy, its replay, the headline and its stability read, as a table and as
+(prompt, slot, cell) arrays, and the cell summary of the figures decisions rest on.
 
-A replay or a resampled headline needs thousands of cell summaries; :func:`cell_summary`
-gives the columns of :func:`bench.analysis.cells.summarize_cells` the headline, the
-baselines and the frontier read, from one table computed once (a test checks they agree).
+:func:`cell_summary` is the one place a cell's decision figures come from (median RTF
+with no speech as infinitely slow, corpus WER with failures as empty transcripts, the
+counts): :func:`bench.analysis.cells.summarize_cells` takes them from it and adds the
+descriptive columns; a replay needs thousands of them, so they are array operations.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from bench.analysis.cells import SETTINGS, hardware_of, quality_is_meaningful, scored_rows
 from bench.scoring.outcomes import (
     NO_SPEECH_SCORES,
     column,
@@ -24,7 +26,18 @@ from bench.scoring.outcomes import (
     is_number,
     no_speech,
     quality_scores,
+    truthy,
 )
+
+#: Settings copied onto each cell's row (the first value seen; they are constant per cell).
+SETTINGS: tuple[str, ...] = (
+    "cell_label", "gpu", "device_name", "num_steps", "cfg_mode", "sequence_length",
+    "cfg_scale_text", "cfg_scale_speaker", "cfg_min_t", "cfg_max_t", "truncation_factor",
+    "rescale_k", "rescale_sigma", "speaker_kv_scale", "speaker_kv_max_layers",
+    "speaker_kv_min_t", "dtype", "batch_size", "compile", "cuda_graphs", "attention", "model",
+    "random_weights",
+)
+
 
 #: Quality metrics with a frontier of their own in the report (higher is better).
 FRONTIER_METRICS: dict[str, str] = {"sim": "SIM", "utmos": "UTMOS"}
@@ -130,6 +143,31 @@ class Evidence:
     def present(self) -> npt.NDArray[np.bool_]:
         """(prompts, slots, cells) mask of the generations this evidence holds."""
         return self.dense.present(self.positions())
+
+
+def hardware_of(gpu: Any, device_name: Any) -> str:
+    """What a cell ran on: its Modal GPU string, else the recorded device name ("cpu")."""
+    if isinstance(gpu, str) and gpu:
+        return gpu
+    return str(device_name) if isinstance(device_name, str) and device_name else "unknown"
+
+
+def scored_rows(records: pd.DataFrame) -> pd.DataFrame:
+    """Records that carry a score (a numeric ``wer`` or ``ref_words``)."""
+    if "ref_words" not in records.columns:
+        return records.iloc[0:0]
+    mask = records["ref_words"].map(is_number)
+    return records[mask.astype(bool)]
+
+
+def quality_is_meaningful(rows: pd.DataFrame) -> bool:
+    """The scorer's ``quality_meaningful`` flags when present (all must be true); for
+    scores without them, false when the weights or the ASR were random."""
+    flags = column(rows, "quality_meaningful").dropna()
+    if len(flags):
+        return all(bool(f) for f in flags)
+    return not any(truthy(v) for v in column(rows, "random_weights")) and not any(
+        truthy(v) for v in column(rows, "asr_random"))
 
 
 def evidence(records: pd.DataFrame) -> Evidence:

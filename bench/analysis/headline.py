@@ -13,10 +13,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from bench.analysis.cells import NOT_MEANINGFUL, SETTINGS, aligned_numbers, nanmedian, pair_index
+from bench.analysis.cells import NOT_MEANINGFUL, aligned_numbers, nanmedian, pair_index
 from bench.analysis.evidence import (
     PAIRED_BASELINE_WER,
     PAIRED_CELL_WER,
+    SETTINGS,
     Evidence,
     add_paired_baseline_wer,
 )

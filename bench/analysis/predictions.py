@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from bench.analysis.cells import quality_is_meaningful
+from bench.analysis.evidence import quality_is_meaningful
 from bench.analysis.flop_model import flop_speedup
 from bench.analysis.prices import Prices
 from bench.scoring.outcomes import column

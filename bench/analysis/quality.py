@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.cells import NOT_MEANINGFUL, quality_is_meaningful
+from bench.analysis.cells import NOT_MEANINGFUL
+from bench.analysis.evidence import quality_is_meaningful
 from bench.analysis.frontier import pareto_mask
 from bench.scoring.outcomes import column, has_scores, quality_scores
 from bench.scoring.protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol, headline_wer

@@ -100,11 +100,11 @@ def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
     prices = prices or load_prices()
     cpu_cores = (manifest.get("environment") or {}).get("cpu_count")
     pace = machine_pace(records)
-    cells = summarize_cells(records, n_boot=n_boot, pace=pace)
+    ev = evidence(records)
+    cells = summarize_cells(records, n_boot=n_boot, pace=pace, ev=ev)
     cells = add_costs(cells, prices, cpu_cores if isinstance(cpu_cores, int) else None)
     cells = add_frontiers(cells)
     cells = add_speedups(cells, records, choose_baselines(cells, baseline_cell))
-    ev = evidence(records)
     adaptive = bool(column(records, "adaptive_stage").notna().any())
     baselines, cells, choices = pick_headline(cells, ev, wer_budget_points,
                                               baseline_cell, complete_only=adaptive)

@@ -23,7 +23,8 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-from bench.analysis.cells import pair_scores, quality_is_meaningful, scored_rows
+from bench.analysis.cells import pair_scores
+from bench.analysis.evidence import quality_is_meaningful, scored_rows
 from bench.gate.checks import (
     Check,
     first_per_pair,
