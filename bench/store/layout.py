@@ -34,6 +34,10 @@ INDEX = "index.jsonl"
 
 INDEX_LOCK = "index.lock"
 
+# Per-run index files (``<root>/index.d/<run-id>.jsonl``) where no lock reaches every
+# writer (a Modal Volume shared by containers); readers merge them with INDEX.
+INDEX_DIR = "index.d"
+
 # Statuses of a record that mean "this generation was attempted and need not run again".
 DONE_STATUSES = frozenset({"ok", "failed"})
 
