@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -100,6 +101,7 @@ class CallState:
     starts: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
     free_run: bool = False
     started: int = 0
+    crashed: int = 0
     changed: threading.Condition = field(default_factory=threading.Condition)
     future: Future[list[dict[str, Any]]] | None = None
 
@@ -155,6 +157,8 @@ class BehavingModal(FakeModal):
                 state.cancelled.wait()
                 raise RemoteError("Function call was cancelled (terminated)")
             commit = self._commit_for(state, call_key)
+            journal = self.volume.mount / "journals" / call_key / "records.jsonl"
+            earlier = set(_keys(journal))
             with self.volume.lock:
                 try:
                     records = run_cells_local(spec_json, cell_ids, done_keys, spawned_at, commit,
@@ -166,9 +170,13 @@ class BehavingModal(FakeModal):
                     if state.cancelled.is_set():
                         raise RemoteError("Function call was cancelled (terminated)") from None
                 else:
-                    self.executed.update(r["key"] for r in records)
+                    # Executed by this attempt: what the journal did not hold already.
+                    self.executed.update(r["key"] for r in records if r["key"] not in earlier)
                     return records
             # A crash: Modal starts the input again after its backoff, without end.
+            with state.changed:
+                state.crashed += 1
+                state.changed.notify_all()
             if state.started >= self.crash_limit:
                 raise FunctionTimeoutError("crash-looping input reached the 24 h timeout")
             while not (state.free_run or state.cancelled.is_set()):
@@ -215,10 +223,8 @@ class BehavingModal(FakeModal):
     def expire(self, call_id: str) -> None:
         state = self.states[call_id]
         if state.future is not None:
-            try:
+            with contextlib.suppress(BaseException):  # whatever it was, the output is gone
                 state.future.result()
-            except BaseException:  # noqa: BLE001 - whatever it was, the output is gone
-                pass
         state.expired = True
 
     def function_call(self) -> Any:
@@ -269,14 +275,20 @@ class BehavingCall:
                 self.modal.clock.advance(FUNCTION_TIMEOUT_S)
             return state.future.result()
         if state.crash_loop and not state.future.done():
-            # While the caller waits, the container crashes and Modal starts it again.
+            # While the caller waits, the container crashes and Modal starts it again:
+            # one more start per wait.
             with state.changed:
-                before = state.started
+                state.changed.wait_for(lambda: state.crashed >= state.started
+                                       or state.future.done(), timeout=60)
+                target = state.started + 1
                 state.starts.release()
-                state.changed.wait_for(lambda: state.started > before or state.future.done()
+                # Returns once that start has logged itself and crashed again.
+                state.changed.wait_for(lambda: state.crashed >= target or state.future.done()
                                        or state.cancelled.is_set(), timeout=60)
             self.modal.clock.advance(CRASH_BACKOFF_S)
-        elif state.hang or self._queued():
+        elif self._queued():  # waits for capacity, really, as a caller would
+            self.modal.resumed[state.gpu].wait(timeout)
+        elif state.hang:
             self.modal.clock.advance(timeout)
         else:
             try:
@@ -295,9 +307,18 @@ class BehavingCall:
         self.state.cancelled.set()
 
 
+def _keys(journal: Path) -> list[str]:
+    if not journal.is_file():
+        return []
+    return [json.loads(line)["key"] for line in journal.read_text().splitlines() if line]
+
+
+def _read(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
+
+
 def _differs(a: Path, b: Path) -> bool:
-    read = (lambda p: p.read_bytes() if p.is_file() else None)
-    return read(a) != read(b)
+    return _read(a) != _read(b)
 
 
 # --------------------------------------------------------------------------- Volume

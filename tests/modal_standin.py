@@ -71,7 +71,9 @@ class FakeVolume:
     # modal.Volume's client API, as the orchestrator uses it (paths from the root).
 
     def read_file(self, path: str) -> Iterator[bytes]:
-        yield (self.committed / path).read_bytes()
+        with self.lock:  # a commit replaces the committed copy: never read it half-made
+            data = (self.committed / path).read_bytes()
+        yield data
 
     def remove_file(self, path: str, recursive: bool = False) -> None:
         with self.lock:

@@ -272,6 +272,7 @@ class CellRunner:
             dispatcher.region = payload.region
         group = self._group(payload, cell_ids, set(done_keys), group_index)
         journal = CallJournal(self.volume, call_key or uuid.uuid4().hex, commit)
+        journal.begin_attempt(self.container_id)
         earlier = journal.records()
         call = self.calls
         self.calls += 1

@@ -14,6 +14,11 @@ input finds the journal and a new call (a resumed sweep) starts an empty one. Th
 orchestrator removes the journal once it has stored the call's records (Modal's Volume
 API); the container never does, so an attempt stopped after finishing but before its
 result was delivered still finds everything on restart.
+
+Each start of the input (a container beginning the call) also appends a line to
+``attempts.jsonl`` and commits, before any generation: the orchestrator counts them to
+stop a crash loop (:mod:`bench.backends.modal_watch`), since Modal restarts a crashing
+container without end and does not tell the caller.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,8 @@ from bench.store.layout import audio_filename
 
 #: Folder of the journals on the outputs Volume (relative to its root).
 JOURNALS = "journals"
+#: One line per container start of the call, in its journal folder.
+ATTEMPTS = "attempts.jsonl"
 _CALL_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -40,6 +48,16 @@ def journal_path(call_key: str) -> str:
         # It becomes a path on a shared Volume: never let it climb out of journals/.
         raise UserError(f"bad call key {call_key!r}: expected 1-64 letters, digits, - or _")
     return f"{JOURNALS}/{call_key}"
+
+
+def attempts_path(call_key: str) -> str:
+    """The call's container-start log, relative to the Volume's root."""
+    return f"{journal_path(call_key)}/{ATTEMPTS}"
+
+
+def count_lines(data: bytes) -> int:
+    """Whole lines in a start log (a torn last line is a start too: it began)."""
+    return len([line for line in data.splitlines() if line.strip()])
 
 
 class CallJournal:
@@ -72,6 +90,18 @@ class CallJournal:
             with self.lines.open("r+b") as f:
                 f.truncate(good)
         return records
+
+    def begin_attempt(self, container_id: str) -> None:
+        """Log this container's start of the call and commit it, so a crash in the first
+        generation still counts (see the module docstring)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        line = {"container_id": container_id, "started_at": time.time()}
+        with (self.folder / ATTEMPTS).open("ab") as f:
+            f.write(json.dumps(line).encode("utf-8") + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if self.commit is not None:
+            self.commit()
 
     def add(self, record: dict[str, Any], wav: bytes | None) -> None:
         """Keep ``record`` (and its WAV) durably: the WAV first, so a record in the journal

@@ -23,7 +23,7 @@ from bench.core.errors import UserError
 from bench.run.runner import DEFAULT_RUNS_ROOT
 from bench.store.files import read_json
 from bench.store.history import HistoryIndex
-from bench.store.layout import LOCK, MANIFEST
+from bench.store.layout import INDEX_DIR, LOCK, MANIFEST
 from bench.store.run_store import RunStore
 
 OUTPUTS_VOLUME = "echo-bench-outputs"  # bench.backends.modal_app.OUTPUTS_VOLUME
@@ -72,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
 def remote_runs(volume: VolumeReader) -> list[str]:
     """Run ids on the volume, sorted (ids start with a UTC timestamp: oldest first)."""
     entries = volume.listdir(RUNS_PREFIX)
-    return sorted(Path(e.path).name for e in entries if int(e.type) == DIRECTORY)
+    # index.d/ holds the runs' own index files (bench.store.history), not a run.
+    return sorted(Path(e.path).name for e in entries
+                  if int(e.type) == DIRECTORY and Path(e.path).name != INDEX_DIR)
 
 
 def pull_runs(volume: VolumeReader, root: Path, run_ids: list[str] | None = None, *,

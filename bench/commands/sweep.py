@@ -143,7 +143,7 @@ def print_predictions(spec: SweepSpec) -> None:
 def print_cost(spec: SweepSpec, prompts: list[Prompt]) -> None:
     """The Modal backend's cost estimate of the whole spec (what --yes would accept)."""
     from bench.analysis.prices import load_prices
-    from bench.backends.modal_orchestrator import COLD_START_SECONDS, estimate_cost
+    from bench.backends.modal_estimate import COLD_START_SECONDS, estimate_cost
     from bench.backends.modal_parallel import extra_cold_start_cost
     from bench.spec.gpus import DEFAULT_GPU
 

@@ -228,9 +228,9 @@ def test_billing_right_after_the_run_is_provisional_and_filled_in_once_final(
     # Right after the run, Modal's report lacks the run's (partial, late) hour: the
     # figure, if any, is marked provisional, never stored as the bill.
     assert cost["billed_status"] == "provisional"
-    # A day later the hour is complete and settled: `echo-bench modal billing RUN`
-    # (the deployed `billing` function) fills it in.
-    clock.advance(24 * 3600)
+    # A day after its last hour ended, that hour is complete and settled: `echo-bench
+    # modal billing RUN` (the deployed `billing` function) fills it in.
+    clock.advance(26 * 3600)
     later = datetime.fromtimestamp(clock(), UTC)
     modal_app.record_billing(run_id, now=later)
     cost = json.loads(manifest_path.read_text())["cost"]

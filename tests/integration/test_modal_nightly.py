@@ -125,7 +125,8 @@ def test_preempted_nightly_resumes_and_runs_every_generation_once(
     run_id = start(env, None)  # Modal starts the same input again
     env.fake.drain()
     runs_root = env.volume.committed / "runs"
-    runs = [p for p in runs_root.iterdir() if p.is_dir()]
+    # index.d/ holds each run's index file (bench.store.history), not a run.
+    runs = [p for p in runs_root.iterdir() if p.is_dir() and p.name != "index.d"]
     assert [p.name for p in runs] == [run_id]  # one run on the Volume, not two
     run_dir = runs[0]
     manifest = json.loads((run_dir / "manifest.json").read_text())

@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 
 from bench.backends.modal_cells import decode_payload, local_volume, run_cells_local
-from bench.backends.modal_orchestrator import (
+from bench.analysis.prices import Prices, load_prices
+from bench.backends.modal_estimate import (
     COLD_START_SECONDS,
     EFFECTIVE_FLOPS,
     FLOP_PER_LATENT_ROW,
-    ModalBackend,
-    Prices,
     estimate_cost,
-    load_prices,
 )
+from bench.backends.modal_journal import attempts_path
+from bench.backends.modal_orchestrator import ModalBackend
 from bench.commands.pull import pull_runs
 from bench.core.errors import UserError
 from bench.report import render_run_report
@@ -83,7 +83,7 @@ class FakeCall:
     drop_last: bool = False
     cancelled: bool = False
 
-    def get(self) -> list[dict[str, Any]]:
+    def get(self, timeout: float | None = None) -> list[dict[str, Any]]:
         if self.before is not None:
             self.before(self.spawned)
         records = run_cells_local(self.spawned.spec_json, self.spawned.cell_ids,
@@ -131,6 +131,11 @@ class FakeWorkers:
         # Only a backend with a call ledger (the nightly) re-attaches; see
         # tests/integration/test_modal_nightly.py for that, on the Modal stand-in.
         raise AssertionError("these sweeps keep no ledger")
+
+    def container_starts(self, call_key: str) -> int:
+        # The in-process calls' start log (what the orchestrator counts for crash loops).
+        path = local_volume() / attempts_path(call_key)
+        return len(path.read_text().splitlines()) if path.is_file() else 0
 
     def read_audio(self, path: str) -> bytes:
         return (local_volume() / path).read_bytes()  # the in-process calls' "Volume"

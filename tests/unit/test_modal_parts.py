@@ -4,7 +4,7 @@ unlocked store for Volumes, ``pull --env`` and the import graph (no circle)."""
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,12 +56,18 @@ def test_billed_cost_sums_the_apps_intervals_only() -> None:
                                 cost_by_resource={"GPU (L4)": Decimal("0.50")}),
                 SimpleNamespace(object_id="ap-2", cost=Decimal("7"), cost_by_resource={})]
 
-    billed = billed_cost(report, "ap-1", start, datetime(2026, 12, 1, 6, tzinfo=UTC))
-    assert billed is not None and billed["billed_usd"] == 2.0
+    end = datetime(2026, 12, 1, 5, 30, tzinfo=UTC)
+    billed = billed_cost(report, "ap-1", start, end, end + timedelta(hours=1))
+    assert billed["billed_usd"] == 2.0
     assert billed["billed_by_resource"] == {"CPU": 0.25, "GPU (L4)": 1.75}
-    assert "2 hourly interval(s)" in billed["billed_basis"]
+    assert "2 of 3 hourly interval(s)" in billed["billed_basis"]
+    # The hours asked for: from the run's start hour to the end of its last hour.
     assert seen["resolution"] == "h" and seen["start"] == start
-    assert billed_cost(report, "ap-9", start, start) is None
+    assert seen["end"] == datetime(2026, 12, 1, 6, tzinfo=UTC)
+    assert billed["billed_status"] == "provisional" and "final after" in billed["billed_basis"]
+    settled = billed_cost(report, "ap-1", start, end, datetime(2026, 12, 2, 6, tzinfo=UTC))
+    assert settled["billed_status"] == "final" and "provisional" not in settled["billed_basis"]
+    assert billed_cost(report, "ap-9", start, start, end)["billed_usd"] is None
 
 
 class Transcriber:
@@ -156,6 +162,9 @@ def test_the_report_line_shows_the_estimate_and_the_billed_cost_side_by_side() -
     assert both is not None and "estimated 1.84 USD" in both
     assert "billed 2.10 USD (Modal billing report for app ap-1)" in both
     assert "estimate only" not in both
+    early = run_cost_text({"cost": {**estimate, "billed_usd": 0.4, "billed_status": "provisional",
+                                    "billed_basis": "1 of 2 hourly interval(s)"}})
+    assert early is not None and "billed so far (provisional) 0.40 USD" in early
 
 
 def test_call_journal_keeps_finished_records_and_cuts_a_torn_line(tmp_path: Path) -> None:
