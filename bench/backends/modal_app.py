@@ -399,9 +399,9 @@ def settle_billing(now: Any = None) -> list[str]:
     hour settled); what was recorded, a line per run."""
     from datetime import UTC, datetime, timedelta
 
+    from bench.store.files import read_json
     from bench.store.history import list_runs
     from bench.store.layout import MANIFEST
-    from bench.store.files import read_json
 
     now = now or datetime.now(UTC)
     since = (now - timedelta(days=SETTLE_LOOKBACK_DAYS)).isoformat()

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from bench.backends.modal_cells import decode_payload, local_volume, run_cells_local
 from bench.analysis.prices import Prices, load_prices
+from bench.backends.modal_cells import decode_payload, local_volume, run_cells_local
 from bench.backends.modal_estimate import (
     COLD_START_SECONDS,
     EFFECTIVE_FLOPS,
