@@ -366,8 +366,13 @@ def record_billing(run_id: str, now: Any = None) -> str:
     from bench.store.run_store import RunStore
 
     now = now or datetime.now(UTC)
+    from bench.core.errors import UserError
+
     run_dir = Path(OUTPUTS_RUNS) / run_id
     outputs.reload()
+    if not (run_dir / "manifest.json").is_file():
+        raise UserError(f"no run {run_id} on the outputs volume; run ids are the folders "
+                        "under runs/ there (`echo-bench pull` fetches them)")
     with RunStore.open(run_dir, lock=False) as store:
         started = datetime.fromisoformat(str(store.manifest["started_at"]))
         finished = store.manifest.get("finished_at")
