@@ -31,6 +31,13 @@ EFFECTIVE_FLOPS: dict[str, float] = {
 }
 #: Seconds a GPU type's container spends starting and loading the model (a guess).
 COLD_START_SECONDS = 120.0
+#: What the nightly's orchestrating container is billed for while the sweep runs (a
+#: guess: Modal bills the larger of request and use; the orchestrator imports torch and
+#: holds the run's records): CPU cores and memory.
+ORCHESTRATOR_CORES = 0.125
+ORCHESTRATOR_MEMORY_GIB = 2.0
+
+
 @dataclass(frozen=True)
 class CostLine:
     """The estimate for one GPU type."""
@@ -43,9 +50,18 @@ class CostLine:
 
 
 @dataclass(frozen=True)
+class Surcharge:
+    """Money on top of the GPU lines, with what it is for."""
+
+    label: str
+    usd: float
+
+
+@dataclass(frozen=True)
 class CostEstimate:
     lines: tuple[CostLine, ...]
     prices_source: str
+    surcharges: tuple[Surcharge, ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -53,12 +69,13 @@ class CostEstimate:
 
     @property
     def usd(self) -> float:
-        return sum(line.usd for line in self.lines)
+        return sum(line.usd for line in self.lines) + sum(s.usd for s in self.surcharges)
 
     def render(self) -> str:
         rows = [f"{'gpu':<12} {'cells':>5} {'gens':>6} {'GPU hours':>9} {'USD':>9}"]
         rows += [f"{ln.gpu:<12} {ln.cells:>5} {ln.generations:>6} {ln.seconds / 3600:>9.2f} "
                  f"{ln.usd:>9.2f}" for ln in self.lines]
+        rows += [f"{'+ ' + s.label:<40} {s.usd:>9.2f}" for s in self.surcharges]
         rows.append(f"{'total':<12} {sum(ln.cells for ln in self.lines):>5} "
                     f"{sum(ln.generations for ln in self.lines):>6} {self.seconds / 3600:>9.2f} "
                     f"{self.usd:>9.2f}")
@@ -80,8 +97,15 @@ def generation_seconds(cell: Cell, prompt: Prompt, gpu: str, long_text: str = "c
 
 
 def estimate_cost(work: dict[Cell, list[Generation]], warmup: int, prices: Prices,
-                  default_gpu: str = DEFAULT_GPU, long_text: str = "chunk") -> CostEstimate:
-    """Expected GPU time and price of ``work``, per GPU type (sorted by name)."""
+                  default_gpu: str = DEFAULT_GPU, long_text: str = "chunk", *,
+                  region: str | None = None, orchestrator: bool = False) -> CostEstimate:
+    """Expected GPU time and price of ``work``, per GPU type (sorted by name).
+
+    Surcharges (Modal's price rules, from the price file): a ``region`` pin multiplies
+    what the workers use (broad regions such as "us" 1.5x, narrow ones such as
+    "us-west" 1.75x); ``orchestrator`` (the nightly, orchestrating inside Modal) adds a
+    non-preemptible CPU container for as long as the slowest GPU type runs, at 3x the
+    CPU and memory price."""
     per_gpu: dict[str, list[float]] = {}  # gpu -> [cells, generations, seconds]
     for cell, generations in work.items():
         if not generations:
@@ -94,4 +118,17 @@ def estimate_cost(work: dict[Cell, list[Generation]], warmup: int, prices: Price
         totals[2] += warmup * generation_seconds(cell, generations[0].prompt, gpu, long_text)
     lines = tuple(CostLine(gpu, int(c), int(n), s, s * prices.price(gpu))
                   for gpu, (c, n, s) in sorted(per_gpu.items()))
-    return CostEstimate(lines, prices.source)
+    surcharges = []
+    multiplier = prices.region_multiplier(region)
+    if multiplier != 1.0:
+        gpu_usd = sum(line.usd for line in lines)
+        surcharges.append(Surcharge(f"region {region} ({multiplier:g}x workers)",
+                                    gpu_usd * (multiplier - 1.0)))
+    if orchestrator and lines:
+        wall = max(line.seconds for line in lines)  # GPU types run in parallel
+        per_second = (ORCHESTRATOR_CORES * (prices.cpu_per_core_second or 0.0)
+                      + ORCHESTRATOR_MEMORY_GIB * prices.memory_per_gib_second)
+        surcharges.append(Surcharge(
+            f"orchestrator, non-preemptible ({prices.nonpreemptible_multiplier:g}x CPU+mem)",
+            wall * per_second * prices.nonpreemptible_multiplier))
+    return CostEstimate(lines, prices.source, tuple(surcharges))

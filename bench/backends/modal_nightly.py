@@ -103,7 +103,7 @@ def run_on_volume(spec: SweepSpec, *, root: Path, volume: Volume, workers: Worke
     print(("resuming " if resumed else "started ") + f"run {run_dir.name}")
     ledger = FileLedger(run_dir / LEDGER, volume.commit)
     backend = ModalBackend(confirm=False, workers=workers, ledger=ledger,
-                           audio_dir=str(run_dir / "audio"))
+                           audio_dir=str(run_dir / "audio"), orchestrated_in_modal=True)
 
     def after_cell(store: RunStore, cell: Any, keys: list[str]) -> None:
         volume.commit()

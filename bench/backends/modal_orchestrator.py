@@ -269,7 +269,8 @@ class ModalBackend:
                  max_waiting_threads: int = 64, ledger: CallLedger | None = None,
                  audio_dir: str | None = None, clock: Callable[[], float] | None = None,
                  poll_seconds: float = POLL_SECONDS,
-                 max_container_starts: int = MAX_CONTAINER_STARTS) -> None:
+                 max_container_starts: int = MAX_CONTAINER_STARTS,
+                 orchestrated_in_modal: bool = False) -> None:
         self.confirm = confirm
         self.workers = workers
         self.default_gpu = validate_gpu(default_gpu)
@@ -282,6 +283,8 @@ class ModalBackend:
         self.clock = clock if clock is not None else time.time
         self.poll_seconds = poll_seconds
         self.max_container_starts = max_container_starts
+        # The nightly: the orchestrator is itself a (non-preemptible) Modal container.
+        self.orchestrated_in_modal = orchestrated_in_modal
         #: The last estimate made (the nightly stores it beside the billed cost).
         self.estimate: CostEstimate | None = None
 
@@ -293,7 +296,9 @@ class ModalBackend:
         gpus = {cell: validate_gpu(cell.gpu or self.default_gpu) for cell in pending}
         check_remote_sources(spec.model)
         self.estimate = estimate_cost(pending, spec.measure.warmup, self.prices or load_prices(),
-                                      self.default_gpu, spec.prompts.long_text)
+                                      self.default_gpu, spec.prompts.long_text,
+                                      region=spec.modal.region,
+                                      orchestrator=self.orchestrated_in_modal)
         print(self.estimate.render())
         self._confirm()
 

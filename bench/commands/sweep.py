@@ -149,8 +149,8 @@ def print_cost(spec: SweepSpec, prompts: list[Prompt]) -> None:
 
     prices = load_prices()
     work = pending_work(spec, prompts, set())[0]
-    print(estimate_cost(work, spec.measure.warmup, prices,
-                        long_text=spec.prompts.long_text).render())
+    print(estimate_cost(work, spec.measure.warmup, prices, long_text=spec.prompts.long_text,
+                        region=spec.modal.region).render())
     extra = extra_cold_start_cost(work, prices, spec.prompts.long_text, COLD_START_SECONDS,
                                   DEFAULT_GPU)
     if extra:
