@@ -22,6 +22,7 @@ from bench.backends.modal_cells import encode_payload, model_params
 from bench.backends.modal_nightly import run_on_volume
 from bench.backends.modal_orchestrator import ModalWorkers
 from bench.backends.modal_parallel import run_chunk
+from bench.report import render_run_report
 from bench.run.worker import Worker, plan
 from bench.spec.parser import load_spec
 from bench.spec.prompts import load_prompts
@@ -116,6 +117,9 @@ def test_a_crash_looping_or_hung_group_is_stopped_and_the_nightly_goes_on(
     assert fake.states[a10_call].cancelled.is_set()  # and no GPU time goes on after
     manifest = json.loads((volume.committed / "runs" / run_id / "manifest.json").read_text())
     assert manifest["status"] == "complete"
+    # The report says why the group failed.
+    report = render_run_report(volume.mount / "runs" / run_id, fmt="md", audio=False)
+    assert ("crash loop" if trouble == "crash_loop" else "deadline") in report.read_text()
 
 
 # ---- 2. a call gone on re-attach is run again, not recorded failed
