@@ -58,7 +58,7 @@ from modal.exception import (
 )
 from modal.exception import TimeoutError as ModalTimeoutError
 
-from bench.backends.modal_cells import forget_local_runners, run_cells_local
+from bench.backends.modal_cells import run_cells_local
 from tests.modal_standin import FakeModal, Preempted
 
 #: Modal's longest function timeout: where an endless crash loop or a hang ends.
@@ -166,7 +166,9 @@ class BehavingModal(FakeModal):
                                               volume_root=self.volume.mount)
                 except (ContainerStopped, Preempted):
                     self.volume.preempt(under="journals")
-                    forget_local_runners()
+                    # The next start is a cold container; the tiny model is kept loaded
+                    # (in-process runners) only to keep the test quick: its load is not
+                    # what is tested.
                     if state.cancelled.is_set():
                         raise RemoteError("Function call was cancelled (terminated)") from None
                 else:
@@ -278,7 +280,7 @@ class BehavingCall:
             # While the caller waits, the container crashes and Modal starts it again:
             # one more start per wait.
             with state.changed:
-                state.changed.wait_for(lambda: state.crashed >= state.started
+                state.changed.wait_for(lambda: 1 <= state.started <= state.crashed
                                        or state.future.done(), timeout=60)
                 target = state.started + 1
                 state.starts.release()
@@ -305,6 +307,8 @@ class BehavingCall:
 
     def cancel(self, terminate_containers: bool = False) -> None:
         self.state.cancelled.set()
+        with self.state.changed:
+            self.state.changed.notify_all()
 
 
 def _keys(journal: Path) -> list[str]:
