@@ -337,7 +337,9 @@ def scheduled_run(spec_name: str) -> str:
     """The body of ``nightly``/``weekly``: run or resume tonight's run on the Volume,
     score it, record its billed cost as far as Modal's report has it (provisional), and
     settle the billed cost of earlier runs now final."""
-    from bench.backends.modal_nightly import run_on_volume
+    from datetime import UTC, datetime
+
+    from bench.backends.modal_nightly import retain, run_on_volume
     from bench.backends.modal_orchestrator import ModalWorkers
     from bench.spec.parser import load_spec
     from bench.spec.shipped import resolve_spec_path
@@ -348,6 +350,9 @@ def scheduled_run(spec_name: str) -> str:
     score_and_report.remote(run_id)
     record_billing(run_id)
     settle_billing()
+    kept = retain(Path(OUTPUTS_RUNS), Path(OUTPUTS_DIR), outputs, datetime.now(UTC))
+    print(f"volume retention: {kept.files_packed} WAV(s) of {kept.runs_packed} old run(s) "
+          f"packed, {kept.journals_removed} stale journal(s) removed")
     return run_id
 
 

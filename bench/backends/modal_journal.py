@@ -15,6 +15,12 @@ orchestrator removes the journal once it has stored the call's records (Modal's 
 API); the container never does, so an attempt stopped after finishing but before its
 result was delivered still finds everything on restart.
 
+Commits are batched: one per :data:`COMMIT_EVERY` journaled generations or
+:data:`COMMIT_SECONDS` of work, whichever comes first (and one at the end of the call).
+Modal bills the GPU while a commit runs and a commit's latency grows with the Volume's
+file count, so a commit per generation cost GPU time on every generation; a restart now
+runs again at most the generations of one batch.
+
 Each start of the input (a container beginning the call) also appends a line to
 ``attempts.jsonl`` and commits, before any generation: the orchestrator counts them to
 stop a crash loop (:mod:`bench.backends.modal_watch`), since Modal restarts a crashing
@@ -39,6 +45,9 @@ from bench.store.layout import audio_filename
 JOURNALS = "journals"
 #: One line per container start of the call, in its journal folder.
 ATTEMPTS = "attempts.jsonl"
+#: A journal commit after this many generations or seconds, whichever comes first.
+COMMIT_EVERY = 8
+COMMIT_SECONDS = 60.0
 _CALL_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -64,11 +73,25 @@ class CallJournal:
     """The journal of one call under ``volume_root`` (see the module docstring)."""
 
     def __init__(self, volume_root: Path, call_key: str,
-                 commit: Callable[[], None] | None = None) -> None:
+                 commit: Callable[[], None] | None = None, *,
+                 every: int | None = None, seconds: float | None = None) -> None:
         self.relative = journal_path(call_key)
         self.folder = volume_root / self.relative
         self.lines = self.folder / "records.jsonl"
         self.commit = commit
+        # Read at construction, not import: tests that stop a container at a given
+        # commit set the module's figures.
+        self.every = every if every is not None else COMMIT_EVERY
+        self.seconds = seconds if seconds is not None else COMMIT_SECONDS
+        self.uncommitted = 0
+        self.committed_at = time.monotonic()
+
+    def flush(self) -> None:
+        """Commit what was journaled since the last commit (the end of a call)."""
+        if self.commit is not None and self.uncommitted:
+            self.commit()
+        self.uncommitted = 0
+        self.committed_at = time.monotonic()
 
     def records(self) -> list[dict[str, Any]]:
         """The records earlier attempts finished, in the order they ran. A torn last line
@@ -105,7 +128,8 @@ class CallJournal:
 
     def add(self, record: dict[str, Any], wav: bytes | None) -> None:
         """Keep ``record`` (and its WAV) durably: the WAV first, so a record in the journal
-        always has its audio; then the Volume is committed, so a restart sees both."""
+        always has its audio; the Volume is committed once a batch is full (module
+        docstring), so a restart sees both."""
         if wav is not None:
             path = self.wav(record["key"])
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,8 +140,10 @@ class CallJournal:
             f.write(json.dumps(record).encode("utf-8") + b"\n")
             f.flush()
             os.fsync(f.fileno())
-        if self.commit is not None:
-            self.commit()
+        self.uncommitted += 1
+        if (self.uncommitted >= self.every
+                or time.monotonic() - self.committed_at >= self.seconds):
+            self.flush()
 
     def wav(self, key: str) -> Path:
         """Where the WAV of record ``key`` is kept (it may not exist)."""

@@ -24,6 +24,7 @@ from bench.run.runner import DEFAULT_RUNS_ROOT
 from bench.store.files import read_json
 from bench.store.history import HistoryIndex
 from bench.store.layout import INDEX_DIR, LOCK, MANIFEST
+from bench.store.packing import unpack_audio
 from bench.store.run_store import RunStore
 
 OUTPUTS_VOLUME = "echo-bench-outputs"  # bench.backends.modal_app.OUTPUTS_VOLUME
@@ -121,6 +122,7 @@ def pull_run(volume: VolumeReader, root: Path, run_id: str) -> Path:
     if target.exists():
         shutil.rmtree(target)
     partial.replace(target)
+    unpack_audio(target)  # an old run on the Volume keeps its WAVs packed
     with RunStore.open(target) as store:
         HistoryIndex(root).append(store.history_entry())
     return target

@@ -7,9 +7,10 @@ region. Each test failed on the code before issue 35 (the closing note quotes ho
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -17,9 +18,9 @@ from typing import Any, cast
 import modal
 import pytest
 
-from bench.backends import modal_app, modal_orchestrator
+from bench.backends import modal_app, modal_journal, modal_orchestrator
 from bench.backends.modal_cells import encode_payload, model_params
-from bench.backends.modal_nightly import run_on_volume
+from bench.backends.modal_nightly import retain, run_on_volume
 from bench.backends.modal_orchestrator import ModalWorkers
 from bench.backends.modal_parallel import run_chunk
 from bench.report import render_run_report
@@ -28,6 +29,7 @@ from bench.spec.parser import load_spec
 from bench.spec.prompts import load_prompts
 from bench.spec.sweep import SweepSpec
 from bench.store.history import list_runs
+from bench.store.packing import unpack_audio
 from tests.modal_behaviour import (
     FUNCTION_TIMEOUT_S,
     BehavingModal,
@@ -299,3 +301,51 @@ region = "us-east"
     assert len(options) == len(records[0]["chunk_seconds"]) >= 1  # one spawn per chunk
     # Modal's name for the card (A10G is Modal's A10), in the region the spec pins.
     assert options == [{"gpu": "A10", "region": "us-east"}] * len(options)
+
+
+# ---- 7. the outputs Volume stays bounded
+
+
+def _files(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("every", [1, modal_journal.COMMIT_EVERY])
+def test_volume_commits_are_batched_and_old_runs_packed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        every: int) -> None:
+    # A constructed nightly: 2 GPU types x 2 cells x 3 prompts, every WAV kept.
+    path = tmp_path / "nightly-tiny.toml"
+    path.write_text(SPEC.format(name="nightly-tiny", gpus='["L4", "A10G"]').replace(
+        'ids = ["en-002", "en-010"]', 'ids = ["en-002", "en-010", "en-027"]')
+        + "[modal]\naudio_sample = 1.0\n", encoding="utf-8")
+    spec = load_spec(path)
+    monkeypatch.setattr(modal_journal, "COMMIT_EVERY", every)
+    volume = FakeVolume(tmp_path / "outputs")
+    fake = FakeModal(volume)
+    orchestrator = OrchestratorVolume(volume, None)
+    root = volume.mount / "runs"
+    run_id, _ = run_on_volume(spec, root=root, volume=orchestrator, workers=workers_of(fake, volume))
+    fake.drain()
+    records = stored(volume.committed / "runs", run_id)
+    worker_commits = volume.commits - 1 - orchestrator.commits  # less the stand-in's own first
+    files_before = _files(volume.committed)
+    kept = retain(root, volume.mount, orchestrator, datetime.now(UTC) + timedelta(days=15))
+    files_after = _files(volume.committed)
+    print(f"journal commit every {every}: {len(records)} generations, {worker_commits} worker "
+          f"commits, {orchestrator.commits} orchestrator commits; files on the Volume "
+          f"{files_before} -> {files_after} after packing ({kept.files_packed} WAVs)")
+    calls = len(fake.spawned)
+    per_call = len(records) // calls
+    # Per call: its start, a commit per full batch of generations, one at the end.
+    assert worker_commits == calls * (2 + per_call // every)
+    assert kept.runs_packed == 1 and kept.files_packed == len(records)
+    assert files_after == files_before - len(records) + 1
+    run_dir = volume.committed / "runs" / run_id
+    assert not (run_dir / "audio").exists() and (run_dir / "audio.zip").is_file()
+    # `echo-bench pull` unpacks it: the run is whole again locally.
+    local = tmp_path / "local"
+    shutil.copytree(run_dir, local / run_id)
+    assert unpack_audio(local / run_id) == len(records)
+    for record in records:
+        assert (local / run_id / record["audio_path"]).is_file()

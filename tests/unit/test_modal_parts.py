@@ -172,17 +172,27 @@ def test_call_journal_keeps_finished_records_and_cuts_a_torn_line(tmp_path: Path
     from bench.core.errors import UserError
 
     commits: list[int] = []
-    journal = CallJournal(tmp_path, "call-1", lambda: commits.append(1))
+    journal = CallJournal(tmp_path, "call-1", lambda: commits.append(1), every=2,
+                          seconds=3600)
     assert journal.records() == []
+    journal.begin_attempt("ta-1")
+    assert len(commits) == 1  # a start is committed at once (the crash-loop count)
     journal.add({"key": "a", "status": "ok"}, b"RIFF....")
+    assert len(commits) == 1  # generations are committed in batches
     journal.add({"key": "b", "status": "failed"}, None)
-    assert len(commits) == 2  # each finished generation is committed at once
+    assert len(commits) == 2
+    journal.flush()
+    assert len(commits) == 2  # nothing new to commit
     assert journal.wav("a").read_bytes() == b"RIFF...." and not journal.wav("b").exists()
     assert journal.relative_wav("a").startswith("journals/call-1/wav/")
     with journal.lines.open("ab") as f:  # the container stopped mid-write
         f.write(b'{"key": "c", "sta')
-    again = CallJournal(tmp_path, "call-1")  # the restarted attempt
+    again = CallJournal(tmp_path, "call-1", every=8, seconds=0)  # the restarted attempt
     assert [r["key"] for r in again.records()] == ["a", "b"]
+    again.commit = lambda: commits.append(1)
+    again.add({"key": "d", "status": "ok"}, None)  # a batch is also closed by time
+    assert len(commits) == 3
+    again.lines.write_text("\n".join(again.lines.read_text().splitlines()[:2]) + "\n")
     again.add({"key": "c", "status": "ok"}, None)
     assert [r["key"] for r in again.records()] == ["a", "b", "c"]
     for bad in ("../runs", "", "a/b"):
