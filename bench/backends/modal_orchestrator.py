@@ -68,7 +68,6 @@ from bench.backends.modal_watch import (
     MAX_CONTAINER_STARTS,
     POLL_SECONDS,
     CallGone,
-    GroupStopped,
     Watch,
     group_budget,
     translate,
@@ -129,7 +128,10 @@ class _FunctionCall:
         try:
             result: list[dict[str, Any]] = self._call.get(timeout=timeout)
         except BaseException as err:  # InputCancellation is a BaseException
-            raise translate(err) from err
+            ours = translate(err)
+            if ours is err:
+                raise
+            raise ours from err
         return result
 
     def cancel(self) -> None:
@@ -223,7 +225,10 @@ class ModalWorkers:
         try:
             return _FunctionCall(function_call.from_id(call_id))
         except Exception as err:
-            raise translate(err) from err
+            ours = translate(err)
+            if ours is err:
+                raise
+            raise ours from err
 
 
 class CallLedger(Protocol):
@@ -436,7 +441,7 @@ class ModalBackend:
                             waiting[pool.submit(self._wait, again)] = again
                             continue
                         self._fail_all(generations, err, failure_worker, launch.gpu, sink)
-                    except (GroupStopped, Exception) as err:  # every pending generation fails
+                    except Exception as err:  # stopped or failed: every pending generation fails
                         self._fail_all(generations, err, failure_worker, launch.gpu, sink)
                     else:
                         self._emit_all(records, generations, failure_worker, launch.gpu, sink)

@@ -198,3 +198,27 @@ def test_call_journal_keeps_finished_records_and_cuts_a_torn_line(tmp_path: Path
     for bad in ("../runs", "", "a/b"):
         with pytest.raises(UserError, match="bad call key"):
             journal_path(bad)
+
+
+def test_modal_call_errors_are_told_apart_as_the_locked_client_raises_them() -> None:
+    # modal 1.6.4: OutputExpiredError and FunctionTimeoutError subclass modal's
+    # TimeoutError, which a poll with no result raises; InputCancellation is a
+    # BaseException.
+    from modal.exception import (
+        FunctionTimeoutError,
+        InputCancellation,
+        NotFoundError,
+        OutputExpiredError,
+        RemoteError,
+    )
+    from modal.exception import TimeoutError as ModalTimeoutError
+
+    from bench.backends.modal_watch import CallGone, CallPending, translate
+
+    assert isinstance(translate(ModalTimeoutError()), CallPending)
+    for gone in (OutputExpiredError(), NotFoundError("no such call"), InputCancellation(),
+                 RemoteError("Function call was cancelled (terminated)")):
+        assert isinstance(translate(gone), CallGone), gone
+    for kept in (FunctionTimeoutError("24 h"), RemoteError("CUDA out of memory"),
+                 ValueError("bad payload"), TimeoutError("a builtin one")):
+        assert translate(kept) is kept
