@@ -113,7 +113,8 @@ class BehavingModal(FakeModal):
 
     def __init__(self, volume: Any, *, clock: SimClock | None = None,
                  crash_loop: set[str] | None = None, hang: set[str] | None = None,
-                 paused: set[str] | None = None, crash_limit: int = 40) -> None:
+                 paused: set[str] | None = None, crash_limit: int = 40,
+                 expire_on: set[str] | None = None) -> None:
         super().__init__(volume)
         self.clock = clock or SimClock()
         self.crash_loop = crash_loop or set()
@@ -125,6 +126,8 @@ class BehavingModal(FakeModal):
         self.states: dict[str, CallState] = {}
         # Starts of a crash loop left before the 24 h timeout ends it (a stand-in count).
         self.crash_limit = crash_limit
+        # GPU types whose calls' outputs are gone by the time anyone asks for them.
+        self.expire_on = expire_on if expire_on is not None else set()
 
     # ---- spawning and executing
 
@@ -263,6 +266,8 @@ class BehavingCall:
     def get(self, timeout: float | None = None) -> list[dict[str, Any]]:
         state = self.state
         assert state.future is not None
+        if state.gpu in self.modal.expire_on:
+            self.modal.expire(state.call_id)
         if state.expired:
             raise OutputExpiredError()
         if timeout is None:

@@ -80,6 +80,7 @@ from bench.run.worker import Generation, Worker, plan
 from bench.spec.gpus import DEFAULT_GPU, modal_gpu, validate_gpu
 from bench.spec.prompts import Prompt
 from bench.spec.sweep import Cell, ModelSpec, SweepSpec
+from bench.store.layout import INFRASTRUCTURE_FAILURE
 
 # ---- the remote-call layer
 
@@ -558,5 +559,7 @@ def _failed(worker: Worker, gen: Generation, err: BaseException, gpu: str) -> di
     record = worker.failed_record(gen, err, phase="modal call")
     # The record was built here, not on the GPU: say where it was meant to run.
     record.update(device=f"modal:{gpu}", device_name=gpu)
+    if isinstance(err, CallGone):  # the call was lost twice: not done, a resume runs it
+        record["failure_kind"] = INFRASTRUCTURE_FAILURE
     return record
 

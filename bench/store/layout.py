@@ -40,6 +40,10 @@ INDEX_DIR = "index.d"
 
 # Statuses of a record that mean "this generation was attempted and need not run again".
 DONE_STATUSES = frozenset({"ok", "failed"})
+# ``failure_kind`` of a failed record whose generation was never attempted to an end
+# (the remote call running it was lost: cancelled, expired): not done, a resumed run
+# runs it again and its new record supersedes this one.
+INFRASTRUCTURE_FAILURE = "infrastructure"
 
 SAFE_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 

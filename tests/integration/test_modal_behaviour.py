@@ -30,6 +30,7 @@ from bench.spec.prompts import load_prompts
 from bench.spec.sweep import SweepSpec
 from bench.store.history import list_runs
 from bench.store.packing import unpack_audio
+from bench.store.run_store import RunStore
 from tests.modal_behaviour import (
     FUNCTION_TIMEOUT_S,
     BehavingModal,
@@ -156,6 +157,24 @@ def test_a_reattach_that_finds_its_call_gone_runs_the_group_again(
     # The A10 group ran again, on the same journal: nothing it finished ran twice.
     assert len([s for s in fake.spawned if s["options"]["gpu"] == "A10"]) == 2
     assert set(fake.executed.values()) == {1}
+
+
+def test_a_group_lost_twice_is_not_done_and_a_resume_runs_it(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path)
+    volume = FakeVolume(tmp_path / "outputs")
+    root = volume.mount / "runs"
+    fake = BehavingModal(volume, expire_on={"A10"})  # A10 outputs are gone, every time
+    run_id, _ = run_on_volume(spec, root=root, volume=volume, workers=workers_of(fake, volume))
+    with RunStore.open(root / run_id, lock=False) as store:
+        lost = [r for r in store.records() if r["status"] == "failed"]
+        assert lost and {r["failure_kind"] for r in lost} == {"infrastructure"}
+        assert not {r["key"] for r in lost} & store.done_keys()  # not done
+    fake.expire_on.clear()
+    run_on_volume(spec, root=root, volume=volume, workers=workers_of(fake, volume))
+    fake.drain()
+    with RunStore.open(root / run_id, lock=False) as store:
+        assert {r["status"] for r in store.records()} == {"ok"}  # they ran again
+        assert store.done_keys() == expected_keys(spec)
 
 
 # ---- 3. two orchestrators on one Volume
