@@ -30,6 +30,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from modal.exception import TimeoutError as ModalTimeoutError
+
 from bench.backends.modal_cells import forget_local_runners, run_cells_local
 
 
@@ -69,7 +71,9 @@ class FakeVolume:
     # modal.Volume's client API, as the orchestrator uses it (paths from the root).
 
     def read_file(self, path: str) -> Iterator[bytes]:
-        yield (self.committed / path).read_bytes()
+        with self.lock:  # a commit replaces the committed copy: never read it half-made
+            data = (self.committed / path).read_bytes()
+        yield data
 
     def remove_file(self, path: str, recursive: bool = False) -> None:
         with self.lock:
@@ -178,8 +182,15 @@ class FakeCall:
         self.future = future
         self.cancelled = False
 
-    def get(self) -> list[dict[str, Any]]:
-        return self.future.result()
+    def get(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        # modal's FunctionCall.get raises modal.exception.TimeoutError when no result
+        # came within ``timeout`` seconds.
+        try:
+            return self.future.result(timeout=timeout)
+        except TimeoutError:
+            if self.future.done():
+                raise  # the call itself raised a TimeoutError
+            raise ModalTimeoutError() from None
 
     def cancel(self) -> None:
         self.cancelled = True

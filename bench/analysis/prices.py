@@ -30,6 +30,21 @@ class Prices:
     currency: str = "USD"
     note: str = ""
     origin: str = ""  # the file these prices were read from
+    # Modal's surcharges (the price file's [surcharges]): a region pin multiplies what a
+    # container uses ("broad" regions such as "us", "narrow" ones such as "us-west");
+    # non-preemptible containers pay a multiple of the CPU and memory price.
+    region_multipliers: dict[str, float] = field(default_factory=dict)
+    nonpreemptible_multiplier: float = 1.0
+    memory_per_gib_second: float = 0.0
+
+    def region_multiplier(self, region: str | None) -> float:
+        """The price multiplier of pinning containers to ``region`` (1 without a pin):
+        Modal's broad regions are one word ("us", "eu"), narrow ones name a part
+        ("us-west") or a cloud region ("us-east-1")."""
+        if not region:
+            return 1.0
+        kind = "narrow" if "-" in region else "broad"
+        return self.region_multipliers.get(kind, 1.0)
 
     def key_for(self, gpu: str | None, device_name: str | None = None) -> tuple[str | None, int]:
         """(price key, number of GPUs) for a Modal GPU string or, failing that, a device name."""
@@ -94,6 +109,11 @@ def load_prices(path: str | Path | None = None) -> Prices:
             currency=str(raw.get("currency", "USD")),
             note=str(raw.get("note", "")),
             origin=origin,
+            region_multipliers={str(k): float(v) for k, v in
+                                raw.get("surcharges", {}).get("region", {}).items()},
+            nonpreemptible_multiplier=float(
+                raw.get("surcharges", {}).get("nonpreemptible_cpu_memory", 1.0)),
+            memory_per_gib_second=float(raw.get("memory_per_gib_second", 0.0)),
         )
     except (tomllib.TOMLDecodeError, AttributeError, TypeError, ValueError) as err:
         raise UserError(f"price file {origin} is malformed: {err}; see "

@@ -13,6 +13,7 @@ import pandas as pd
 
 from bench.analysis.cells import cell_rows, pair_scores, summarize_cells
 from bench.analysis.cost import add_costs
+from bench.analysis.devices import device_mismatch_notes
 from bench.analysis.evidence import evidence
 from bench.analysis.frontier import add_frontiers
 from bench.analysis.headline import (
@@ -109,6 +110,7 @@ def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
     baselines, cells, choices = pick_headline(cells, ev, wer_budget_points,
                                               baseline_cell, complete_only=adaptive)
     notes = [f"{b.hardware}: baseline {b.cell_id} — {b.reason}" for b in baselines.values()]
+    notes += device_mismatch_notes(records, prices)
     firmness = resampled_stability(ev, wer_budget_points, baseline_cell)
     return RunAnalysis(
         run_dir=run_dir, manifest=manifest, records=records, cells=cells,

@@ -335,8 +335,11 @@ def score_and_report(run_id: str) -> None:
 
 def scheduled_run(spec_name: str) -> str:
     """The body of ``nightly``/``weekly``: run or resume tonight's run on the Volume,
-    score it, and record the billed cost when Modal's billing report has it."""
-    from bench.backends.modal_nightly import run_on_volume
+    score it, record its billed cost as far as Modal's report has it (provisional), and
+    settle the billed cost of earlier runs now final."""
+    from datetime import UTC, datetime
+
+    from bench.backends.modal_nightly import retain, run_on_volume
     from bench.backends.modal_orchestrator import ModalWorkers
     from bench.spec.parser import load_spec
     from bench.spec.shipped import resolve_spec_path
@@ -346,6 +349,10 @@ def scheduled_run(spec_name: str) -> str:
     run_id, _ = run_on_volume(spec, root=Path(OUTPUTS_RUNS), volume=outputs, workers=workers)
     score_and_report.remote(run_id)
     record_billing(run_id)
+    settle_billing()
+    kept = retain(Path(OUTPUTS_RUNS), Path(OUTPUTS_DIR), outputs, datetime.now(UTC))
+    print(f"volume retention: {kept.files_packed} WAV(s) of {kept.runs_packed} old run(s) "
+          f"packed, {kept.journals_removed} stale journal(s) removed")
     return run_id
 
 
@@ -354,30 +361,70 @@ def billing_report() -> Any:
     return modal.Workspace.from_context().billing.report
 
 
-def record_billing(run_id: str) -> None:
-    """Billed cost of the run's hours into its manifest, when the report is available."""
+def record_billing(run_id: str, now: Any = None) -> str:
+    """Billed cost of the run's hours into its manifest (``bench.backends.billing``):
+    provisional until Modal's figures for its last hour are settled, then final.
+    Returns what was recorded, in a line."""
     from datetime import UTC, datetime
 
     from bench.backends.billing import billed_cost
     from bench.store.run_store import RunStore
 
+    now = now or datetime.now(UTC)
+    from bench.core.errors import UserError
+
     run_dir = Path(OUTPUTS_RUNS) / run_id
     outputs.reload()
+    if not (run_dir / "manifest.json").is_file():
+        raise UserError(f"no run {run_id} on the outputs volume; run ids are the folders "
+                        "under runs/ there (`echo-bench pull` fetches them)")
     with RunStore.open(run_dir, lock=False) as store:
         started = datetime.fromisoformat(str(store.manifest["started_at"]))
+        finished = store.manifest.get("finished_at")
+        end = datetime.fromisoformat(str(finished)) if finished else now
         cost = dict(store.manifest.get("cost") or {})
+        if cost.get("billed_status") == "final":
+            return f"{run_id}: billed {cost.get('billed_usd')} USD (final already)"
         try:
-            billed = billed_cost(billing_report(), str(app.app_id), started, datetime.now(UTC))
+            billed = billed_cost(billing_report(), str(app.app_id), started, end, now)
         except Exception as err:  # no permission / no data yet: the estimate stays alone
-            print(f"billing report unavailable ({type(err).__name__}: {err}); "
-                  "the run keeps the estimate only")
-            return
-        if billed is None:
-            print("billing report has no complete hour of this run yet; estimate only")
-            return
+            line = (f"{run_id}: billing report unavailable ({type(err).__name__}: {err}); "
+                    "the run keeps the estimate only")
+            print(line)
+            return line
         cost.update(billed)
         store.update_manifest(cost=cost)
     outputs.commit()
+    line = f"{run_id}: billed {billed['billed_usd']} USD ({billed['billed_status']})"
+    print(line)
+    return line
+
+
+#: Runs started this many days back are looked at for a provisional billed cost to settle.
+SETTLE_LOOKBACK_DAYS = 14
+
+
+def settle_billing(now: Any = None) -> list[str]:
+    """Read again the billed cost of recent runs still provisional and due (their last
+    hour settled); what was recorded, a line per run."""
+    from datetime import UTC, datetime, timedelta
+
+    from bench.store.files import read_json
+    from bench.store.history import list_runs
+    from bench.store.layout import MANIFEST
+
+    now = now or datetime.now(UTC)
+    since = (now - timedelta(days=SETTLE_LOOKBACK_DAYS)).isoformat()
+    lines = []
+    for entry in list_runs(OUTPUTS_RUNS):
+        if str(entry.get("started_at") or "") < since:
+            continue
+        manifest = Path(OUTPUTS_RUNS) / str(entry.get("path") or entry["run_id"]) / MANIFEST
+        cost = (read_json(manifest).get("cost") or {}) if manifest.is_file() else {}
+        due = str(cost.get("billed_final_after") or "9999")
+        if cost.get("billed_status") == "provisional" and due <= now.isoformat():
+            lines.append(record_billing(str(entry["run_id"]), now=now))
+    return lines
 
 
 _SCHEDULED = dict(image=image, volumes={OUTPUTS_DIR: outputs}, timeout=NIGHTLY_TIMEOUT_S,
@@ -397,3 +444,10 @@ def nightly(spec: str = NIGHTLY_SPEC) -> str:
 def weekly(spec: str = WEEKLY_SPEC) -> str:
     """The full grid (``bench/sweeps/weekly.toml``); returns the run id."""
     return scheduled_run(spec)
+
+
+@app.function(image=image, volumes={OUTPUTS_DIR: outputs}, timeout=10 * 60)
+def billing(run_id: str) -> str:
+    """``echo-bench modal billing RUN``: read the run's billed cost again (final once
+    Modal's figures for its hours are settled); the line recorded."""
+    return record_billing(run_id)

@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from bench.backends.modal_journal import CallJournal
 from bench.core.errors import UserError
@@ -68,6 +68,13 @@ MODAL_RECORD_FIELDS: tuple[str, ...] = (
 #: Only in call results whose kept WAV waits on the outputs Volume (a path relative to
 #: its root, inside the call's journal); popped by the orchestrator, which reads it.
 VOLUME_AUDIO_FIELD = "audio_on_volume"
+
+
+@runtime_checkable
+class RegionPinned(Protocol):
+    """A chunk dispatcher that pins its containers to a Modal region."""
+
+    region: str | None
 
 
 def container_started_at(proc: Path = Path("/proc")) -> float | None:
@@ -122,6 +129,8 @@ def encode_payload(spec: SweepSpec, prompts: list[Prompt], cells: list[Cell] | N
         "keep_audio": spec.measure.keep_audio,
         "audio_sample": spec.modal.audio_sample,
         "audio_dir": audio_dir,
+        # The worker's region pin: chunk containers it starts are pinned there too.
+        "region": spec.modal.region,
         "prompts": prompt_rows,
         "speakers": speakers,
         "cells": [_cell_to_dict(c) for c in (spec.cells if cells is None else cells)],
@@ -156,6 +165,7 @@ class Payload:
     audio_dir: str | None
     prompts: list[Prompt]
     cells: dict[str, Cell]
+    region: str | None = None
 
 
 def decode_payload(spec_json: str, folder: Path) -> Payload:
@@ -180,7 +190,8 @@ def decode_payload(spec_json: str, folder: Path) -> Payload:
                    order_seed=data["order_seed"], repeats=data["repeats"], seeds=list(data["seeds"]),
                    keep_audio=data["keep_audio"], audio_sample=data["audio_sample"],
                    audio_dir=data["audio_dir"], prompts=prompts,
-                   cells={row["id"]: _cell_from_dict(row) for row in data["cells"]})
+                   cells={row["id"]: _cell_from_dict(row) for row in data["cells"]},
+                   region=data.get("region"))
 
 
 # --------------------------------------------------------------------------- cell runner
@@ -256,8 +267,12 @@ class CellRunner:
         if asdict(payload.model) != asdict(self.model):
             raise UserError("payload model differs from the worker's; pass the same spec to both")
         self.worker.long_text = payload.long_text
+        dispatcher = self.worker.chunk_dispatcher
+        if isinstance(dispatcher, RegionPinned):  # chunk containers go where we run
+            dispatcher.region = payload.region
         group = self._group(payload, cell_ids, set(done_keys), group_index)
         journal = CallJournal(self.volume, call_key or uuid.uuid4().hex, commit)
+        journal.begin_attempt(self.container_id)
         earlier = journal.records()
         call = self.calls
         self.calls += 1

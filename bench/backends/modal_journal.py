@@ -14,6 +14,17 @@ input finds the journal and a new call (a resumed sweep) starts an empty one. Th
 orchestrator removes the journal once it has stored the call's records (Modal's Volume
 API); the container never does, so an attempt stopped after finishing but before its
 result was delivered still finds everything on restart.
+
+Commits are batched: one per :data:`COMMIT_EVERY` journaled generations or
+:data:`COMMIT_SECONDS` of work, whichever comes first (and one at the end of the call).
+Modal bills the GPU while a commit runs and a commit's latency grows with the Volume's
+file count, so a commit per generation cost GPU time on every generation; a restart now
+runs again at most the generations of one batch.
+
+Each start of the input (a container beginning the call) also appends a line to
+``attempts.jsonl`` and commits, before any generation: the orchestrator counts them to
+stop a crash loop (:mod:`bench.backends.modal_watch`), since Modal restarts a crashing
+container without end and does not tell the caller.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +43,11 @@ from bench.store.layout import audio_filename
 
 #: Folder of the journals on the outputs Volume (relative to its root).
 JOURNALS = "journals"
+#: One line per container start of the call, in its journal folder.
+ATTEMPTS = "attempts.jsonl"
+#: A journal commit after this many generations or seconds, whichever comes first.
+COMMIT_EVERY = 8
+COMMIT_SECONDS = 60.0
 _CALL_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -42,15 +59,39 @@ def journal_path(call_key: str) -> str:
     return f"{JOURNALS}/{call_key}"
 
 
+def attempts_path(call_key: str) -> str:
+    """The call's container-start log, relative to the Volume's root."""
+    return f"{journal_path(call_key)}/{ATTEMPTS}"
+
+
+def count_lines(data: bytes) -> int:
+    """Whole lines in a start log (a torn last line is a start too: it began)."""
+    return len([line for line in data.splitlines() if line.strip()])
+
+
 class CallJournal:
     """The journal of one call under ``volume_root`` (see the module docstring)."""
 
     def __init__(self, volume_root: Path, call_key: str,
-                 commit: Callable[[], None] | None = None) -> None:
+                 commit: Callable[[], None] | None = None, *,
+                 every: int | None = None, seconds: float | None = None) -> None:
         self.relative = journal_path(call_key)
         self.folder = volume_root / self.relative
         self.lines = self.folder / "records.jsonl"
         self.commit = commit
+        # Read at construction, not import: tests that stop a container at a given
+        # commit set the module's figures.
+        self.every = every if every is not None else COMMIT_EVERY
+        self.seconds = seconds if seconds is not None else COMMIT_SECONDS
+        self.uncommitted = 0
+        self.committed_at = time.monotonic()
+
+    def flush(self) -> None:
+        """Commit what was journaled since the last commit (the end of a call)."""
+        if self.commit is not None and self.uncommitted:
+            self.commit()
+        self.uncommitted = 0
+        self.committed_at = time.monotonic()
 
     def records(self) -> list[dict[str, Any]]:
         """The records earlier attempts finished, in the order they ran. A torn last line
@@ -73,9 +114,22 @@ class CallJournal:
                 f.truncate(good)
         return records
 
+    def begin_attempt(self, container_id: str) -> None:
+        """Log this container's start of the call and commit it, so a crash in the first
+        generation still counts (see the module docstring)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        line = {"container_id": container_id, "started_at": time.time()}
+        with (self.folder / ATTEMPTS).open("ab") as f:
+            f.write(json.dumps(line).encode("utf-8") + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if self.commit is not None:
+            self.commit()
+
     def add(self, record: dict[str, Any], wav: bytes | None) -> None:
         """Keep ``record`` (and its WAV) durably: the WAV first, so a record in the journal
-        always has its audio; then the Volume is committed, so a restart sees both."""
+        always has its audio; the Volume is committed once a batch is full (module
+        docstring), so a restart sees both."""
         if wav is not None:
             path = self.wav(record["key"])
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,8 +140,10 @@ class CallJournal:
             f.write(json.dumps(record).encode("utf-8") + b"\n")
             f.flush()
             os.fsync(f.fileno())
-        if self.commit is not None:
-            self.commit()
+        self.uncommitted += 1
+        if (self.uncommitted >= self.every
+                or time.monotonic() - self.committed_at >= self.seconds):
+            self.flush()
 
     def wav(self, key: str) -> Path:
         """Where the WAV of record ``key`` is kept (it may not exist)."""

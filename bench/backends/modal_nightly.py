@@ -12,10 +12,15 @@ attempt must continue the night's run, not begin another one:
   for each cell of its group before anything waits on it; a restarted attempt
   re-attaches to those calls instead of paying for them twice.
 * The Volume has no distributed locks, so nothing here takes one: the orchestrator is
-  the run's one writer of records, manifest, index and ledger (Modal runs one nightly at
-  a time, ``max_containers=1``); workers only write their own WAV files and their call's
-  journal (``journals/<call_key>/``). The orchestrator commits after each cell; workers
-  commit after each generation (the journal) and after placing their WAVs.
+  the run's one writer of records, manifest, ledger and the run's own index file
+  (``index.d/<run-id>.jsonl``: the nightly and a weekly still running are two
+  orchestrators on one Volume, where the last commit of a shared file wins); workers
+  only write their own WAV files and their call's journal (``journals/<call_key>/``).
+  The orchestrator commits after each cell; workers commit their journal in batches
+  and after placing their WAVs.
+* Retention (:func:`retain`): runs older than :data:`KEEP_UNPACKED_DAYS` keep their WAVs
+  in one ``audio.zip`` (bench.store.packing), and journals no call can still use are
+  removed, so the Volume's file count stays bounded.
 
 Plain code over two seams (``volume``: ``commit``/``reload``; ``workers``: see
 :class:`~bench.backends.modal_orchestrator.Workers`), so tests run it against a stand-in.
@@ -25,18 +30,27 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench.backends.modal_journal import JOURNALS
 from bench.backends.modal_orchestrator import ModalBackend, Workers
 from bench.run.runner import open_store, run_sweep
 from bench.spec.sweep import SweepSpec
 from bench.store.history import list_runs
+from bench.store.packing import pack_audio
 from bench.store.run_store import RunStore
 
 LEDGER = "calls.json"
+#: Runs on the Volume keep their WAVs as files this many days after they started.
+KEEP_UNPACKED_DAYS = 14
+#: A journal untouched this long serves no call (a call runs 24 h at most, the nightly
+#: re-attaches within its own 24 h limit and retries).
+STALE_JOURNAL_DAYS = 4
 
 
 class Volume(Protocol):
@@ -103,7 +117,7 @@ def run_on_volume(spec: SweepSpec, *, root: Path, volume: Volume, workers: Worke
     print(("resuming " if resumed else "started ") + f"run {run_dir.name}")
     ledger = FileLedger(run_dir / LEDGER, volume.commit)
     backend = ModalBackend(confirm=False, workers=workers, ledger=ledger,
-                           audio_dir=str(run_dir / "audio"))
+                           audio_dir=str(run_dir / "audio"), orchestrated_in_modal=True)
 
     def after_cell(store: RunStore, cell: Any, keys: list[str]) -> None:
         volume.commit()
@@ -125,3 +139,40 @@ def _record_estimate(run_dir: Path, usd: float, seconds: float) -> None:
         cost.update(estimate_usd=round(usd, 4), estimate_gpu_hours=round(seconds / 3600, 4),
                     estimate_basis="estimate: FLOP model and list prices (bench.analysis.prices)")
         store.update_manifest(cost=cost)
+
+
+@dataclass(frozen=True)
+class Retained:
+    """What :func:`retain` did."""
+
+    runs_packed: int
+    files_packed: int
+    journals_removed: int
+
+
+def retain(root: Path, volume_root: Path, volume: Volume, now: datetime,
+           keep_days: int = KEEP_UNPACKED_DAYS) -> Retained:
+    """Pack the WAVs of complete runs under ``root`` started more than ``keep_days``
+    before ``now``, remove journals untouched for STALE_JOURNAL_DAYS under
+    ``volume_root``, and commit once (module docstring)."""
+    volume.reload()
+    before = (now - timedelta(days=keep_days)).isoformat()
+    runs = files = 0
+    for entry in list_runs(root):
+        if entry.get("status") != "complete" or str(entry.get("started_at") or "") >= before:
+            continue
+        packed = pack_audio(root / str(entry.get("path") or entry.get("run_id")))
+        runs += packed > 0
+        files += packed
+    stale = (now - timedelta(days=STALE_JOURNAL_DAYS)).timestamp()
+    journals = 0
+    folder = volume_root / JOURNALS
+    for journal in sorted(folder.iterdir()) if folder.is_dir() else []:
+        newest = max((p.stat().st_mtime for p in journal.rglob("*")),
+                     default=journal.stat().st_mtime)
+        if newest < stale:
+            shutil.rmtree(journal)
+            journals += 1
+    if runs or journals:
+        volume.commit()
+    return Retained(runs, files, journals)

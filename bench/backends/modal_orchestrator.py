@@ -57,7 +57,22 @@ from typing import Any, Protocol
 
 from bench.analysis.prices import Prices, load_prices
 from bench.backends.modal_cells import VOLUME_AUDIO_FIELD, encode_payload, model_params
-from bench.backends.modal_journal import journal_path
+from bench.backends.modal_estimate import (
+    COLD_START_SECONDS,
+    CostEstimate,
+    estimate_cost,
+    generation_seconds,
+)
+from bench.backends.modal_journal import attempts_path, count_lines, journal_path
+from bench.backends.modal_watch import (
+    MAX_CONTAINER_STARTS,
+    POLL_SECONDS,
+    CallGone,
+    Watch,
+    group_budget,
+    translate,
+    wait_for,
+)
 from bench.core.errors import UserError
 from bench.run.runner import CellHook, RecordSink
 from bench.run.schedule import Group, order_seed, schedule
@@ -65,101 +80,20 @@ from bench.run.worker import Generation, Worker, plan
 from bench.spec.gpus import DEFAULT_GPU, modal_gpu, validate_gpu
 from bench.spec.prompts import Prompt
 from bench.spec.sweep import Cell, ModelSpec, SweepSpec
-from bench.spec.workload_axes import latent_rows_per_chunk
-from echo_tts.text import chunk_bytes_for, split_text
-
-# ---- cost model (rough guesses, stated as such in every estimate)
-
-#: Floor of one forward row at the official size, per latent (design map: 1.52B matmul
-#: parameters on the per-token path plus attention), in FLOP.
-FLOP_PER_LATENT_ROW = 3.2e9
-#: Achieved bf16 throughput per GPU, FLOP/s. A rough guess: calibrated on the one
-#: production figure we have (A10G, 40 steps, independent CFG, 640 latents: about 6 s a
-#: chunk, i.e. ~27 TFLOP/s, ~22% of its bf16 peak) and scaled to the other cards by
-#: their dense bf16 tensor peaks at the same 22%.
-EFFECTIVE_FLOPS: dict[str, float] = {
-    "T4": 14e12, "L4": 27e12, "A10": 27e12, "A10G": 27e12, "L40S": 80e12,
-    "A100": 69e12, "A100-40GB": 69e12, "A100-80GB": 69e12, "H100": 218e12,
-    "H100!": 218e12, "H200": 218e12, "B200": 495e12, "RTX-PRO-6000": 110e12,
-}
-#: Seconds a GPU type's container spends starting and loading the model (a guess).
-COLD_START_SECONDS = 120.0
-@dataclass(frozen=True)
-class CostLine:
-    """The estimate for one GPU type."""
-
-    gpu: str
-    cells: int
-    generations: int
-    seconds: float
-    usd: float
-
-
-@dataclass(frozen=True)
-class CostEstimate:
-    lines: tuple[CostLine, ...]
-    prices_source: str
-
-    @property
-    def seconds(self) -> float:
-        return sum(line.seconds for line in self.lines)
-
-    @property
-    def usd(self) -> float:
-        return sum(line.usd for line in self.lines)
-
-    def render(self) -> str:
-        rows = [f"{'gpu':<12} {'cells':>5} {'gens':>6} {'GPU hours':>9} {'USD':>9}"]
-        rows += [f"{ln.gpu:<12} {ln.cells:>5} {ln.generations:>6} {ln.seconds / 3600:>9.2f} "
-                 f"{ln.usd:>9.2f}" for ln in self.lines]
-        rows.append(f"{'total':<12} {sum(ln.cells for ln in self.lines):>5} "
-                    f"{sum(ln.generations for ln in self.lines):>6} {self.seconds / 3600:>9.2f} "
-                    f"{self.usd:>9.2f}")
-        rows.append(f"rough estimate: NFE x latents x {FLOP_PER_LATENT_ROW:.1e} FLOP at a guessed "
-                    f"per-GPU throughput, +{COLD_START_SECONDS:.0f} s cold start per GPU type, "
-                    f"+warm-up; prices: {self.prices_source}")
-        return "\n".join(rows)
-
-
-def generation_seconds(cell: Cell, prompt: Prompt, gpu: str, long_text: str = "chunk") -> float:
-    """Guessed GPU seconds of one generation: chunks x NFE x latents x FLOP / throughput
-    (one chunk unless ``long_text`` is "chunk", the mode that splits long text)."""
-    sampler = cell.sampler
-    chunks = 1
-    if long_text == "chunk":
-        chunks = max(1, len(split_text(prompt.text, chunk_bytes_for(sampler.sequence_length))))
-    name = gpu.partition(":")[0]
-    return chunks * latent_rows_per_chunk(cell) * FLOP_PER_LATENT_ROW / EFFECTIVE_FLOPS[name]
-
-
-def estimate_cost(work: dict[Cell, list[Generation]], warmup: int, prices: Prices,
-                  default_gpu: str = DEFAULT_GPU, long_text: str = "chunk") -> CostEstimate:
-    """Expected GPU time and price of ``work``, per GPU type (sorted by name)."""
-    per_gpu: dict[str, list[float]] = {}  # gpu -> [cells, generations, seconds]
-    for cell, generations in work.items():
-        if not generations:
-            continue
-        gpu = validate_gpu(cell.gpu or default_gpu)
-        totals = per_gpu.setdefault(gpu, [0.0, 0.0, COLD_START_SECONDS])
-        totals[0] += 1
-        totals[1] += len(generations)
-        totals[2] += sum(generation_seconds(cell, g.prompt, gpu, long_text) for g in generations)
-        totals[2] += warmup * generation_seconds(cell, generations[0].prompt, gpu, long_text)
-    lines = tuple(CostLine(gpu, int(c), int(n), s, s * prices.price(gpu))
-                  for gpu, (c, n, s) in sorted(per_gpu.items()))
-    return CostEstimate(lines, prices.source)
-
+from bench.store.layout import INFRASTRUCTURE_FAILURE
 
 # ---- the remote-call layer
 
 
 class RemoteCall(Protocol):
     """A spawned call: ``call_id`` (Modal's FunctionCall id, to re-attach after a
-    restart), ``get`` blocks for its records or re-raises the remote error."""
+    restart); ``get`` waits up to ``timeout`` seconds for its records and raises
+    :class:`~bench.backends.modal_watch.CallPending` when none came, ``CallGone`` when
+    none ever will, or the remote error."""
 
     call_id: str
 
-    def get(self) -> list[dict[str, Any]]: ...
+    def get(self, timeout: float | None = None) -> list[dict[str, Any]]: ...
 
     def cancel(self) -> None: ...
 
@@ -177,6 +111,8 @@ class Workers(Protocol):
 
     def attach(self, call_id: str) -> RemoteCall: ...
 
+    def container_starts(self, call_key: str) -> int: ...
+
     def read_audio(self, path: str) -> bytes: ...
 
     def discard(self, path: str) -> None: ...
@@ -189,8 +125,14 @@ class _FunctionCall:
         self._call = call
         self.call_id: str = call.object_id
 
-    def get(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call.get()
+    def get(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        try:
+            result: list[dict[str, Any]] = self._call.get(timeout=timeout)
+        except BaseException as err:  # InputCancellation is a BaseException
+            ours = translate(err)
+            if ours is err:
+                raise
+            raise ours from err
         return result
 
     def cancel(self) -> None:
@@ -265,13 +207,29 @@ class ModalWorkers:
         if self.volume is not None:
             self.volume.remove_file(path, recursive=True)
 
+    def container_starts(self, call_key: str) -> int:
+        """Starts logged in the call's journal on the Volume (0 when unreadable: the
+        deadline still bounds the call)."""
+        if self.volume is None:
+            return 0
+        try:
+            return count_lines(b"".join(self.volume.read_file(attempts_path(call_key))))
+        except Exception:  # not there yet (modal's NotFoundError), or no read
+            return 0
+
     def attach(self, call_id: str) -> RemoteCall:
         function_call = self.function_call
         if function_call is None:
             import modal
 
             function_call = modal.FunctionCall
-        return _FunctionCall(function_call.from_id(call_id))
+        try:
+            return _FunctionCall(function_call.from_id(call_id))
+        except Exception as err:
+            ours = translate(err)
+            if ours is err:
+                raise
+            raise ours from err
 
 
 class CallLedger(Protocol):
@@ -290,8 +248,24 @@ class CallLedger(Protocol):
 Ask = Callable[[str], str]
 
 
+@dataclass
+class Launch:
+    """One group's call: what it was spawned with (to spawn it again on the same
+    journal when it is gone), the call and what bounds it."""
+
+    group: Group
+    gpu: str
+    done: list[str]
+    call: RemoteCall
+    watch: Watch
+    respawned: bool = False
+
+
 class ModalBackend:
-    """Runs cells on Modal GPU types in parallel (see the module docstring)."""
+    """Runs cells on Modal GPU types in parallel (see the module docstring).
+
+    ``clock`` (epoch seconds) and ``poll_seconds`` bound each call: see
+    :mod:`bench.backends.modal_watch`."""
 
     name = "modal"
 
@@ -299,7 +273,10 @@ class ModalBackend:
                  default_gpu: str = DEFAULT_GPU, prices: Prices | None = None,
                  ask: Ask | None = None, interactive: Callable[[], bool] | None = None,
                  max_waiting_threads: int = 64, ledger: CallLedger | None = None,
-                 audio_dir: str | None = None) -> None:
+                 audio_dir: str | None = None, clock: Callable[[], float] | None = None,
+                 poll_seconds: float = POLL_SECONDS,
+                 max_container_starts: int = MAX_CONTAINER_STARTS,
+                 orchestrated_in_modal: bool = False) -> None:
         self.confirm = confirm
         self.workers = workers
         self.default_gpu = validate_gpu(default_gpu)
@@ -309,6 +286,11 @@ class ModalBackend:
         self.max_waiting_threads = max_waiting_threads
         self.ledger = ledger
         self.audio_dir = audio_dir
+        self.clock = clock if clock is not None else time.time
+        self.poll_seconds = poll_seconds
+        self.max_container_starts = max_container_starts
+        # The nightly: the orchestrator is itself a (non-preemptible) Modal container.
+        self.orchestrated_in_modal = orchestrated_in_modal
         #: The last estimate made (the nightly stores it beside the billed cost).
         self.estimate: CostEstimate | None = None
 
@@ -320,7 +302,9 @@ class ModalBackend:
         gpus = {cell: validate_gpu(cell.gpu or self.default_gpu) for cell in pending}
         check_remote_sources(spec.model)
         self.estimate = estimate_cost(pending, spec.measure.warmup, self.prices or load_prices(),
-                                      self.default_gpu, spec.prompts.long_text)
+                                      self.default_gpu, spec.prompts.long_text,
+                                      region=spec.modal.region,
+                                      orchestrator=self.orchestrated_in_modal)
         print(self.estimate.render())
         self._confirm()
 
@@ -337,81 +321,142 @@ class ModalBackend:
                                  audio_dir=self.audio_dir)
         with self.workers.session():
             self._discard_earlier(spec.cells, pending)
-            calls: list[tuple[Group, RemoteCall, str]] = []
+            launches: list[Launch] = []
+            queued: dict[str, float] = {}  # GPU type -> budget of its groups spawned so far
             try:
                 for group in groups:
+                    gpu = gpus[group.cells[0]]
                     done = [k for c in group.cells for k in _done_keys(c, pending[c], prompts, spec)]
-                    calls.append(self._call_for(group, gpus[group.cells[0]], params, payload, done))
-                self._collect(calls, pending, gpus, failure_worker, sink, on_cell_done)
+                    # One container per GPU type: a group waits for those before it.
+                    queued[gpu] = queued.get(gpu, 0.0) + self._budget(group, pending, gpu, spec)
+                    launches.append(self._call_for(group, gpu, params, payload, done,
+                                                   self.clock() + queued[gpu]))
+                self._collect(launches, pending, failure_worker, sink, on_cell_done,
+                              lambda launch: self._respawn(launch, params, payload, spec, pending))
             except BaseException:
                 # A restart of the nightly (preemption) must not cancel the calls it will
                 # re-attach to; an interactive sweep cancels what it started.
                 if self.ledger is None:
-                    for _, call, _ in calls:
+                    for launch in launches:
                         with contextlib.suppress(Exception):
-                            call.cancel()
+                            launch.call.cancel()
                 raise
 
-    def _call_for(self, group: Group, gpu: str, params: str, payload: str, done: list[str]
-                  ) -> tuple[Group, RemoteCall, str]:
-        """Re-attach to this group's call in flight (ledger) or spawn a new one; returns
-        the group, the call and its journal key.
+    def _budget(self, group: Group, pending: dict[Cell, list[Generation]], gpu: str,
+                spec: SweepSpec) -> float:
+        """Seconds the group may take once its container is free (modal_watch)."""
+        seconds = sum(generation_seconds(s.gen.cell, s.gen.prompt, gpu, spec.prompts.long_text)
+                      for s in group.steps)
+        seconds += spec.measure.warmup * sum(
+            generation_seconds(c, pending[c][0].prompt, gpu, spec.prompts.long_text)
+            for c in group.cells)
+        return group_budget(seconds, COLD_START_SECONDS)
+
+    def _call_for(self, group: Group, gpu: str, params: str, payload: str, done: list[str],
+                  deadline: float) -> Launch:
+        """Re-attach to this group's call in flight (ledger) or spawn a new one.
 
         An earlier call of the same run that was given all of the group's cells may be
         re-attached: records only accumulate (failed ones count as done too), so what is
         pending now is a subset of what that call was asked for; the extra records it
-        returns are ignored.
+        returns are ignored. The deadline of a re-attached call is the one it was
+        spawned with (kept in the ledger), so restarts do not extend it.
         """
+        call_key = ""
         if self.ledger is not None:
             entries = [self.ledger.get(c.id) for c in group.cells]
             ids = {str(e["call_id"]) for e in entries if e is not None}
             if len(ids) == 1 and all(e is not None for e in entries):
                 entry = entries[0] or {}
+                call_key = str(entry.get("call_key") or "")
                 try:
                     call = self.workers.attach(str(entry["call_id"]))
-                except Exception as err:  # expired or unknown: pay for a new call
+                except Exception as err:  # expired or unknown: spawn on the same journal
                     print(f"modal: cannot re-attach to {entry['call_id']} ({err}); "
                           "spawning again", file=sys.stderr)
                 else:
                     print(f"modal: re-attached {len(group.cells)} cell(s) "
                           f"({', '.join(c.id for c in group.cells)}) to call {call.call_id}",
                           file=sys.stderr)
-                    return group, call, str(entry.get("call_key") or "")
-        spawned_at = time.time()
-        call_key = uuid.uuid4().hex
+                    watch = Watch(call_key, float(entry.get("deadline") or deadline),
+                                  int(entry.get("starts_before") or 0))
+                    return Launch(group, gpu, done, call, watch)
+        return self._spawn(group, gpu, params, payload, done, deadline, call_key)
+
+    def _spawn(self, group: Group, gpu: str, params: str, payload: str, done: list[str],
+               deadline: float, call_key: str = "") -> Launch:
+        """A new call for the group; given a ``call_key``, on that journal (it continues
+        what an earlier call of the group finished)."""
+        spawned_at = self.clock()
+        call_key = call_key or uuid.uuid4().hex
+        starts_before = self.workers.container_starts(call_key)
         call = self.workers.spawn(gpu, params, payload, [c.id for c in group.cells], done,
                                   spawned_at, group.index, call_key)
         if self.ledger is not None:
             self.ledger.put([c.id for c in group.cells],
                             {"call_id": call.call_id, "gpu": gpu, "spawned_at": spawned_at,
-                             "call_key": call_key, "group": group.index})
-        return group, call, call_key
+                             "call_key": call_key, "group": group.index, "deadline": deadline,
+                             "starts_before": starts_before})
+        return Launch(group, gpu, done, call, Watch(call_key, deadline, starts_before))
 
-    def _collect(self, calls: list[tuple[Group, RemoteCall, str]],
-                 pending: dict[Cell, list[Generation]], gpus: dict[Cell, str],
-                 failure_worker: Worker, sink: RecordSink, on_cell_done: CellHook) -> None:
-        """Hand each call's records to the sink as the call finishes (in this thread)."""
-        pool = cf.ThreadPoolExecutor(max_workers=max(1, min(len(calls), self.max_waiting_threads)),
+    def _respawn(self, launch: Launch, params: str, payload: str, spec: SweepSpec,
+                 pending: dict[Cell, list[Generation]]) -> Launch:
+        """The group's call is gone: the same group again, on its journal."""
+        deadline = self.clock() + self._budget(launch.group, pending, launch.gpu, spec)
+        again = self._spawn(launch.group, launch.gpu, params, payload, launch.done, deadline,
+                            launch.watch.call_key)
+        again.respawned = True
+        return again
+
+    def _wait(self, launch: Launch) -> list[dict[str, Any]]:
+        return wait_for(launch.call, launch.watch, self.workers.container_starts, self.clock,
+                        self.poll_seconds, self.max_container_starts)
+
+    def _collect(self, launches: list[Launch], pending: dict[Cell, list[Generation]],
+                 failure_worker: Worker, sink: RecordSink, on_cell_done: CellHook,
+                 respawn: Callable[[Launch], Launch]) -> None:
+        """Hand each call's records to the sink as the call finishes (in this thread).
+
+        A call that is gone (cancelled, expired) is spawned again once, on the same
+        journal, for the group's pending generations: they were never attempted to an
+        end, so they are not recorded failed. A call we stopped (crash loop, deadline)
+        or that failed records each pending generation failed, with the reason."""
+        pool = cf.ThreadPoolExecutor(max_workers=max(1, min(len(launches),
+                                                            self.max_waiting_threads)),
                                      thread_name_prefix="modal-get")
         try:
-            futures = {pool.submit(call.get): (group, key) for group, call, key in calls}
-            for future in cf.as_completed(futures):
-                group, call_key = futures[future]
-                gpu = gpus[group.cells[0]]
-                generations = [g for c in group.cells for g in pending[c]]
-                try:
-                    records = future.result()
-                except Exception as err:  # the remote call failed: every generation fails
-                    for gen in generations:
-                        self._emit(_failed(failure_worker, gen, err, gpu), sink)
-                else:
-                    self._emit_all(records, generations, failure_worker, gpu, sink)
-                for cell in group.cells:
-                    on_cell_done(cell)
-                self._discard(call_key)
+            waiting = {pool.submit(self._wait, launch): launch for launch in launches}
+            while waiting:
+                finished, _ = cf.wait(waiting, return_when=cf.FIRST_COMPLETED)
+                for future in finished:
+                    launch = waiting.pop(future)
+                    group = launch.group
+                    generations = [g for c in group.cells for g in pending[c]]
+                    try:
+                        records = future.result()
+                    except CallGone as err:
+                        if not launch.respawned:
+                            print(f"modal: call {launch.call.call_id} is gone ({err}); running "
+                                  f"group {group.index} again on its journal", file=sys.stderr)
+                            again = respawn(launch)
+                            waiting[pool.submit(self._wait, again)] = again
+                            continue
+                        self._fail_all(generations, err, failure_worker, launch.gpu, sink)
+                    except Exception as err:  # stopped or failed: every pending generation fails
+                        self._fail_all(generations, err, failure_worker, launch.gpu, sink)
+                    else:
+                        self._emit_all(records, generations, failure_worker, launch.gpu, sink)
+                    for cell in group.cells:
+                        on_cell_done(cell)
+                    self._discard(launch.watch.call_key)
         finally:
             # Do not wait for calls still running (interrupted): they were cancelled.
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _fail_all(self, generations: list[Generation], err: BaseException,
+                  failure_worker: Worker, gpu: str, sink: RecordSink) -> None:
+        for gen in generations:
+            self._emit(_failed(failure_worker, gen, err, gpu), sink)
 
     def _discard(self, call_key: str, *, quiet: bool = False) -> None:
         """Remove a finished call's journal (its records are stored): best effort, a
@@ -514,5 +559,7 @@ def _failed(worker: Worker, gen: Generation, err: BaseException, gpu: str) -> di
     record = worker.failed_record(gen, err, phase="modal call")
     # The record was built here, not on the GPU: say where it was meant to run.
     record.update(device=f"modal:{gpu}", device_name=gpu)
+    if isinstance(err, CallGone):  # the call was lost twice: not done, a resume runs it
+        record["failure_kind"] = INFRASTRUCTURE_FAILURE
     return record
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from bench.run.workload import join_chunks
+from bench.spec.gpus import modal_gpu
 from bench.spec.prompt_files import Prompt
 from bench.spec.sweep import Cell, ModelSpec
 from echo_tts.pipeline import SynthesisResult
@@ -47,9 +48,10 @@ class ChunkCall(Protocol):
 
 
 class ChunkSpawner(Protocol):
-    """Sends one chunk request (JSON) to a container of ``gpu``; the call's handle back."""
+    """Sends one chunk request (JSON) to a container of ``gpu`` (Modal's name for it) in
+    ``region`` (None: anywhere); the call's handle back."""
 
-    def __call__(self, gpu: str, params: str, request: str) -> ChunkCall: ...
+    def __call__(self, gpu: str, params: str, request: str, region: str | None) -> ChunkCall: ...
 
 
 def chunk_request(cell: Cell, prompt: Prompt, seed: int, text: str) -> str:
@@ -111,21 +113,30 @@ def chunk_result(reply: dict[str, Any]) -> SynthesisResult:
 
 
 class ModalChunkDispatcher:
-    """Runs a text's chunks on ``chunk_workers`` containers at once (module docstring)."""
+    """Runs a text's chunks on ``chunk_workers`` containers at once (module docstring).
 
-    def __init__(self, params: str, spawn: ChunkSpawner, default_gpu: str) -> None:
+    Chunk containers run on the cell's card under Modal's name for it and in the region
+    the worker is pinned to (``region``, set from each call's payload): the record's
+    latency is compared with the worker's own timings, so both must come from the same
+    card and place.
+    """
+
+    def __init__(self, params: str, spawn: ChunkSpawner, default_gpu: str,
+                 region: str | None = None) -> None:
         self.params = params
         self.spawn = spawn
         self.default_gpu = default_gpu
+        self.region = region
 
     def run_chunks(self, cell: Cell, prompt: Prompt, seed: int, chunks: list[str]
                    ) -> SynthesisResult:
-        gpu = cell.gpu or self.default_gpu
+        gpu = modal_gpu(cell.gpu or self.default_gpu)
         requests = [chunk_request(cell, prompt, seed + i, text) for i, text in enumerate(chunks)]
         start = time.perf_counter()
         # At most chunk_workers chunks in flight: chunk i waits for a free worker.
         with cf.ThreadPoolExecutor(max_workers=cell.chunk_workers) as pool:
-            replies = list(pool.map(lambda r: self.spawn(gpu, self.params, r).get(), requests))
+            replies = list(pool.map(
+                lambda r: self.spawn(gpu, self.params, r, self.region).get(), requests))
         wall = time.perf_counter() - start
         joined = join_chunks([chunk_result(r) for r in replies]) if len(replies) > 1 \
             else chunk_result(replies[0])
@@ -162,10 +173,12 @@ class ChunkWorker:
 
 
 def modal_spawner(worker_cls: Any) -> ChunkSpawner:
-    """Spawns chunk calls on the registered ChunkWorker class, one GPU type each."""
+    """Spawns chunk calls on the registered ChunkWorker class, one GPU type (and region)
+    each."""
 
-    def spawn(gpu: str, params: str, request: str) -> ChunkCall:
-        handle = worker_cls.with_options(gpu=gpu)(params=params)
+    def spawn(gpu: str, params: str, request: str, region: str | None) -> ChunkCall:
+        options = {"gpu": gpu} if region is None else {"gpu": gpu, "region": region}
+        handle = worker_cls.with_options(**options)(params=params)
         call: ChunkCall = handle.run_chunk.spawn(request)
         return call
 

@@ -1,4 +1,5 @@
-"""``echo-bench modal prefetch|deploy|run-nightly``: Modal set-up and the nightly by hand.
+"""``echo-bench modal prefetch|deploy|run-nightly|billing``: Modal set-up and the nightly
+by hand.
 
 ``prefetch`` and ``deploy`` shell out to ``python -m modal`` (the CLI of the installed
 modal package) on the app module ``bench.backends.modal_app``, so what runs is exactly
@@ -12,6 +13,11 @@ and login handling:
 "echo-bench", "nightly").spawn(spec)``) and returns at once with the FunctionCall id:
 the orchestration runs inside Modal (non-preemptible, resumable), so the caller, e.g. a
 GitHub runner, never waits for hours. It resumes tonight's unfinished run of the spec.
+
+``billing RUN`` calls the deployed app's ``billing`` function on a run of the outputs
+Volume: it reads Modal's billing report for the run's hours again and records the billed
+cost in the run's manifest, final once those hours are settled (a day after the run's
+last hour), provisional before (bench.backends.billing).
 
 ``--dry-run`` prints what would run. ``--hf-secret NAME`` attaches the Modal secret
 NAME (holding HF_TOKEN) to the app's functions; the official weights are public, so it
@@ -30,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.errors import UserError
+from bench.store.layout import SAFE_RUN_ID
 
 APP_MODULE = "bench.backends.modal_app"
 APP_NAME = "echo-bench"  # bench.backends.modal_app.APP_NAME (not imported: no image build)
@@ -50,11 +57,15 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "Mon-Sat, full grid Sun)"),
         ("run-nightly", "start the deployed nightly on Modal now and return (results land on "
                         "the outputs volume: fetch them with `echo-bench pull`)"),
+        ("billing", "read Modal's billing report for a run on the outputs volume again and "
+                    "record its billed cost (final once its hours are settled)"),
     ):
         q = actions.add_parser(name, help=text)
         q.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
         q.add_argument("--env", metavar="ENV", help="Modal environment (default: your profile's)")
-        if name != "run-nightly":  # the deployed app already has its secrets
+        if name == "billing":
+            q.add_argument("run", metavar="RUN", help="run id on the outputs volume")
+        elif name != "run-nightly":  # the deployed app already has its secrets
             q.add_argument("--hf-secret", metavar="NAME",
                            help="Modal secret holding HF_TOKEN, for gated or private weights")
         else:
@@ -74,7 +85,8 @@ def modal_command(action: str, env: str | None = None) -> list[str]:
         return [*base, "run", *env_args, "-m", f"{APP_MODULE}::prefetch"]
     if action == "deploy":
         return [*base, "deploy", *env_args, "-m", APP_MODULE]
-    raise UserError(f"unknown modal action {action!r}; use prefetch, deploy or run-nightly")
+    raise UserError(f"unknown modal action {action!r}; use prefetch, deploy, run-nightly or "
+                    "billing")
 
 
 def where_runs_appear(spec: str, env: str | None, call_id: str | None) -> str:
@@ -102,7 +114,27 @@ def start_nightly(spec: str, env: str | None, lookup: Lookup | None = None) -> s
     return str(call.object_id)
 
 
+def read_billing(run_id: str, env: str | None, lookup: Lookup | None = None) -> str:
+    """Call the deployed app's ``billing`` function on ``run_id``; the line it recorded."""
+    import modal
+    from modal.exception import NotFoundError
+
+    if not SAFE_RUN_ID.fullmatch(run_id):
+        raise UserError(f"bad run id {run_id!r}: expected a folder name under runs/ on the "
+                        "outputs volume (see `echo-bench pull`)")
+    lookup = lookup if lookup is not None else modal.Function.from_name
+    try:
+        return str(lookup(APP_NAME, "billing", environment_name=env).remote(run_id))
+    except NotFoundError as err:
+        raise UserError(f"{err}; is the {APP_NAME} app deployed (echo-bench modal deploy) and "
+                        f"is {run_id} on its outputs volume?") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.modal_action == "billing":
+        print(f"would call {APP_NAME}.billing({args.run!r})" if args.dry_run
+              else read_billing(args.run, args.env))
+        return 0
     if args.modal_action == "run-nightly":
         call_id = None if args.dry_run else start_nightly(args.spec, args.env)
         line = where_runs_appear(args.spec, args.env, call_id)

@@ -23,7 +23,8 @@ from bench.core.errors import UserError
 from bench.run.runner import DEFAULT_RUNS_ROOT
 from bench.store.files import read_json
 from bench.store.history import HistoryIndex
-from bench.store.layout import LOCK, MANIFEST
+from bench.store.layout import INDEX_DIR, LOCK, MANIFEST
+from bench.store.packing import unpack_audio
 from bench.store.run_store import RunStore
 
 OUTPUTS_VOLUME = "echo-bench-outputs"  # bench.backends.modal_app.OUTPUTS_VOLUME
@@ -72,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
 def remote_runs(volume: VolumeReader) -> list[str]:
     """Run ids on the volume, sorted (ids start with a UTC timestamp: oldest first)."""
     entries = volume.listdir(RUNS_PREFIX)
-    return sorted(Path(e.path).name for e in entries if int(e.type) == DIRECTORY)
+    # index.d/ holds the runs' own index files (bench.store.history), not a run.
+    return sorted(Path(e.path).name for e in entries
+                  if int(e.type) == DIRECTORY and Path(e.path).name != INDEX_DIR)
 
 
 def pull_runs(volume: VolumeReader, root: Path, run_ids: list[str] | None = None, *,
@@ -119,6 +122,7 @@ def pull_run(volume: VolumeReader, root: Path, run_id: str) -> Path:
     if target.exists():
         shutil.rmtree(target)
     partial.replace(target)
+    unpack_audio(target)  # an old run on the Volume keeps its WAVs packed
     with RunStore.open(target) as store:
         HistoryIndex(root).append(store.history_entry())
     return target

@@ -143,14 +143,14 @@ def print_predictions(spec: SweepSpec) -> None:
 def print_cost(spec: SweepSpec, prompts: list[Prompt]) -> None:
     """The Modal backend's cost estimate of the whole spec (what --yes would accept)."""
     from bench.analysis.prices import load_prices
-    from bench.backends.modal_orchestrator import COLD_START_SECONDS, estimate_cost
+    from bench.backends.modal_estimate import COLD_START_SECONDS, estimate_cost
     from bench.backends.modal_parallel import extra_cold_start_cost
     from bench.spec.gpus import DEFAULT_GPU
 
     prices = load_prices()
     work = pending_work(spec, prompts, set())[0]
-    print(estimate_cost(work, spec.measure.warmup, prices,
-                        long_text=spec.prompts.long_text).render())
+    print(estimate_cost(work, spec.measure.warmup, prices, long_text=spec.prompts.long_text,
+                        region=spec.modal.region).render())
     extra = extra_cold_start_cost(work, prices, spec.prompts.long_text, COLD_START_SECONDS,
                                   DEFAULT_GPU)
     if extra:

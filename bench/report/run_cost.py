@@ -16,7 +16,10 @@ def run_cost_text(manifest: Mapping[str, Any]) -> str | None:
                      f"({cost.get('estimate_gpu_hours', 0):.2f} GPU hours; "
                      f"{cost.get('estimate_basis') or 'estimate'})")
     if cost.get("billed_usd") is not None:
-        parts.append(f"billed {cost['billed_usd']:.2f} USD ({cost.get('billed_basis') or ''})")
+        # A figure read before Modal's report was complete is not the bill: say so.
+        label = "billed so far (provisional)" if cost.get("billed_status") == "provisional" \
+            else "billed"
+        parts.append(f"{label} {cost['billed_usd']:.2f} USD ({cost.get('billed_basis') or ''})")
     elif parts:
         parts.append("billed: not available, so the figure above is an estimate only")
     return "Run cost: " + "; ".join(parts) + "." if parts else None

@@ -220,7 +220,8 @@ def run_sweep(spec: SweepSpec, backend: Backend, *, root: Path = DEFAULT_RUNS_RO
                     spec, w, sink, on_cell_done), stage_now, store, spec.cells)
             if before_finalize is not None:
                 before_finalize(store)
-            status = "complete"
+            # Generations lost with a remote call are not done: the run stays resumable.
+            status = "interrupted" if store.lost_keys() else "complete"
         finally:
             for bar in bars:
                 bar.close()

@@ -1,5 +1,10 @@
 """The history index of runs (results/runs/index.jsonl): appended under a lock, listed
 newest first, filtered by spec.
+
+Where no lock reaches every writer (a Modal Volume: the flock does not cross containers,
+and a Volume keeps the last committed copy of a file, so two orchestrators appending to
+one index lose each other's lines), each run's entries go to its own file,
+``index.d/<run-id>.jsonl``, written by that run's one writer; readers merge both.
 """
 
 from __future__ import annotations
@@ -10,12 +15,10 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    pass
 from bench.store.files import append_line, ends_with_newline, parse_line, read_json
-from bench.store.layout import INDEX, INDEX_LOCK, MANIFEST, StoreError
+from bench.store.layout import INDEX, INDEX_DIR, INDEX_LOCK, MANIFEST, SAFE_RUN_ID, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -24,40 +27,57 @@ class HistoryIndex:
     """``<root>/index.jsonl``: one line per run event, appended under ``index.lock``.
 
     Several runs may finish at once (one per GPU type); the exclusive flock serialises
-    their appends so none is lost or interleaved.
+    their appends so none is lost or interleaved. ``lock=False`` (a Modal Volume)
+    appends to the run's own ``index.d/<run-id>.jsonl`` instead (module docstring).
     """
 
     def __init__(self, root: str | os.PathLike[str], *, lock: bool = True) -> None:
         self.root = Path(root)
         self.path = self.root / INDEX
-        self.lock = lock  # False on a Modal Volume (one writer, no distributed locks)
+        self.folder = self.root / INDEX_DIR
+        self.lock = lock  # False on a Modal Volume (no lock reaches other containers)
 
     def append(self, entry: Mapping[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        path = self.path
+        if not self.lock:
+            run_id = str(entry.get("run_id"))
+            if not SAFE_RUN_ID.fullmatch(run_id):  # it becomes a file name
+                raise StoreError(f"run id {run_id!r} cannot name an index file")
+            self.folder.mkdir(exist_ok=True)
+            path = self.folder / f"{run_id}.jsonl"
         with contextlib.ExitStack() as stack:
             if self.lock:
                 lock = stack.enter_context(open(self.root / INDEX_LOCK, "a", encoding="utf-8"))
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # blocking: appends take ms
-            with open(self.path, "ab") as f:
+            with open(path, "ab") as f:
                 # A writer killed mid-line leaves no newline; start on a fresh line so our
                 # entry stays whole (the fragment becomes one unreadable, skipped line).
-                if not ends_with_newline(self.path):
+                if not ends_with_newline(path):
                     f.write(b"\n")
                 append_line(f, entry)
             # Closing the lock file releases the flock.
 
+    def exists(self) -> bool:
+        return self.path.exists() or self.folder.is_dir()
+
+    def files(self) -> list[Path]:
+        """The shared index, then the per-run ones (a run's entries are in one file)."""
+        return ([self.path] if self.path.exists() else []) + (
+            sorted(self.folder.glob("*.jsonl")) if self.folder.is_dir() else [])
+
     def runs(self, spec_name: str | None = None) -> list[dict[str, Any]]:
         """Latest entry per run id (optionally of one spec), oldest start first."""
         latest: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            for number, raw in enumerate(self.path.read_bytes().splitlines(), start=1):
+        for path in self.files():
+            for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
                 if not raw.strip():
                     continue
                 entry = parse_line(raw, id_field="run_id")
                 if entry is None:
                     # The index only summarises manifests: a bad line costs one entry (its
                     # run's manifest still holds it), so skip it rather than fail.
-                    log.warning("%s line %d is unreadable; skipped", self.path, number)
+                    log.warning("%s line %d is unreadable; skipped", path, number)
                     continue
                 latest[entry["run_id"]] = entry
         found = [e for e in latest.values() if spec_name is None or e.get("spec_name") == spec_name]
@@ -68,7 +88,7 @@ def list_runs(root: str | os.PathLike[str], spec_name: str | None = None) -> lis
     """Runs under ``root`` from its index, or by reading each run's manifest if it has none."""
     root = Path(root)
     index = HistoryIndex(root)
-    if index.path.exists():
+    if index.exists():
         return index.runs(spec_name)
     found = []
     for manifest_path in sorted(root.glob(f"*/{MANIFEST}")):

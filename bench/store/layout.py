@@ -34,8 +34,16 @@ INDEX = "index.jsonl"
 
 INDEX_LOCK = "index.lock"
 
+# Per-run index files (``<root>/index.d/<run-id>.jsonl``) where no lock reaches every
+# writer (a Modal Volume shared by containers); readers merge them with INDEX.
+INDEX_DIR = "index.d"
+
 # Statuses of a record that mean "this generation was attempted and need not run again".
 DONE_STATUSES = frozenset({"ok", "failed"})
+# ``failure_kind`` of a failed record whose generation was never attempted to an end
+# (the remote call running it was lost: cancelled, expired): not done, a resumed run
+# runs it again and its new record supersedes this one.
+INFRASTRUCTURE_FAILURE = "infrastructure"
 
 SAFE_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 

@@ -45,6 +45,7 @@ from bench.store.history import HistoryIndex, history_entry
 from bench.store.layout import (
     AUDIO_DIR,
     DONE_STATUSES,
+    INFRASTRUCTURE_FAILURE,
     LOCK,
     MANIFEST,
     PARQUET,
@@ -310,8 +311,16 @@ class RunStore:
         return [{**r, **self._scores.get(r["key"], {})} for r in records]
 
     def done_keys(self) -> set[str]:
-        """Keys whose latest record has status "ok" or "failed" (a resumed run skips them)."""
-        return {r["key"] for r in self.records(with_scores=False) if r["status"] in DONE_STATUSES}
+        """Keys whose latest record has status "ok" or "failed" (a resumed run skips them),
+        except failures of the infrastructure (INFRASTRUCTURE_FAILURE), which run again."""
+        return {r["key"] for r in self.records(with_scores=False)
+                if r["status"] in DONE_STATUSES} - self.lost_keys()
+
+    def lost_keys(self) -> set[str]:
+        """Keys whose latest record failed with the infrastructure (INFRASTRUCTURE_FAILURE):
+        never attempted to an end, so not done."""
+        return {r["key"] for r in self.records(with_scores=False)
+                if r["status"] == "failed" and r.get("failure_kind") == INFRASTRUCTURE_FAILURE}
 
     def write_parquet(self) -> Path:
         """(Re)build records.parquet from the JSONL files; replaced atomically. Returns its path."""

@@ -19,7 +19,7 @@ from typing import Any
 import modal
 import pytest
 
-from bench.backends import modal_app
+from bench.backends import modal_app, modal_journal
 from bench.run.schedule import order_seed, schedule
 from bench.run.worker import order_fields, plan
 from bench.spec.parser import load_spec
@@ -51,8 +51,9 @@ GROUPS = 2
 # FunctionCall id, for all the cells of its group), once per finished cell and once at
 # the end: 1 + 2 + 4 + 1.
 COMMITS = 1 + GROUPS + CELLS + 1
-# The GPU container's first attempt of each call is stopped on its 4th Volume commit:
-# three generations journaled, the fourth (second of round 1) lost mid-round.
+# The GPU container's first attempt of each call is stopped on its 4th Volume commit
+# (journal commits one per generation here, see the test): its start logged, two
+# generations journaled, the third lost mid-round.
 PREEMPT_WORKER_AT = 4
 
 
@@ -125,7 +126,8 @@ def test_preempted_nightly_resumes_and_runs_every_generation_once(
     run_id = start(env, None)  # Modal starts the same input again
     env.fake.drain()
     runs_root = env.volume.committed / "runs"
-    runs = [p for p in runs_root.iterdir() if p.is_dir()]
+    # index.d/ holds each run's index file (bench.store.history), not a run.
+    runs = [p for p in runs_root.iterdir() if p.is_dir() and p.name != "index.d"]
     assert [p.name for p in runs] == [run_id]  # one run on the Volume, not two
     run_dir = runs[0]
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -179,6 +181,8 @@ def test_completed_nightly_is_not_run_again_the_same_day_and_records_billing(
 def test_preempted_gpu_container_continues_its_group_in_the_same_rounds(
         nightly_env: SimpleNamespace, stop_at: int | None) -> None:
     env = nightly_env
+    # A commit per journaled generation (not batched), so the stop lands mid-round.
+    env.monkeypatch.setattr(modal_journal, "COMMIT_EVERY", 1)
     env.fake = FakeModal(env.volume, preempt_worker=PREEMPT_WORKER_AT)
     env.monkeypatch.setattr(modal_app, "BenchWorker", env.fake.worker_cls())
     env.monkeypatch.setattr(modal, "FunctionCall", env.fake.function_call())

@@ -20,16 +20,18 @@ from typing import Any
 
 import pytest
 
+from bench.analysis.prices import Prices, load_prices
 from bench.backends.modal_cells import decode_payload, local_volume, run_cells_local
-from bench.backends.modal_orchestrator import (
+from bench.backends.modal_estimate import (
     COLD_START_SECONDS,
     EFFECTIVE_FLOPS,
     FLOP_PER_LATENT_ROW,
-    ModalBackend,
-    Prices,
+    ORCHESTRATOR_CORES,
+    ORCHESTRATOR_MEMORY_GIB,
     estimate_cost,
-    load_prices,
 )
+from bench.backends.modal_journal import attempts_path
+from bench.backends.modal_orchestrator import ModalBackend
 from bench.commands.pull import pull_runs
 from bench.core.errors import UserError
 from bench.report import render_run_report
@@ -83,7 +85,7 @@ class FakeCall:
     drop_last: bool = False
     cancelled: bool = False
 
-    def get(self) -> list[dict[str, Any]]:
+    def get(self, timeout: float | None = None) -> list[dict[str, Any]]:
         if self.before is not None:
             self.before(self.spawned)
         records = run_cells_local(self.spawned.spec_json, self.spawned.cell_ids,
@@ -131,6 +133,11 @@ class FakeWorkers:
         # Only a backend with a call ledger (the nightly) re-attaches; see
         # tests/integration/test_modal_nightly.py for that, on the Modal stand-in.
         raise AssertionError("these sweeps keep no ledger")
+
+    def container_starts(self, call_key: str) -> int:
+        # The in-process calls' start log (what the orchestrator counts for crash loops).
+        path = local_volume() / attempts_path(call_key)
+        return len(path.read_text().splitlines()) if path.is_file() else 0
 
     def read_audio(self, path: str) -> bytes:
         return (local_volume() / path).read_bytes()  # the in-process calls' "Volume"
@@ -301,6 +308,32 @@ def test_cost_estimate_arithmetic(tmp_path: Path) -> None:
     per_chunk = cell.sampler.nfe() * 16 * FLOP_PER_LATENT_ROW / EFFECTIVE_FLOPS["L4"]
     [l4] = [line for line in chunked.lines if line.gpu == "L4"]
     assert chunks > 2 and l4.seconds == pytest.approx(COLD_START_SECONDS + chunks * per_chunk)
+
+
+def test_cost_estimate_adds_the_region_and_non_preemptible_surcharges(tmp_path: Path) -> None:
+    spec = spec_of(tmp_path)
+    work, _ = pending_work(spec, load_prompts(spec.prompts), set())
+    prices = Prices(gpu={"L4": 0.0002, "A10": 0.0003}, aliases={"A10G": "A10"}, source="test",
+                    cpu_per_core_second=0.00001, memory_per_gib_second=0.000002,
+                    region_multipliers={"broad": 1.5, "narrow": 1.75},
+                    nonpreemptible_multiplier=3.0)
+    plain = estimate_cost(work, warmup=1, prices=prices, long_text="truncate")
+    gpu_usd = sum(line.usd for line in plain.lines)
+    for region, multiplier in (("us", 1.5), ("us-west", 1.75), ("us-east-1", 1.75)):
+        pinned = estimate_cost(work, warmup=1, prices=prices, long_text="truncate", region=region)
+        assert pinned.usd == pytest.approx(gpu_usd * multiplier)
+        assert f"region {region} ({multiplier:g}x workers)" in pinned.render()
+    nightly = estimate_cost(work, warmup=1, prices=prices, long_text="truncate",
+                            orchestrator=True)
+    # The orchestrator runs while the slowest GPU type does, at 3x CPU and memory.
+    wall = max(line.seconds for line in plain.lines)
+    per_second = ORCHESTRATOR_CORES * 0.00001 + ORCHESTRATOR_MEMORY_GIB * 0.000002
+    assert nightly.usd - gpu_usd == pytest.approx(wall * per_second * 3.0)
+    assert "non-preemptible (3x CPU+mem)" in nightly.render()
+    shipped = load_prices()
+    assert (shipped.region_multiplier(None), shipped.region_multiplier("eu"),
+            shipped.region_multiplier("us-west")) == (1.0, 1.5, 1.75)
+    assert shipped.nonpreemptible_multiplier == 3.0 and shipped.memory_per_gib_second > 0
 
 
 def test_prices_come_from_the_shipped_price_file() -> None:

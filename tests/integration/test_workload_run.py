@@ -196,7 +196,7 @@ def test_modal_chunk_dispatcher_spreads_chunks_and_times_the_wall(
                 clock.now += fan_out
             return reply
 
-    dispatcher = ModalChunkDispatcher("{}", lambda gpu, params, request: Call(request), "L4")
+    dispatcher = ModalChunkDispatcher("{}", lambda gpu, params, request, region: Call(request), "L4")
     cell = Cell(id="m", sampler=SAMPLER, dtype="float32", chunk_workers=2)
     result: SynthesisResult = dispatcher.run_chunks(cell, Prompt("p", TWO_CHUNKS), 0,
                                                      ["The cat sat on the mat.",

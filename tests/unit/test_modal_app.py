@@ -310,6 +310,42 @@ def test_run_nightly_spawns_the_deployed_function_and_says_where_the_run_appears
     assert summary.read_text() == line + "\n"
 
 
+def test_modal_billing_calls_the_deployed_billing_function(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from modal.exception import NotFoundError
+
+    from bench.commands import modal as modal_cmd
+
+    called: list[tuple[str, str, str | None, str]] = []
+
+    class Function:
+        def __init__(self, app: str, name: str, environment_name: str | None) -> None:
+            self.where = (app, name, environment_name)
+
+        def remote(self, run_id: str) -> str:
+            called.append((*self.where, run_id))
+            return f"{run_id}: billed 0.3 USD (final)"
+
+    run_id = "20261206-030000-nightly-ab12cd"
+    assert modal_cmd.read_billing(run_id, "prod", Function) == f"{run_id}: billed 0.3 USD (final)"
+    assert called == [("echo-bench", "billing", "prod", run_id)]
+    with pytest.raises(UserError, match="bad run id"):
+        modal_cmd.read_billing("../etc", None, Function)
+
+    def missing(*args: Any, **kwargs: Any) -> Any:
+        raise NotFoundError("App 'echo-bench' not found")
+
+    with pytest.raises(UserError, match="deployed"):
+        modal_cmd.read_billing(run_id, None, missing)
+    parser = argparse.ArgumentParser()
+    modal_cmd.add(parser.add_subparsers())
+    args = parser.parse_args(["modal", "billing", run_id, "--dry-run"])
+    assert args.handler(args) == 0
+    assert capsys.readouterr().out.strip() == f"would call echo-bench.billing('{run_id}')"
+
+
 def test_modal_command_dry_run_prints_the_command(capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
@@ -346,7 +382,8 @@ def test_bench_worker_runs_through_local_on_the_tiny_model(
     [record] = records
     assert record["audio_path"] == f"audio/{audio_filename(record['key'])}"
     assert (volume.committed / "runs" / "r1" / record["audio_path"]).is_file()
-    # One commit for the journaled generation, one after the WAV was placed.
+    # One commit for the container's start (the crash-loop count), one at the end of
+    # the call for the journaled generation (commits are batched) and the placed WAV.
     assert volume.commits == commits + 2 and VOLUME_AUDIO_FIELD not in record
     assert record["container_call"] == 0 and record["cold_start_seconds"] > 0
     # The call's journal (the finished generation, committed) is on the Volume under

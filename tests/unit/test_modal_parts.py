@@ -4,7 +4,7 @@ unlocked store for Volumes, ``pull --env`` and the import graph (no circle)."""
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,12 +56,18 @@ def test_billed_cost_sums_the_apps_intervals_only() -> None:
                                 cost_by_resource={"GPU (L4)": Decimal("0.50")}),
                 SimpleNamespace(object_id="ap-2", cost=Decimal("7"), cost_by_resource={})]
 
-    billed = billed_cost(report, "ap-1", start, datetime(2026, 12, 1, 6, tzinfo=UTC))
-    assert billed is not None and billed["billed_usd"] == 2.0
+    end = datetime(2026, 12, 1, 5, 30, tzinfo=UTC)
+    billed = billed_cost(report, "ap-1", start, end, end + timedelta(hours=1))
+    assert billed["billed_usd"] == 2.0
     assert billed["billed_by_resource"] == {"CPU": 0.25, "GPU (L4)": 1.75}
-    assert "2 hourly interval(s)" in billed["billed_basis"]
+    assert "2 of 3 hourly interval(s)" in billed["billed_basis"]
+    # The hours asked for: from the run's start hour to the end of its last hour.
     assert seen["resolution"] == "h" and seen["start"] == start
-    assert billed_cost(report, "ap-9", start, start) is None
+    assert seen["end"] == datetime(2026, 12, 1, 6, tzinfo=UTC)
+    assert billed["billed_status"] == "provisional" and "final after" in billed["billed_basis"]
+    settled = billed_cost(report, "ap-1", start, end, datetime(2026, 12, 2, 6, tzinfo=UTC))
+    assert settled["billed_status"] == "final" and "provisional" not in settled["billed_basis"]
+    assert billed_cost(report, "ap-9", start, start, end)["billed_usd"] is None
 
 
 class Transcriber:
@@ -156,6 +162,9 @@ def test_the_report_line_shows_the_estimate_and_the_billed_cost_side_by_side() -
     assert both is not None and "estimated 1.84 USD" in both
     assert "billed 2.10 USD (Modal billing report for app ap-1)" in both
     assert "estimate only" not in both
+    early = run_cost_text({"cost": {**estimate, "billed_usd": 0.4, "billed_status": "provisional",
+                                    "billed_basis": "1 of 2 hourly interval(s)"}})
+    assert early is not None and "billed so far (provisional) 0.40 USD" in early
 
 
 def test_call_journal_keeps_finished_records_and_cuts_a_torn_line(tmp_path: Path) -> None:
@@ -163,19 +172,53 @@ def test_call_journal_keeps_finished_records_and_cuts_a_torn_line(tmp_path: Path
     from bench.core.errors import UserError
 
     commits: list[int] = []
-    journal = CallJournal(tmp_path, "call-1", lambda: commits.append(1))
+    journal = CallJournal(tmp_path, "call-1", lambda: commits.append(1), every=2,
+                          seconds=3600)
     assert journal.records() == []
+    journal.begin_attempt("ta-1")
+    assert len(commits) == 1  # a start is committed at once (the crash-loop count)
     journal.add({"key": "a", "status": "ok"}, b"RIFF....")
+    assert len(commits) == 1  # generations are committed in batches
     journal.add({"key": "b", "status": "failed"}, None)
-    assert len(commits) == 2  # each finished generation is committed at once
+    assert len(commits) == 2
+    journal.flush()
+    assert len(commits) == 2  # nothing new to commit
     assert journal.wav("a").read_bytes() == b"RIFF...." and not journal.wav("b").exists()
     assert journal.relative_wav("a").startswith("journals/call-1/wav/")
     with journal.lines.open("ab") as f:  # the container stopped mid-write
         f.write(b'{"key": "c", "sta')
-    again = CallJournal(tmp_path, "call-1")  # the restarted attempt
+    again = CallJournal(tmp_path, "call-1", every=8, seconds=0)  # the restarted attempt
     assert [r["key"] for r in again.records()] == ["a", "b"]
+    again.commit = lambda: commits.append(1)
+    again.add({"key": "d", "status": "ok"}, None)  # a batch is also closed by time
+    assert len(commits) == 3
+    again.lines.write_text("\n".join(again.lines.read_text().splitlines()[:2]) + "\n")
     again.add({"key": "c", "status": "ok"}, None)
     assert [r["key"] for r in again.records()] == ["a", "b", "c"]
     for bad in ("../runs", "", "a/b"):
         with pytest.raises(UserError, match="bad call key"):
             journal_path(bad)
+
+
+def test_modal_call_errors_are_told_apart_as_the_locked_client_raises_them() -> None:
+    # modal 1.6.4: OutputExpiredError and FunctionTimeoutError subclass modal's
+    # TimeoutError, which a poll with no result raises; InputCancellation is a
+    # BaseException.
+    from modal.exception import (
+        FunctionTimeoutError,
+        InputCancellation,
+        NotFoundError,
+        OutputExpiredError,
+        RemoteError,
+    )
+    from modal.exception import TimeoutError as ModalTimeoutError
+
+    from bench.backends.modal_watch import CallGone, CallPending, translate
+
+    assert isinstance(translate(ModalTimeoutError()), CallPending)
+    for gone in (OutputExpiredError(), NotFoundError("no such call"), InputCancellation(),
+                 RemoteError("Function call was cancelled (terminated)")):
+        assert isinstance(translate(gone), CallGone), gone
+    for kept in (FunctionTimeoutError("24 h"), RemoteError("CUDA out of memory"),
+                 ValueError("bad payload"), TimeoutError("a builtin one")):
+        assert translate(kept) is kept
