@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -93,6 +93,12 @@ class Decision:
     headline_decided: dict[str, bool]
     speed_only: bool
     note: str
+    #: Per hardware, the cells still in contention for the headline (running or waiting,
+    #: and the anchor): an adaptive run's headline is chosen among them.
+    contenders: dict[str, list[str]] = field(default_factory=dict)
+
+    def in_contention(self) -> set[str]:
+        return {c for ids in self.contenders.values() for c in ids}
 
     @property
     def active(self) -> set[str]:
@@ -223,11 +229,7 @@ def decide(records: pd.DataFrame | Evidence, settings: PolicySettings = PolicySe
     note += (f" (anytime-valid intervals about all {n_prompts} prompts)" if n_prompts
              else " (anytime-valid intervals)")
     baselines = choose_baselines(cells, settings.baseline_cell)
-    choices: dict[str, str] = {}
-    if with_choices:
-        _, _, picked = pick_headline(cells, ev, settings.wer_budget_points,
-                                     settings.baseline_cell, complete_only=True)
-        choices = {c.hardware: c.cell_id for c in picked}
+    contenders: dict[str, list[str]] = {}
     out: dict[str, CellDecision] = {}
     decided: dict[str, bool] = {}
     seen = comp.present.any(axis=1).sum(axis=0)  # prompts each cell ran
@@ -244,6 +246,7 @@ def decide(records: pd.DataFrame | Evidence, settings: PolicySettings = PolicySe
         base = baselines[str(hardware)].cell_id if str(hardware) in baselines else ids[0]
         head = _headline_state(ids, rows, base, comp, speed_only, settings)
         decided[str(hardware)] = head.decided
+        contenders[hardware] = head.contenders
         for cid in ids:
             out[cid] = (_headline_decision(cid, rows, comp, head)
                         if settings.goal == "headline"
@@ -259,8 +262,14 @@ def decide(records: pd.DataFrame | Evidence, settings: PolicySettings = PolicySe
                     out[cid] = replace(d, active=True, reason=f"{d.reason}; confirming",
                                        detail=f"other cells stop on its figures, so it runs "
                                               f"every prompt ({d.detail})")
+    choices: dict[str, str] = {}
+    if with_choices:
+        _, _, picked = pick_headline(cells, ev, settings.wer_budget_points,
+                                     settings.baseline_cell,
+                                     among={c for ids in contenders.values() for c in ids})
+        choices = {c.hardware: c.cell_id for c in picked}
     return Decision(cells=out, choices=choices, headline_decided=decided,
-                    speed_only=speed_only, note=note)
+                    speed_only=speed_only, note=note, contenders=contenders)
 
 
 #: The cell-summary columns the policy's per-cell rules read.
@@ -272,6 +281,7 @@ class _Headline:
     decided: bool
     anchor: str | None  # the fastest usable cell surely within the budget
     needed: set[str]  # cells that run now for the headline (and the baseline if needed)
+    contenders: list[str]  # could still be the choice (running or waiting), fastest first
     waiting: dict[str, str]  # contender -> the faster open contender it waits on
     budget: dict[str, tuple[str, Interval]]  # cell -> ("in" | "out" | "open", WER vs base)
     base: str
@@ -317,7 +327,7 @@ def _headline_state(ids: Sequence[str], rows: Mapping[str, Mapping[str, Any]], b
     needed = set() if is_decided else {c for c in contenders if c not in waiting}
     if any(budget[c][0] == "open" for c in needed):
         needed.add(base)  # the baseline's WER sets the limit the open ones are held to
-    return _Headline(is_decided, anchor, needed, waiting, budget, base, speed_only)
+    return _Headline(is_decided, anchor, needed, contenders, waiting, budget, base, speed_only)
 
 
 def _dominates(comp: Comparisons, i: str, j: str, metric: str | None) -> bool:

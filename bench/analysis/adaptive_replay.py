@@ -279,7 +279,8 @@ def replay(records: pd.DataFrame, *, first_batch: int, batch: int, settings: Pol
         sim = simulate(records, batches, settings, budget, ev)
         ran = ev.subset(sim.ran)
         _, cells, choices = pick_headline(cell_summary(ran), ran, budget_points,
-                                          settings.baseline_cell, complete_only=True)
+                                          settings.baseline_cell,
+                                          among=sim.decisions[-1].in_contention())
         head = {c.hardware: c.cell_id for c in choices}
         summary.fractions.append(float(sim.ran.mean()))
         summary.compute_fractions.append(float(np.nansum(seconds[sim.ran])) / total_seconds

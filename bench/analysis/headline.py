@@ -5,7 +5,7 @@ within the budget, with speed-ups paired by prompt and seed against the baseline
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -200,7 +200,7 @@ class Choice:
 
 def pick_headline(cells: pd.DataFrame, ev: Evidence,
                   wer_budget_points: float = DEFAULT_WER_BUDGET_POINTS,
-                  baseline_cell: str | None = None, *, complete_only: bool = False
+                  baseline_cell: str | None = None, *, among: Collection[str] | None = None
                   ) -> tuple[dict[str, Baseline], pd.DataFrame, list[Choice]]:
     """The one way to the headline, for the report, its stability, the adaptive policy
     and its replay: the baselines (:func:`choose_baselines`), each cell's budget held
@@ -212,7 +212,7 @@ def pick_headline(cells: pd.DataFrame, ev: Evidence,
     column, and the choices."""
     baselines = choose_baselines(cells, baseline_cell)
     cells = add_paired_baseline_wer(cells, ev, baseline_of(cells, baselines))
-    choices = headline(cells, baselines, wer_budget_points, complete_only=complete_only)
+    choices = headline(cells, baselines, wer_budget_points, among=among)
     if ev.quality == "ok":  # the budget against what the run resolves
         resolved = wer_resolution(ev, cells, {hw: b.cell_id for hw, b in baselines.items()},
                                   wer_budget_points)
@@ -223,7 +223,7 @@ def pick_headline(cells: pd.DataFrame, ev: Evidence,
 
 def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
              wer_budget_points: float = DEFAULT_WER_BUDGET_POINTS, *,
-             complete_only: bool = False) -> list[Choice]:
+             among: Collection[str] | None = None) -> list[Choice]:
     """Per hardware: the cell with the lowest median RTF whose corpus WER is at most the
     baseline's plus ``wer_budget_points`` percentage points (0.5 -> +0.005).
 
@@ -234,11 +234,11 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
     usable cell, marked ``speed_only``. With no cell left, the choice names none
     (``cell_id`` empty) and its note says why.
 
-    ``complete_only`` (an adaptive run): only cells that ran as many generations as the
-    most-run usable cell of their hardware compete. A cell the policy stopped early, say for
-    being no more than the speed tolerance faster than a cell surely within the budget,
-    has a WER from a few prompts; its point estimate must not outbid the cells whose
-    figures the policy settled.
+    ``among`` (an adaptive run): only these cells and the baselines compete, the cells
+    the policy left in contention (:attr:`bench.analysis.adaptive.Decision.contenders`).
+    A cell the policy stopped, say for being no more than the speed tolerance faster
+    than a cell surely within the budget, has a WER from a few prompts; its point
+    estimate must not outbid the cells the policy kept.
     """
     choices = []
     for hardware, group in cells.groupby("hardware", sort=False):
@@ -250,9 +250,9 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
         if not len(ranked):
             continue
         eligible = usable_mask(ranked)
-        if complete_only and eligible.any():  # as many generations as any usable cell
-            n = ranked["n"].to_numpy()
-            eligible &= n >= n[eligible].max()
+        if among is not None:
+            kept = set(among) | {base.cell_id}
+            eligible &= np.asarray([str(c) in kept for c in ranked.index], dtype=bool)
         candidates = ranked[eligible]
         left_out = int((~usable_mask(group)).sum())
         base_row: dict[Any, Any] = cells.loc[base.cell_id].to_dict()

@@ -107,8 +107,9 @@ def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
     cells = add_frontiers(cells)
     cells = add_speedups(cells, records, choose_baselines(cells, baseline_cell))
     adaptive = bool(column(records, "adaptive_stage").notna().any())
-    baselines, cells, choices = pick_headline(cells, ev, wer_budget_points,
-                                              baseline_cell, complete_only=adaptive)
+    baselines, cells, choices = pick_headline(
+        cells, ev, wer_budget_points, baseline_cell,
+        among=_left_in_contention(run_dir) if adaptive else None)
     notes = [f"{b.hardware}: baseline {b.cell_id} — {b.reason}" for b in baselines.values()]
     notes += device_mismatch_notes(records, prices)
     firmness = resampled_stability(ev, wer_budget_points, baseline_cell)
@@ -118,6 +119,19 @@ def analyze_run(run_dir: str | Path, *, prices: Prices | None = None,
         vram=vram_fit(cells), prices=prices, wer_budget_points=wer_budget_points, notes=notes,
         pace_range=pace_range(pace),
         stability=firmness.headline, frontier_stability=firmness.frontier)
+
+
+def _left_in_contention(run_dir: Path) -> set[str] | None:
+    """The cells an adaptive run's last stage left in contention for the headline (its
+    log, ``adaptive.json``); None for a log that predates them."""
+    from bench.spec.adaptive import ADAPTIVE_LOG
+    from bench.store.files import read_json
+
+    path = run_dir / ADAPTIVE_LOG
+    stages = (read_json(path).get("stages") or []) if path.exists() else []
+    if not stages or "contenders" not in stages[-1]:
+        return None
+    return {str(c) for ids in stages[-1]["contenders"].values() for c in ids}
 
 
 def compare_runs(candidate: RunAnalysis, baseline: RunAnalysis, n_boot: int = 1000

@@ -92,6 +92,7 @@ class AdaptiveStages:
             "spent_usd": None if np.isnan(spent.usd) else spent.usd,
             "active": sorted(active), "note": decision.note,
             "headline_decided": decision.headline_decided, "choices": decision.choices,
+            "contenders": decision.contenders,
             "decisions": {c: d.to_dict() for c, d in decision.cells.items()},
         }]
         self.log["stop"] = stop

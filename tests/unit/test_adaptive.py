@@ -52,10 +52,10 @@ FAST = PolicySettings()
 FRONTIER = PolicySettings(goal="frontier")
 
 
-def choices(ev: Evidence, budget: float = 0.5, *, complete_only: bool = False
+def choices(ev: Evidence, budget: float = 0.5, *, among: set[str] | None = None
             ) -> dict[str, str]:
     """hardware -> the headline's choice (the one way: bench.analysis.headline)."""
-    _, _, picked = pick_headline(cell_summary(ev), ev, budget, complete_only=complete_only)
+    _, _, picked = pick_headline(cell_summary(ev), ev, budget, among=among)
     return {c.hardware: c.cell_id for c in picked}
 
 
@@ -252,7 +252,8 @@ def test_the_headline_goal_stops_what_cannot_be_chosen_whatever_its_frontier_pla
         assert "RTF x" in stopped.detail
         assert runs["headline"].decisions[-1].cells["fast-bad"].reason == "out of the WER budget"
         for sim in runs.values():
-            assert choices(evidence(records[sim.ran]), complete_only=True) == {
+            assert choices(evidence(records[sim.ran]),
+                           among=sim.decisions[-1].in_contention()) == {
                 "A10G": "fast-good"}
 
 
@@ -270,7 +271,8 @@ def test_a_cell_that_looks_good_on_few_prompts_is_not_chosen() -> None:
         fooled += choices(evidence(first)) == {"A10G": "lucky"}
         for goal in ("frontier", "headline"):
             sim = simulate(records, batches, replace(FAST, goal=goal))
-            assert choices(evidence(records[sim.ran]), complete_only=True) == {
+            assert choices(evidence(records[sim.ran]),
+                           among=sim.decisions[-1].in_contention()) == {
                 "A10G": "fast-good"}, f"order {r}, {goal}"
     assert fooled > 0  # the first batch alone does mislead: the test can fail
 
