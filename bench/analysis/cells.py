@@ -159,7 +159,7 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
                    n_nan=counts.n_nan, n_silent=counts.n_silent,
                    failure_rate=counts.failure_rate)
         for stat in TIME_STATS:
-            values = _speech_rtfs(ok) if stat == "rtf" else _numbers(column(ok, stat))
+            values = speech_rtfs(ok) if stat == "rtf" else _numbers(column(ok, stat))
             row[f"{stat}_median"] = _quantile(values, 0.5)
             row[f"{stat}_p10"] = _quantile(values, 0.1)
             row[f"{stat}_p90"] = _quantile(values, 0.9)
@@ -189,7 +189,7 @@ MEMORY_FIELDS: dict[str, str] = {
 }
 
 
-def _speech_rtfs(ok: pd.DataFrame) -> npt.NDArray[np.float64]:
+def speech_rtfs(ok: pd.DataFrame) -> npt.NDArray[np.float64]:
     """Speech RTFs of ok generations; NaN or silent audio counts as infinitely slow (the
     compute was spent and no speech came out), so it cannot flatter a cell's median."""
     out = []
