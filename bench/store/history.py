@@ -10,10 +10,8 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    pass
 from bench.store.files import append_line, ends_with_newline, parse_line, read_json
 from bench.store.layout import INDEX, INDEX_LOCK, MANIFEST, StoreError
 
