@@ -245,8 +245,8 @@ def not_meaningful_line(section: QualitySection) -> str:
         which += f", {len(section.controls)} control)" if len(section.controls) else ")"
     else:
         which = f"{len(left_out)} rows ({', '.join(left_out)})"
-    return (f"Quality {NOT_MEANINGFUL}: the TTS weights or the ASR are random, so {scored} "
-            f"of {which} are not shown as figures (they stay in the run's scores).")
+    return (f"Quality {NOT_MEANINGFUL}: the TTS weights or the ASR are random, so no "
+            f"figure of {scored} is shown for {which}; they stay in the run's scores.")
 
 
 def _table_rows(section: QualitySection) -> list[tuple[str, pd.Series]]:

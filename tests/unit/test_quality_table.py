@@ -107,7 +107,7 @@ def test_random_weights_say_so_once_with_no_table_or_figure() -> None:
     assert text.count(NOT_MEANINGFUL) == 1
     assert not any(line.startswith("|") for line in lines)
     assert "0.6" not in text and "Frontier" not in text
-    assert "WER, SIM, UTMOS, DNSMOS OVRL of all 2 rows (2 cells)" in text
+    assert "no figure of WER, SIM, UTMOS, DNSMOS OVRL is shown for all 2 rows (2 cells)" in text
     html = quality_html(section)
     assert html.count(NOT_MEANINGFUL) == 1 and "<table" not in html
     assert frontier_beyond_wer(section.figures, section.controls, section.metrics) is None
