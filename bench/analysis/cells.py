@@ -141,7 +141,7 @@ def summarize_cells(records: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
                    n_nan=counts.n_nan, n_silent=counts.n_silent,
                    failure_rate=counts.failure_rate)
         for stat in TIME_STATS:
-            values = _speech_rtfs(ok) if stat == "rtf" else _numbers(column(ok, stat))
+            values = speech_rtfs(ok) if stat == "rtf" else _numbers(column(ok, stat))
             row[f"{stat}_median"] = (rtf_of[str(cell_id)] if stat == "rtf"
                                      else _quantile(values, 0.5))
             row[f"{stat}_p10"] = _quantile(values, 0.1)
@@ -174,7 +174,7 @@ MEMORY_FIELDS: dict[str, str] = {
 }
 
 
-def _speech_rtfs(ok: pd.DataFrame) -> npt.NDArray[np.float64]:
+def speech_rtfs(ok: pd.DataFrame) -> npt.NDArray[np.float64]:
     """Speech RTFs of ok generations; NaN or silent audio counts as infinitely slow (the
     compute was spent and no speech came out), so it cannot flatter a cell's median."""
     out = []
@@ -220,21 +220,6 @@ def _cell_quality(rated: pd.DataFrame, scores: Sequence[Any], meaningful: bool, 
     }
 
 
-# --------------------------------------------------------------------------- frontier
-
-
-# --------------------------------------------------------------------------- cost
-
-
-# --------------------------------------------------------------------------- baseline
-
-
-# --------------------------------------------------------------------------- headline
-
-
-# --------------------------------------------------------------------------- one run
-
-
 # --------------------------------------------------------------------------- comparisons
 
 
@@ -264,7 +249,7 @@ def pair_scores(records: pd.DataFrame, *, scored: bool | None = None
     return out
 
 
-# --------------------------------------------------------------------------- history
+# --------------------------------------------------------------------------- pairs and medians
 
 
 def pair_index(group: pd.DataFrame) -> pd.Index:

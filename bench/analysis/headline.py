@@ -1,5 +1,5 @@
 """The headline: per GPU, the baseline cell and the fastest settings whose quality stays
-within the budget, with speed-ups paired by prompt and seed against the baseline.
+within the budget, with its speed-up against the baseline (:mod:`bench.analysis.speedup` computes it).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from bench.analysis.cells import NOT_MEANINGFUL, aligned_numbers, nanmedian, pair_index
+from bench.analysis.cells import NOT_MEANINGFUL
 from bench.analysis.evidence import (
     PAIRED_BASELINE_WER,
     PAIRED_CELL_WER,
@@ -23,11 +23,7 @@ from bench.analysis.evidence import (
 )
 from bench.analysis.resolution import wer_resolution
 from bench.core.errors import UserError
-from bench.scoring.outcomes import (
-    column,
-    usable,
-    usable_mask,
-)
+from bench.scoring.outcomes import column, usable, usable_mask
 
 #: The production default that speed-ups are measured against, on each GPU.
 DEFAULT_BASELINE: dict[str, Any] = {"num_steps": 40, "cfg_mode": "independent",
@@ -106,82 +102,6 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def add_speedups(cells: pd.DataFrame, records: pd.DataFrame,
-                 baselines: Mapping[str, Baseline]) -> pd.DataFrame:
-    """Add measured and FLOP-predicted speed-ups against each hardware's baseline cell.
-
-    Generations are paired by (prompt, seed, repeat) with the baseline's; each figure is
-    the median over pairs of a per-pair ratio (the median resists a slow outlier):
-
-    * ``speedup_sampling`` = baseline t_sampling / cell t_sampling (measured);
-    * ``predicted_sampling`` = baseline sampling FLOPs / cell sampling FLOPs
-      (:func:`bench.analysis.flop_model.sampling_flops`: NFE x FLOPs per row at the cell's
-      sequence length and context, plus per-step conditioning; sampling time
-      proportional to FLOPs, the cost per FLOP unchanged);
-    * ``speedup_total`` = baseline t_total / cell t_total (measured);
-    * ``predicted_total`` = baseline t_total / (baseline non-sampling time + baseline
-      t_sampling x cell FLOPs / baseline FLOPs): only the sampling share shrinks (Amdahl);
-    * ``*_gap`` = measured - predicted (positive: faster than the FLOP count promises).
-
-    ``baseline_id`` names the baseline; ``n_pairs`` counts the pairs (0: no figures).
-    """
-    out = cells.copy()
-    ok = records[column(records, "status") == "ok"]
-    by_cell: dict[str, pd.DataFrame] = {
-        str(cid): g.set_index(pair_index(g)) for cid, g in ok.groupby("cell_id", sort=False)}
-    names = ("speedup_sampling", "predicted_sampling", "speedup_total", "predicted_total")
-    results: dict[str, list[float]] = {n: [] for n in names}
-    base_ids: list[str | None] = []
-    pairs: list[int] = []
-    for cell_id, row in out.iterrows():
-        baseline = baselines.get(str(row["hardware"]))
-        base_ids.append(baseline.cell_id if baseline else None)
-        cell = by_cell.get(str(cell_id))
-        base = by_cell.get(baseline.cell_id) if baseline else None
-        if cell is None or base is None:
-            pairs.append(0)
-            for n in names:
-                results[n].append(math.nan)
-            continue
-        common = cell.index.intersection(base.index)
-        pairs.append(len(common))
-        c, b = cell.loc[common], base.loc[common]
-        figures = _pair_ratios(b, c)
-        for n in names:
-            results[n].append(figures[n])
-    out["baseline_id"] = base_ids
-    out["n_pairs"] = pairs
-    for n in names:
-        out[n] = results[n]
-    out["sampling_gap"] = out["speedup_sampling"] - out["predicted_sampling"]
-    out["total_gap"] = out["speedup_total"] - out["predicted_total"]
-    return out
-
-
-def _pair_ratios(base: pd.DataFrame, cell: pd.DataFrame) -> dict[str, float]:
-    def arr(frame: pd.DataFrame, name: str) -> npt.NDArray[np.float64]:
-        return aligned_numbers(frame, name, math.nan)
-
-    b_samp, c_samp = arr(base, "t_sampling"), arr(cell, "t_sampling")
-    b_tot, c_tot = arr(base, "t_total"), arr(cell, "t_total")
-    b_flops, c_flops = _flops(base), _flops(cell)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        predicted_total = b_tot / ((b_tot - b_samp) + b_samp * c_flops / b_flops)
-        ratios = {
-            "speedup_sampling": b_samp / c_samp,
-            "predicted_sampling": b_flops / c_flops,
-            "speedup_total": b_tot / c_tot,
-            "predicted_total": predicted_total,
-        }
-    return {name: nanmedian(values) for name, values in ratios.items()}
-
-
-def _flops(frame: pd.DataFrame) -> npt.NDArray[np.float64]:
-    from bench.analysis.flop_model import sampling_flops
-
-    return np.asarray([sampling_flops(r) for r in frame.to_dict("records")], dtype=np.float64)
-
-
 @dataclass(frozen=True)
 class Choice:
     """The fastest acceptable cell on one hardware (see :func:`headline`)."""
@@ -190,7 +110,7 @@ class Choice:
     cell_id: str
     cell_label: str
     rtf: float
-    speedup_total: float
+    speedup_rtf: float
     corpus_wer: float
     wer_limit: float
     cost_per_audio_hour: float
@@ -286,7 +206,7 @@ def headline(cells: pd.DataFrame, baselines: Mapping[str, Baseline],
         else:
             choices.append(Choice(
                 hardware=hw, cell_id="", cell_label="no cell qualifies", rtf=math.nan,
-                speedup_total=math.nan, corpus_wer=math.nan, wer_limit=limit,
+                speedup_rtf=math.nan, corpus_wer=math.nan, wer_limit=limit,
                 cost_per_audio_hour=math.nan, speed_only=not meaningful,
                 note=f"no recommendation: no usable cell{' within the budget' if meaningful else ''}"
                      f" ({note})"))
@@ -313,7 +233,7 @@ def _choice(hardware: str, pick: Mapping[Any, Any], limit: float, speed_only: bo
             note: str) -> Choice:
     return Choice(
         hardware=hardware, cell_id=str(pick["cell_id"]), cell_label=str(pick["cell_label"]),
-        rtf=float(pick["rtf_median"]), speedup_total=float(pick.get("speedup_total", math.nan)),
+        rtf=float(pick["rtf_median"]), speedup_rtf=float(pick.get("speedup_rtf", math.nan)),
         corpus_wer=float(pick["corpus_wer"]), wer_limit=limit,
         cost_per_audio_hour=float(pick.get("cost_per_audio_hour", math.nan)),
         speed_only=speed_only, note=note)

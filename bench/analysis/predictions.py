@@ -344,9 +344,6 @@ def _max(rows: pd.DataFrame, name: str) -> float | None:
     return float(values.max()) if len(values) else None
 
 
-# --------------------------------------------------------------------------- FLOP model
-
-
 # --------------------------------------------------------------------------- statistics
 
 

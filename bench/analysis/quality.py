@@ -9,9 +9,9 @@ e.g. "too short"). Every figure here is a mean over generations with a 95 % clus
 bootstrap interval that resamples prompts (seeds of one prompt move together), the same
 routine as WER (:mod:`bench.scoring.stats`). A metric no record carries is left out.
 
-When the TTS weights (or the ASR) are random every quality figure is labelled
-:data:`bench.analysis.cells.NOT_MEANINGFUL` instead of printed: a number from noise would be
-read as a measurement.
+When the TTS weights (or the ASR) are random, a row's quality figures are not printed
+(a number from noise would be read as a measurement) and the rows left out are named
+once, in one line (:func:`not_meaningful_line`), not cell by cell.
 
 Pure functions of record tables (:func:`bench.store.run_store.load_records`); the report, the
 history and the notebook can share them.
@@ -40,7 +40,9 @@ __all__ = [
     "METRICS",
     "Metric",
     "QualitySection",
+    "meaningful_rows",
     "metric_columns",
+    "not_meaningful_line",
     "quality_figures",
     "quality_history",
     "quality_html",
@@ -210,8 +212,6 @@ def _fmt(value: float, lo: float, hi: float, *, pct: bool) -> str:
 
 
 def _cells_of(row: pd.Series, metrics: Sequence[Metric]) -> list[str]:
-    if not row["meaningful"]:
-        return [NOT_MEANINGFUL] * (1 + len(metrics))
     out = [_fmt(row["wer"], row["wer_lo"], row["wer_hi"], pct=True)]
     for m in metrics:
         text = _fmt(row[m.name], row[f"{m.name}_lo"], row[f"{m.name}_hi"], pct=False)
@@ -221,6 +221,41 @@ def _cells_of(row: pd.Series, metrics: Sequence[Metric]) -> list[str]:
     return out
 
 
+def meaningful_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a figures table whose quality means something (not random weights or
+    ASR): the only ones a table or a figure shows."""
+    if not len(frame):
+        return frame
+    return frame[frame["meaningful"].astype(bool)]
+
+
+def not_meaningful_line(section: QualitySection) -> str:
+    """One sentence for the rows left out as not meaningful; "" when there are none.
+
+    A table of random-weight figures is a table of one sentence repeated (the smoke
+    report's was 17 rows x 5 columns of it), so the rows are named once instead."""
+    left_out = [prefix + str(label)
+                for prefix, frame in (("", section.figures), ("control: ", section.controls))
+                if len(frame)
+                for label in frame.loc[~frame["meaningful"].astype(bool), "cell_label"]]
+    if not left_out:
+        return ""
+    scored = ", ".join(["WER", *(m.label for m in section.metrics)])
+    if len(left_out) == len(section.figures) + len(section.controls):
+        which = f"all {len(left_out)} rows ({len(section.figures)} cells"
+        which += f", {len(section.controls)} control)" if len(section.controls) else ")"
+    else:
+        which = f"{len(left_out)} rows ({', '.join(left_out)})"
+    return (f"Quality {NOT_MEANINGFUL}: the TTS weights or the ASR are random, so no "
+            f"figure of {scored} is shown for {which}; they stay in the run's scores.")
+
+
+def _table_rows(section: QualitySection) -> list[tuple[str, pd.Series]]:
+    return [(prefix + str(row["cell_label"]), row)
+            for prefix, frame in (("", section.figures), ("control: ", section.controls))
+            for _, row in meaningful_rows(frame).iterrows()]
+
+
 def quality_markdown(section: QualitySection, escape: Any = str) -> list[str]:
     """Markdown lines of the quality block (empty when nothing was scored)."""
     figures = section.figures
@@ -228,25 +263,25 @@ def quality_markdown(section: QualitySection, escape: Any = str) -> list[str]:
         return []
     protocol = PROTOCOLS.get(section.protocol)
     wer_label = protocol.headline_label if protocol else f"WER ({section.protocol})"
-    head = ["cell", wer_label, *[m.label for m in section.metrics]]
-    lines = ["", f"**Quality** ({wer_label}; means with 95 % bootstrap intervals over "
-             "prompts; SIM and MOS higher is better)", "",
-             "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for _, row in figures.iterrows():
-        lines.append("| " + " | ".join([escape(row["cell_label"]),
-                                        *_cells_of(row, section.metrics)]) + " |")
-    for _, row in section.controls.iterrows():
-        lines.append("| " + " | ".join([f"control: {escape(row['cell_label'])}",
-                                        *_cells_of(row, section.metrics)]) + " |")
+    lines = [""]
+    rows = _table_rows(section)
+    if rows:
+        head = ["cell", wer_label, *[m.label for m in section.metrics]]
+        lines += [f"**Quality** ({wer_label}; means with 95 % bootstrap intervals over "
+                  "prompts; SIM and MOS higher is better)", "",
+                  "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        lines += ["| " + " | ".join([escape(label), *_cells_of(row, section.metrics)]) + " |"
+                  for label, row in rows]
+    shown = meaningful_rows(figures)
     for metric in (m for m in section.metrics if m.frontier):
         flag = f"front_{metric.name}"
-        front = figures[figures[flag].astype(bool)] if flag in figures.columns else figures[:0]
+        front = shown[shown[flag].astype(bool)] if flag in shown.columns else shown[:0]
         if len(front) and section.meaningful:
             lines += ["", f"Frontier of speed against {metric.label}: "
                       + ", ".join(escape(label) for label in front["cell_label"])]
-    if not section.meaningful:
-        lines += ["", f"> Quality figures {NOT_MEANINGFUL}: the TTS weights or the ASR are "
-                  "random; the control rows are scored by the same models."]
+    line = not_meaningful_line(section)
+    if line:
+        lines += ["", f"> **Quality beyond WER**: {escape(line)}"]
     lines += [f"- {escape(note)}" for note in section.notes]
     return lines
 
@@ -260,20 +295,23 @@ def quality_html(section: QualitySection) -> str:
         return ""
     protocol = PROTOCOLS.get(section.protocol)
     wer_label = protocol.headline_label if protocol else f"WER ({section.protocol})"
-    head = "".join(f"<th>{escape(h)}</th>"
-                   for h in ["cell", wer_label, *[m.label for m in section.metrics]])
-    body = []
-    for prefix, frame in (("", figures), ("control: ", section.controls)):
-        for _, row in frame.iterrows():
+    parts = []
+    rows = _table_rows(section)
+    if rows:
+        head = "".join(f"<th>{escape(h)}</th>"
+                       for h in ["cell", wer_label, *[m.label for m in section.metrics]])
+        body = []
+        for label, row in rows:
             cells = "".join(f'<td class="n">{escape(c)}</td>'
                             for c in _cells_of(row, section.metrics))
-            body.append(f"<tr><td>{escape(prefix + str(row['cell_label']))}</td>{cells}</tr>")
-    parts = [f"<p>Means with 95 % bootstrap intervals over prompts; SIM and MOS higher is "
-             f"better; WER is the {escape(wer_label)}.</p>",
-             f'<table id="quality-table"><tr>{head}</tr>{"".join(body)}</table>']
-    if not section.meaningful:
-        parts.append(f'<p class="banner">Quality figures {escape(NOT_MEANINGFUL)}: the TTS '
-                     "weights or the ASR are random.</p>")
+            body.append(f"<tr><td>{escape(label)}</td>{cells}</tr>")
+        parts += [f"<p>Means with 95 % bootstrap intervals over prompts; SIM and MOS higher "
+                  f"is better; WER is the {escape(wer_label)}.</p>",
+                  f'<div class="wide"><table id="quality-table"><tr>{head}</tr>'
+                  f'{"".join(body)}</table></div>']
+    line = not_meaningful_line(section)
+    if line:
+        parts.append(f'<p class="explain" id="quality-not-meaningful">{escape(line)}</p>')
     parts += [f"<p>{escape(note)}</p>" for note in section.notes]
     return "\n".join(parts)
 

@@ -20,13 +20,13 @@ from bench.analysis.headline import (
     DEFAULT_WER_BUDGET_POINTS,
     Baseline,
     Choice,
-    add_speedups,
     choose_baselines,
     pick_headline,
 )
 from bench.analysis.memory_fit import vram_fit
 from bench.analysis.noise import machine_pace, pace_range
 from bench.analysis.prices import Prices, load_prices
+from bench.analysis.speedup import add_speedups
 from bench.analysis.stability import FrontierStability, HeadlineStability, resampled_stability
 from bench.core.errors import UserError
 from bench.scoring.outcomes import (

@@ -1,14 +1,18 @@
 """The CI gate: a candidate config against a baseline, on the same prompts and seeds.
 
-Three checks, each PASS, FAIL or INCONCLUSIVE (plus NOT_MEANINGFUL / SKIPPED for quality
+Five checks, each PASS, FAIL or INCONCLUSIVE (plus NOT_MEANINGFUL / SKIPPED for quality
 that cannot be judged), and one verdict:
 
+* generations: every candidate generation completes with speech; one without (failed,
+  NaN or silent audio) is a FAIL of its own (:mod:`bench.gate.checks`).
 * quality (non-inferiority): the paired cluster-bootstrap 95 % interval of candidate minus
   baseline corpus WER (and CER; speaker similarity when a ``sim`` column exists) against a
   margin. PASS when the upper bound is below the margin, FAIL when the lower bound is
   above it, otherwise INCONCLUSIVE with an estimate of the prompts needed. Below
   ``min_prompts`` prompts no quality decision is made. Random model weights or a random
   ASR make quality NOT_MEANINGFUL: it is neither passed nor failed.
+* naturalness: the paired UTMOS loss (baseline minus candidate) against ``utmos_margin``,
+  when the records carry ``utmos`` (:mod:`bench.gate.quality`).
 * speed (asv's rule: a ratio threshold AND significance): the ratio of median
   ``speed_metric`` (default ``rtf_full``, compute seconds per second of the full generated
   sequence, which unlike cropped audio does not depend on what random weights produce).
@@ -18,11 +22,12 @@ that cannot be judged), and one verdict:
 * memory: the candidate's peak (reserved CUDA memory; host RSS on CPU runs, and the check
   says which) within the GPU's memory less ``memory_headroom``.
 
-A candidate generation without speech (failed, NaN or silent audio) is a FAIL of its own
-(a config that crashes, runs out of memory or says nothing is not faster), and counts as
-an empty transcript in the quality checks, as in the report (:mod:`bench.scoring.outcomes`). Exit codes: 0 pass, 1 fail, 2 bad input, 3 inconclusive. Quality
-that could not be checked makes the verdict INCONCLUSIVE (3) unless ``require_quality``
-is false (a deliberate speed-only gate), in which case a pass says "quality not checked".
+A candidate generation without speech (a config that crashes, runs out of memory or
+says nothing is not faster) also counts as an empty transcript in the quality checks, as
+in the report (:mod:`bench.scoring.outcomes`). Exit codes: 0 pass, 1 fail, 2 bad input,
+3 inconclusive. Quality that could not be checked makes the verdict INCONCLUSIVE (3)
+unless ``require_quality`` is false (a deliberate speed-only gate), in which case a pass
+says "quality not checked".
 """
 
 from __future__ import annotations
@@ -46,9 +51,6 @@ from bench.gate.checks import (
 )
 from bench.gate.quality import check_quality
 from bench.gate.thresholds import GateThresholds
-
-# --------------------------------------------------------------------------- thresholds
-
 
 # --------------------------------------------------------------------------- verdict
 
@@ -202,21 +204,7 @@ def _overall(checks: Sequence[Check], t: GateThresholds
     return "PASS", "PASS"
 
 
-# ---- quality
-
-
-# ---- speed
-
-
-# ---- memory
-
-
-# --------------------------------------------------------------------------- gate specs
-
-
-# --------------------------------------------------------------------------- running
+# --------------------------------------------------------------------------- running a gate
 
 
 Scorer = Any  # bench.commands.sweep.CellScorer, called after each cell
-
-

@@ -50,7 +50,7 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(num=fmt_number, pct=fmt_pct, gb=fmt_gb, money=fmt_money,
-                       sortkey=sort_key)
+                       sortkey=sort_key, two_lines=two_lines)
     return env
 
 
@@ -95,6 +95,15 @@ def sort_key(value: Any) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
+def two_lines(text: str, sep: str = " [") -> Markup | str:
+    """``text`` split at the first ``sep``, the rest on a smaller line of its own: an
+    interval under its estimate keeps a wide table within the page (escaped either way)."""
+    head, found, tail = str(text).partition(sep)
+    if not found:
+        return head
+    return Markup('{}<span class="rng">{}</span>').format(head, found.lstrip() + tail)
+
+
 def quality_text(row: Mapping[Any, Any], name: str = "corpus_wer") -> str:
     """A WER/CER figure with its interval, or why there is none."""
     status = row.get("quality")
@@ -102,10 +111,13 @@ def quality_text(row: Mapping[Any, Any], name: str = "corpus_wer") -> str:
         return "not scored"
     if status != "ok":
         return NOT_MEANINGFUL
-    value, lo, hi = row.get(name), row.get(f"{name}_lo"), row.get(f"{name}_hi")
+    value = row.get(name)
+    lo, hi = row.get(f"{name}_lo", math.nan), row.get(f"{name}_hi", math.nan)
     if not plots.is_finite(value):
         return DASH
-    interval = f" [{fmt_pct(lo)}{DASH}{fmt_pct(hi)}]" if plots.is_finite(lo) and plots.is_finite(hi) else ""
+    # The interval in the estimate's unit without repeating " %": narrower columns.
+    interval = (f" [{float(lo) * 100:.2f}{DASH}{float(hi) * 100:.2f}]"
+                if plots.is_finite(lo) and plots.is_finite(hi) else "")
     return fmt_pct(value) + interval
 
 
@@ -206,8 +218,8 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
                                 if plots.is_finite(row.get(k))), default=math.nan)
     spec = analysis.manifest.get("spec") or {}
     quality = quality_section(analysis.run_dir, analysis.records)
-    quality_png = frontier_beyond_wer(quality.figures, quality.controls, quality.metrics,
-                                      quality.meaningful) if len(quality.figures) else None
+    quality_png = (frontier_beyond_wer(quality.figures, quality.controls, quality.metrics)
+                   if len(quality.figures) else None)
     context = {
         "run_id": analysis.manifest.get("run_id", analysis.run_dir.name),
         "manifest": analysis.manifest,
@@ -219,6 +231,9 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         "baselines": list(analysis.baselines.values()),
         "notes": analysis.notes,
         "cells": rows,
+        # WER columns only where some cell's WER means something: a column of one
+        # repeated "not meaningful" sentence is said once in the text above the table.
+        "show_wer": any(row.get("quality") == "ok" for row in rows),
         "labels": {str(r["cell_id"]): str(r["cell_label"]) for r in rows},
         "wer_budget": analysis.wer_budget_points,
         "vram": analysis.vram.to_dict("records"),

@@ -65,7 +65,7 @@ def render_markdown(analysis: RunAnalysis, comparison: pd.DataFrame | None = Non
         f"**Best settings per hardware** (corpus WER budget: baseline + "
         f"{analysis.wer_budget_points:g} points; RTF = compute s per audio s, lower is faster)",
         "",
-        "| hardware | choose | median RTF | speed-up vs baseline | corpus WER | "
+        "| hardware | choose | median RTF | speed-up vs baseline (RTF ratio) | corpus WER | "
         f"{analysis.prices.currency} / audio hour |",
         "|---|---|---:|---:|---:|---:|",
     ]
@@ -74,7 +74,7 @@ def render_markdown(analysis: RunAnalysis, comparison: pd.DataFrame | None = Non
             f"**none**: {escape(c.cell_label)}"
         lines.append(
             f"| {escape(c.hardware)} | {pick} | "
-            f"{fmt_number(c.rtf)} | {fmt_number(c.speedup_total)}x | "
+            f"{fmt_number(c.rtf)} | {fmt_number(c.speedup_rtf)}x | "
             f"{_wer(analysis, c.corpus_wer)} | {fmt_money(c.cost_per_audio_hour)} |")
     lines.append("")
     lines += [f"- {escape(c.hardware)}: {escape(c.note)}" for c in analysis.choices]

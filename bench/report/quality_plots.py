@@ -3,7 +3,10 @@
 Median RTF (log x, lower is faster) against the cell's mean score with its bootstrap
 interval (higher is better); the cells no other cell beats on both are joined by a step
 line, and control rows (the set's own recordings, which cost no generation) are drawn as
-horizontal reference lines. Same style as :mod:`bench.report.plots`.
+horizontal reference lines. Only rows whose quality means something are drawn: SIM of
+random weights (about 0.43 with bars in the smoke run) is noise, and a plot of noise with
+"not meaningful" on its axis is still read as a measurement. Same style as
+:mod:`bench.report.plots`.
 """
 
 from __future__ import annotations
@@ -13,15 +16,15 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from bench.analysis.cells import NOT_MEANINGFUL
-from bench.analysis.quality import Metric
+from bench.analysis.quality import Metric, meaningful_rows
 from bench.report.plots import _figure, _png, colour
 
 
 def frontier_beyond_wer(figures: pd.DataFrame, controls: pd.DataFrame,
-                        metrics: Sequence[Metric], meaningful: bool) -> bytes | None:
-    """PNG of RTF against each frontier metric present; None when there is none or no
-    generated cell has an RTF."""
+                        metrics: Sequence[Metric]) -> bytes | None:
+    """PNG of RTF against each frontier metric present, over the rows whose quality is
+    meaningful; None when there is no such metric or no such generated cell with an RTF."""
+    figures, controls = meaningful_rows(figures), meaningful_rows(controls)
     drawn = [m for m in metrics if m.frontier and figures[m.name].notna().any()]
     generated = figures[~figures["control"].astype(bool)]
     if not drawn or not generated["rtf_median"].notna().any():
@@ -44,7 +47,7 @@ def frontier_beyond_wer(figures: pd.DataFrame, controls: pd.DataFrame,
                                linewidth=1, label=f"control: {row['cell_label']}")
             ax.set_xscale("log")
             ax.set_xlabel("median RTF (log scale; lower is faster)")
-            ax.set_ylabel(metric.label + ("" if meaningful else f" — {NOT_MEANINGFUL}"))
+            ax.set_ylabel(metric.label)
             ax.set_title(f"Speed against {metric.label}: upper-left is better")
             ax.legend(loc="best", frameon=False)
         return _png(fig)

@@ -30,10 +30,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-if TYPE_CHECKING:
-    pass
 from bench.store.files import (
     append_line,
     read_json,
@@ -408,7 +406,7 @@ def _counts(records: list[dict[str, Any]], scores: Mapping[str, Any]) -> dict[st
 
 
 # --------------------------------------------------------------------------------------
-# JSON lines
+# Temporary files
 
 
 def _remove_stray_temporaries(run_dir: Path) -> str | None:
@@ -420,13 +418,3 @@ def _remove_stray_temporaries(run_dir: Path) -> str | None:
         return None
     return (f"{run_dir}: removed {len(stray)} temporary file(s) left by an interrupted write "
             f"({', '.join(sorted(p.name for p in stray)[:3])})")
-
-
-# --------------------------------------------------------------------------------------
-# Files written whole
-
-
-# --------------------------------------------------------------------------------------
-# History across runs
-
-

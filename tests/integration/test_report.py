@@ -190,16 +190,42 @@ def _chromium() -> str | None:
     return None
 
 
+#: Injected into a copy of the page: after layout, every table's width against the box it
+#: sits in and the window, written into the DOM that --dump-dom prints.
+_MEASURE = """<script>
+window.addEventListener("load", function () {
+  var out = [], vw = document.documentElement.clientWidth;
+  document.querySelectorAll("table").forEach(function (t) {
+    var box = t.parentElement;
+    out.push({id: t.id || "(no id)", width: t.scrollWidth, box: box.clientWidth,
+              right: Math.ceil(t.getBoundingClientRect().right), window: vw});
+  });
+  var pre = document.createElement("pre");
+  pre.id = "measured"; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+#: The narrowest window every table must fit without a column cut off.
+WINDOW = (1280, 900)
+
+
 def test_report_renders_in_headless_chromium(tiny_run: Path, tmp_path: Path) -> None:
     browser = _chromium()
     if browser is None:
         pytest.skip("no chromium binary on PATH (CI installs it with apt-get install chromium)")
-    path = render_run_report(tiny_run, out=tmp_path / "report.html")
+    # Scored with meaningful quality: the widest cells table (every WER column).
+    run = tmp_path / "runs" / tiny_run.name
+    shutil.copytree(tiny_run, run)
+    add_fake_scores(run, meaningful=True)
+    path = render_run_report(run, out=tmp_path / "report.html")
+    measured = tmp_path / "measured.html"
+    measured.write_text(path.read_text(encoding="utf-8").replace("</body>", _MEASURE + "</body>"),
+                        encoding="utf-8")
     result = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-         path.resolve().as_uri()],
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+         f"--window-size={WINDOW[0]},{WINDOW[1]}", "--dump-dom", measured.resolve().as_uri()],
         capture_output=True, text=True, timeout=60, check=False)
     dom = result.stdout
     assert result.returncode == 0, result.stderr[-2000:]
@@ -209,3 +235,11 @@ def test_report_renders_in_headless_chromium(tiny_run: Path, tmp_path: Path) -> 
     # The page's own script ran (sorting handlers attach without errors) and the escaped
     # prompt stayed text: no alert script made it into the DOM.
     assert XSS not in dom
+    # Readable at 1280 px: no table wider than its box (a column cut off, or hidden
+    # behind a scroll bar a reader may not see) or past the window's right edge.
+    found = re.search(r'<pre id="measured">(.*?)</pre>', dom, re.S)
+    assert found, "the measuring script did not run"
+    tables = json.loads(found.group(1).replace("&quot;", '"'))
+    assert {"cells-table", "predicted-table", "headline-table"} <= {t["id"] for t in tables}
+    too_wide = [t for t in tables if t["width"] > t["box"] or t["right"] > t["window"]]
+    assert not too_wide, f"tables cut off at {WINDOW[0]} px: {too_wide}"

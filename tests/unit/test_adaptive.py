@@ -145,12 +145,12 @@ def test_light_summary_agrees_with_summarize_cells() -> None:
     light = cell_summary(evidence(records))
     # summarize_cells takes its decision figures from cell_summary: check the one rule
     # against the per-record path (speech RTFs, and the bootstrap summary's point figure).
-    from bench.analysis.cells import _cell_quality, _quantile, _speech_rtfs
+    from bench.analysis.cells import _cell_quality, _quantile, speech_rtfs
     from bench.scoring.outcomes import quality_scores
 
     for cid, group in records.groupby("cell_id", sort=False):
         ok = group[group["status"] == "ok"]
-        assert light.loc[cid, "rtf_median"] == pytest.approx(_quantile(_speech_rtfs(ok), 0.5))
+        assert light.loc[cid, "rtf_median"] == pytest.approx(_quantile(speech_rtfs(ok), 0.5))
         rated, scores = quality_scores(group, scored=True)
         by_records = _cell_quality(rated, scores, True, n_boot=1, seed=0)["corpus_wer"]
         assert light.loc[cid, "corpus_wer"] == pytest.approx(by_records)

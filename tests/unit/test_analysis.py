@@ -13,9 +13,10 @@ from bench.analysis.cells import summarize_cells
 from bench.analysis.cost import add_costs, cost_per_audio_hour
 from bench.analysis.flop_model import sampling_flops
 from bench.analysis.frontier import add_frontiers, pareto_mask
-from bench.analysis.headline import add_speedups, choose_baselines, headline
+from bench.analysis.headline import choose_baselines, headline
 from bench.analysis.memory_fit import vram_fit
 from bench.analysis.prices import Prices, load_prices
+from bench.analysis.speedup import add_speedups
 from bench.core.errors import UserError
 from echo_tts.config import ModelConfig
 from echo_tts.flops import forward_row_flops, modulation_flops

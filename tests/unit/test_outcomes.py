@@ -12,9 +12,10 @@ import pytest
 
 from bench.analysis.cells import summarize_cells
 from bench.analysis.cost import add_costs
-from bench.analysis.headline import add_speedups, choose_baselines, headline
+from bench.analysis.headline import choose_baselines, headline
 from bench.analysis.memory_fit import vram_fit
 from bench.analysis.prices import Prices
+from bench.analysis.speedup import add_speedups
 from bench.gate.thresholds import GateThresholds
 from bench.gate.verdict import decide
 from bench.scoring.outcomes import has_scores, outcome, quality_scores, usable

@@ -96,12 +96,38 @@ def test_markdown_names_the_protocol_and_shows_controls() -> None:
     assert NOT_MEANINGFUL not in text
 
 
-def test_random_weights_label_every_quality_figure() -> None:
-    lines = quality_markdown(_section(_records(random_weights=True)))
-    rows = [line for line in lines if line.startswith("| label")]
-    assert rows and all(line.count(NOT_MEANINGFUL) == 4 for line in rows)  # WER SIM UTMOS DNSMOS
-    assert not any("0.6" in line for line in rows)
-    assert not any(line.startswith("Frontier") for line in lines)
+def test_random_weights_say_so_once_with_no_table_or_figure() -> None:
+    from bench.analysis.quality import quality_html
+    from bench.report.quality_plots import frontier_beyond_wer
+
+    section = _section(_records(random_weights=True))
+    lines = quality_markdown(section)
+    text = "\n".join(lines)
+    # One line in place of the table: no row, no number from noise, no frontier.
+    assert text.count(NOT_MEANINGFUL) == 1
+    assert not any(line.startswith("|") for line in lines)
+    assert "0.6" not in text and "Frontier" not in text
+    assert "no figure of WER, SIM, UTMOS, DNSMOS OVRL is shown for all 2 rows (2 cells)" in text
+    html = quality_html(section)
+    assert html.count(NOT_MEANINGFUL) == 1 and "<table" not in html
+    assert frontier_beyond_wer(section.figures, section.controls, section.metrics) is None
+
+
+def test_meaningful_rows_keep_their_table_and_figure_beside_random_ones() -> None:
+    from bench.analysis.quality import quality_html
+    from bench.report.quality_plots import frontier_beyond_wer
+
+    real = _records()
+    noise = _records(random_weights=True).replace({"cell_id": {"fast": "rfast", "slow": "rslow"},
+                                                   "cell_label": {"label fast": "label rfast",
+                                                                  "label slow": "label rslow"}})
+    section = _section(pd.concat([real, noise], ignore_index=True))
+    html = quality_html(section)
+    assert 'id="quality-table"' in html and "label slow" in html and "0.710 [" in html
+    # The random cells are named once, in the one line, not given rows of their own.
+    assert html.count(NOT_MEANINGFUL) == 1 and "2 rows (label rfast, label rslow)" in html
+    assert "<td>label rfast</td>" not in html
+    assert frontier_beyond_wer(section.figures, section.controls, section.metrics) is not None
 
 
 def test_utmos_gate_passes_a_match_and_fails_a_clear_loss() -> None:
@@ -142,11 +168,11 @@ def test_html_block_and_frontier_plot() -> None:
     section = _section(_records())
     html = quality_html(section)
     assert 'id="quality-table"' in html and "0.710 [" in html and "UTMOS" in html
-    png = frontier_beyond_wer(section.figures, section.controls, section.metrics, True)
+    png = frontier_beyond_wer(section.figures, section.controls, section.metrics)
     assert png is not None and png.startswith(b"\x89PNG")
     unscored = quality_figures(pd.DataFrame([_record("c", "p1", 0, rtf=0.1, sim=None,
                                                      utmos=None)]), n_boot=50)
-    assert frontier_beyond_wer(unscored, pd.DataFrame(), [], True) is None
+    assert frontier_beyond_wer(unscored, pd.DataFrame(), []) is None
 
 
 def test_history_carries_sim_and_utmos(tmp_path: Any) -> None:
@@ -203,4 +229,4 @@ def test_a_metric_only_the_control_has_still_renders(tmp_path: Any) -> None:
     assert [m.name for m in section.metrics] == ["sim"]
     assert "sim" in section.figures.columns and math.isnan(section.figures["sim"].iloc[0])
     assert "SIM" in quality_html(section)
-    frontier_beyond_wer(section.figures, section.controls, section.metrics, True)
+    frontier_beyond_wer(section.figures, section.controls, section.metrics)
