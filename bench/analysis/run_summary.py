@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,24 +67,35 @@ def load_run_summary(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], b
     Raises :class:`StoreError` when the run's files cannot be read. A summary that
     cannot be written (a read-only copy of a run) is still returned, and logged.
     """
-    run_dir = Path(run_dir)
-    key = source_key(run_dir)
+    kept = kept_summary(Path(run_dir))
+    return (kept, False) if kept is not None else (keep_new_summary(Path(run_dir)), True)
+
+
+def kept_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The summary file of the run if it is current (same source files, same version)."""
     path = run_dir / SUMMARY
-    if path.is_file():
-        try:
-            kept = read_json(path)
-        except StoreError:
-            kept = {}  # a torn or foreign file: computed again below
-        if kept.get("version") == SUMMARY_VERSION and kept.get("source") == key:
-            return kept, False
+    if not path.is_file():
+        return None
+    try:
+        kept = read_json(path)
+    except StoreError:
+        return None  # a torn or foreign file: computed again
+    current = kept.get("version") == SUMMARY_VERSION and kept.get("source") == source_key(run_dir)
+    return kept if current else None
+
+
+def keep_new_summary(run_dir: Path) -> dict[str, Any]:
+    """Summarise the run now and keep the summary in it (atomically)."""
+    key = source_key(run_dir)  # before reading: a change while we read is seen next time
     summary = summarize_run(run_dir)
     summary["source"] = key
+    path = run_dir / SUMMARY
     try:
         with atomic_target(path) as tmp:  # compact: the per-generation lists are long
             tmp.write_text(json.dumps(summary, separators=(",", ":")), encoding="utf-8")
     except OSError as err:
         log.warning("could not keep %s (%s); it is computed again next time", path, err)
-    return summary, True
+    return summary
 
 
 def summarize_run(run_dir: Path) -> dict[str, Any]:
@@ -109,52 +121,77 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
     }
 
 
+#: The record fields a summary reads (the rule of bench.scoring.outcomes included); the
+#: rest of a wide record table is dropped first, which makes the pass several times faster.
+_FIELDS: tuple[str, ...] = (
+    "key", "cell_id", "prompt_id", "seed", "repeat", "status", "error", "error_type",
+    "audio_nan", "audio_silent", "score_status", "cell_label", "gpu", "device_name",
+    "random_weights", "asr_random", "asr_model", "quality_meaningful", "rtf", "text",
+    "transcript", "reference_norm", "transcript_norm", "ref_words", "hits", "substitutions",
+    "deletions", "insertions", "wer", "cer", "ref_chars", "char_errors", "empty_hyp",
+    *QUALITY_METRICS, *PEAK_FIELDS,
+)
+
+
 def _cells(records: pd.DataFrame) -> list[dict[str, Any]]:
+    records = records[[c for c in _FIELDS if c in records.columns]]
     run_scored = has_scores(records)
     scored_all = scored_rows(records)
     run_meaningful = quality_is_meaningful(scored_all if len(scored_all) else records)
+    # One pass over the whole run, then grouped by cell: per-cell passes over table rows
+    # cost most of a summary's time.
+    keys = list(pair_index(records))
+    rated, scores = quality_scores(records, scored=run_scored)
+    errors = {i: (float(sc.substitutions + sc.deletions + sc.insertions), float(sc.ref_words))
+              for i, sc in zip(rated.index, scores, strict=True)}
+    rows = records.to_dict("records")
+    by_cell: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_cell.setdefault(str(r["cell_id"]), []).append(i)
+    index = list(records.index)
+    # The columns the meaningful-quality rule reads, alone: per-cell slices of the whole
+    # table cost more than the rest of a cell's figures.
+    flags = records[[c for c in ("status", "ref_words", "quality_meaningful", "random_weights",
+                                 "asr_random") if c in records.columns]]
     out = []
-    for cell_id, group in records.groupby("cell_id", sort=False):
-        ok = group[column(group, "status") == "ok"]
-        counts = outcome(group.to_dict("records"))
-        cell_scored = scored_rows(ok)
+    for cell_id, members in by_cell.items():
+        group = flags.iloc[members]
+        mine = [rows[i] for i in members]
+        ok_rows = [r for r in mine if r.get("status") == "ok"]
+        counts = outcome(mine)
+        cell_scored = scored_rows(group[column(group, "status") == "ok"])
         meaningful = (quality_is_meaningful(cell_scored) if len(cell_scored)
                       else run_meaningful and quality_is_meaningful(group))
-        keys = list(pair_index(group))
-        position = {k: i for i, k in enumerate(keys)}
         figures: dict[str, list[float | None]] = {
-            name: [None] * len(keys) for name in ("rtf", "wer_errors", "ref_words",
-                                                  *QUALITY_METRICS)}
-        for k, v in zip(pair_index(ok), column(ok, "rtf"), strict=True):
-            if is_number(v):
-                figures["rtf"][position[k]] = float(v)
-        rated, scores = quality_scores(group, scored=run_scored)
-        for k, s in zip(pair_index(rated), scores, strict=True):
-            figures["wer_errors"][position[k]] = float(
-                s.substitutions + s.deletions + s.insertions)
-            figures["ref_words"][position[k]] = float(s.ref_words)
+            "rtf": [float(r["rtf"]) if r.get("status") == "ok" and is_number(r.get("rtf"))
+                    else None for r in mine],
+            "wer_errors": [errors[index[i]][0] if index[i] in errors else None
+                           for i in members],
+            "ref_words": [errors[index[i]][1] if index[i] in errors else None
+                          for i in members],
+        }
         for name in QUALITY_METRICS:
-            for k, v in zip(pair_index(ok), column(ok, name), strict=True):
-                if is_number(v):
-                    figures[name][position[k]] = float(v)
-        prompts = list(column(group, "prompt_id"))
+            figures[name] = [float(r[name]) if r.get("status") == "ok"
+                             and is_number(r.get(name)) else None for r in mine]
+        prompts = [r.get("prompt_id") for r in mine]
+        n_scored = sum(1 for i in members if index[i] in errors)
         row: dict[str, Any] = {
-            "cell_id": str(cell_id),
-            "cell_label": _first(column(group, "cell_label")),
-            "hardware": hardware_of(_first(column(group, "gpu")),
-                                    _first(column(group, "device_name"))),
-            "random_weights": bool(column(group, "random_weights").map(_true).any()),
-            "quality": ("not scored" if not scores
+            "cell_id": cell_id,
+            "cell_label": _first(r.get("cell_label") for r in mine),
+            "hardware": hardware_of(_first(r.get("gpu") for r in mine),
+                                    _first(r.get("device_name") for r in mine)),
+            "random_weights": any(_true(r.get("random_weights")) for r in mine),
+            "quality": ("not scored" if not n_scored
                         else "ok" if meaningful else "not meaningful"),
-            "n": counts.n, "n_ok": len(ok), "failure_rate": counts.failure_rate,
-            "peak_memory": _peak(group),
+            "n": counts.n, "n_ok": len(ok_rows), "failure_rate": counts.failure_rate,
+            "peak_memory": _peak(mine),
         }
         row.update(_median_interval(figures["rtf"], "rtf"))
         row.update(_ratio("corpus_wer", figures["wer_errors"], figures["ref_words"], prompts))
         for name in QUALITY_METRICS:
             row.update(_ratio(name, figures[name], [None if v is None else 1.0
                                                     for v in figures[name]], prompts))
-        row["keys"] = keys
+        row["keys"] = [keys[i] for i in members]
         # Only figures some generation has (an unscored run keeps RTF alone).
         row["figures"] = {n: v for n, v in figures.items() if any(x is not None for x in v)}
         out.append(_json_safe(row))
@@ -188,17 +225,18 @@ def _ratio(name: str, num: list[float | None], den: list[float | None], prompts:
     return {name: interval.estimate, f"{name}_lo": interval.low, f"{name}_hi": interval.high}
 
 
-def _peak(group: pd.DataFrame) -> float:
+def _peak(rows: list[dict[str, Any]]) -> float:
     for name in PEAK_FIELDS:
-        values = [float(v) for v in column(group, name) if is_number(v)]
+        values = [float(r[name]) for r in rows if is_number(r.get(name))]
         if values:
             return max(values)
     return math.nan
 
 
-def _first(values: pd.Series) -> Any:
-    present = values.dropna()
-    return present.iloc[0] if len(present) else None
+def _first(values: Iterable[Any]) -> Any:
+    """The first value that is not missing (None or NaN)."""
+    return next((v for v in values if v is not None
+                 and not (isinstance(v, float) and math.isnan(v))), None)
 
 
 def _true(value: Any) -> bool:
@@ -229,53 +267,88 @@ class Skipped:
 @dataclass
 class Collected:
     """Summaries of the runs in a results folder's history index, oldest start first,
-    the runs skipped with their reasons, and how many summaries were computed now."""
+    each run's folder by run id, the runs skipped with their reasons, and how many
+    summaries were computed now."""
 
     summaries: list[dict[str, Any]] = field(default_factory=list)
+    dirs: dict[str, Path] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     computed: int = 0
 
 
 def collect_summaries(root: str | os.PathLike[str], spec_name: str | None = None, *,
-                      complete_only: bool = False) -> Collected:
+                      complete_only: bool = False, workers: int | None = None) -> Collected:
     """The summary of every run listed under ``root`` (optionally of one spec).
 
     A run whose folder is missing or unreadable, whose manifest names another spec than
     the index does, or (``complete_only``) that did not finish, is skipped with the
-    reason; the others are summarised once (:func:`load_run_summary`)."""
+    reason; the others are summarised once (:func:`load_run_summary`). Runs without a
+    current summary are summarised by ``workers`` processes (default: one per CPU) when
+    there are several: a first build over a year of nights is the one slow case.
+    """
     from bench.store.history import list_runs
 
     root = Path(root)
     out = Collected()
+    listed: list[tuple[dict[str, Any], Path]] = []
+    found: dict[Path, dict[str, Any] | str] = {}
     for entry in list_runs(root, spec_name):
         run_id = str(entry.get("run_id"))
-        listed = str(entry.get("spec_name"))
-
-        def skip(reason: str, run_id: str = run_id, listed: str = listed) -> None:
-            out.skipped.append(Skipped(run_id, listed, reason))
-
         if complete_only and entry.get("status") != "complete":
-            skip(f"incomplete: its status is {entry.get('status')!r}, not 'complete'")
+            out.skipped.append(Skipped(run_id, str(entry.get("spec_name")),
+                                       f"incomplete: its status is {entry.get('status')!r}, "
+                                       "not 'complete'"))
             continue
         run_dir = root / str(entry.get("path") or run_id)
-        if not (run_dir / MANIFEST).is_file():
-            skip(f"no {MANIFEST} in {run_dir}: the folder is missing or not a run")
-            continue
-        try:
-            summary, computed = load_run_summary(run_dir)
-        except (StoreError, OSError, ValueError, KeyError) as err:
-            skip(f"unreadable: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
-            continue
-        if summary.get("spec_name") != entry.get("spec_name"):
-            skip(f"from another spec: its manifest says {summary.get('spec_name')!r}, "
-                 f"the index {listed!r}")
-            continue
-        if complete_only and summary.get("status") != "complete":
-            skip(f"incomplete: its manifest's status is {summary.get('status')!r}")
-            continue
-        if not summary.get("cells"):
-            skip("no records")
-            continue
-        out.computed += computed
-        out.summaries.append(summary)
+        listed.append((entry, run_dir))
+        if (run_dir / MANIFEST).is_file() and (kept := kept_summary(run_dir)) is not None:
+            found[run_dir] = kept
+    pending = [d for _, d in listed if d not in found and (d / MANIFEST).is_file()]
+    found.update(_summarise_all(pending, workers))
+    out.computed = sum(isinstance(found[d], dict) for d in pending)
+    for entry, run_dir in listed:
+        summary = found.get(run_dir)
+        reason = _skip_reason(entry, run_dir, summary, complete_only)
+        if reason:
+            out.skipped.append(Skipped(str(entry.get("run_id")), str(entry.get("spec_name")),
+                                       reason))
+        elif isinstance(summary, dict):
+            out.summaries.append(summary)
+            out.dirs[str(summary.get("run_id"))] = run_dir
     return out
+
+
+def _skip_reason(entry: dict[str, Any], run_dir: Path, summary: dict[str, Any] | str | None,
+                 complete_only: bool) -> str:
+    if summary is None:
+        return f"no {MANIFEST} in {run_dir}: the folder is missing or not a run"
+    if isinstance(summary, str):
+        return f"unreadable: {summary}"
+    if summary.get("spec_name") != entry.get("spec_name"):
+        return (f"from another spec: its manifest says {summary.get('spec_name')!r}, "
+                f"the index {entry.get('spec_name')!r}")
+    if complete_only and summary.get("status") != "complete":
+        return f"incomplete: its manifest's status is {summary.get('status')!r}"
+    if not summary.get("cells"):
+        return "no records"
+    return ""
+
+
+def _summarise_all(run_dirs: list[Path], workers: int | None
+                   ) -> dict[Path, dict[str, Any] | str]:
+    """Each run's new summary, or the one-line reason it could not be made."""
+    workers = workers or os.cpu_count() or 1
+    if workers > 1 and len(run_dirs) > 2:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(workers, len(run_dirs))) as pool:
+            return dict(zip(run_dirs, pool.map(_summary_or_reason, run_dirs, chunksize=4),
+                            strict=True))
+    return {d: _summary_or_reason(d) for d in run_dirs}
+
+
+def _summary_or_reason(run_dir: Path) -> dict[str, Any] | str:
+    try:
+        return keep_new_summary(run_dir)
+    except (StoreError, OSError, ValueError, KeyError) as err:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
