@@ -193,7 +193,7 @@ def _nan(value: Any) -> Any:
 def flag_step_changes(history: pd.DataFrame, factor: float = 1.1, alpha: float = 0.05
                       ) -> pd.DataFrame:
     """``history`` plus, per row, the changes against the same cell's previous run of the
-    same spec (:func:`step_changes`): ``ratio`` (median over twins of RTF now / before),
+    same spec that has the figure (:func:`step_changes`): ``ratio`` (median over twins of RTF now / before),
     ``p_value`` (two-sided signed-rank), ``n_pairs`` and ``step`` ("slower", "faster" or
     "") for speed, and ``changes``: every rule's :class:`StepChange` (quality too)."""
     out = history.copy()
@@ -208,7 +208,9 @@ def flag_step_changes(history: pd.DataFrame, factor: float = 1.1, alpha: float =
                                                           alpha=alpha)
         every.append(changes)
         speed.append(next((c for c in changes if c.metric == "rtf"), NO_PAIRS))
-        previous[cell] = figures
+        # Each figure against the last run that has it: a random-weight night (speed
+        # only) does not hide a quality step between the nights around it.
+        previous[cell] = {**(before or {}), **figures}
     out["ratio"] = [c.ratio for c in speed]
     out["p_value"] = [c.p_value for c in speed]
     out["n_pairs"] = [c.n_pairs for c in speed]
