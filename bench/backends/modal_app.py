@@ -346,6 +346,9 @@ def scheduled_run(spec_name: str) -> str:
     run_id, _ = run_on_volume(spec, root=Path(OUTPUTS_RUNS), volume=outputs, workers=workers)
     score_and_report.remote(run_id)
     record_billing(run_id)
+    from bench.backends.dashboard_publish import publish_dashboard
+
+    publish_dashboard(Path(OUTPUTS_RUNS), outputs)  # the trend with tonight in it
     return run_id
 
 

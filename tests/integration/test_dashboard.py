@@ -205,3 +205,27 @@ def test_dashboard_renders_in_headless_chromium_at_1280(nights: Path, tmp_path: 
                                 capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 0 and shot.stat().st_size > 20_000, result.stderr[-2000:]
         assert int.from_bytes(shot.read_bytes()[16:20], "big") == 1280  # PNG width
+
+
+class _Volume:
+    """A stand-in for the outputs Volume: counts reloads and commits, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def reload(self) -> None:
+        self.calls.append("reload")
+
+    def commit(self) -> None:
+        self.calls.append("commit")
+
+
+def test_the_nightly_publishes_the_site_beside_its_runs(nights: Path, tmp_path: Path) -> None:
+    from bench.backends.dashboard_publish import publish_dashboard
+
+    root = _copy(nights, tmp_path)
+    volume = _Volume()
+    site = publish_dashboard(root, volume)
+    assert volume.calls == ["reload", "commit"]
+    assert site.index == tmp_path / "dashboard" / "index.html" and site.index.is_file()
+    assert len(site.steps) == 2
