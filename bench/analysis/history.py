@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from bench.analysis.signed_rank import signed_rank_p_two_sided
@@ -82,23 +83,66 @@ STEP_RULES: tuple[StepRule, ...] = (
 Figures = Mapping[str, Mapping[Hashable, float]]
 
 
-def step_changes(before: Figures, after: Figures, *, factor: float = 1.1,
+class Twins:
+    """One cell's per-generation figures in one run: ``keys`` (prompt/seed/repeat, the
+    twins of another run of the spec) and, per figure name, floats aligned with them
+    (NaN: no figure). Arrays, not dicts: a year of nights is tens of thousands of
+    comparisons, and runs of one spec list their keys in the same order."""
+
+    __slots__ = ("_position", "keys", "values")
+
+    def __init__(self, keys: Sequence[Hashable], values: Mapping[str, Any]) -> None:
+        self.keys = tuple(keys)
+        self.values = {name: np.asarray(v, dtype=np.float64) for name, v in values.items()}
+        self._position: dict[Hashable, int] | None = None
+
+    @classmethod
+    def from_mappings(cls, figures: Figures) -> Twins:
+        keys = list(dict.fromkeys(k for values in figures.values() for k in values))
+        return cls(keys, {name: [_number(values.get(k)) for k in keys]
+                          for name, values in figures.items()})
+
+    def aligned(self, other: Twins, name: str, weight: str | None = None
+                ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64],
+                           npt.NDArray[np.float64] | None]:
+        """(this run's, the other run's, this run's ``weight``) figures over the twins
+        both runs have."""
+        mine, theirs = self.values[name], other.values[name]
+        weights = self.values.get(weight) if weight else None
+        if self.keys == other.keys:
+            return mine, theirs, weights
+        if other._position is None:
+            other._position = {k: i for i, k in enumerate(other.keys)}
+        pairs = [(i, other._position[k]) for i, k in enumerate(self.keys)
+                 if k in other._position]
+        ours = np.array([i for i, _ in pairs], dtype=np.int64)
+        others = np.array([j for _, j in pairs], dtype=np.int64)
+        return mine[ours], theirs[others], None if weights is None else weights[ours]
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else math.nan
+
+
+def step_changes(before: Twins | Figures, after: Twins | Figures, *, factor: float = 1.1,
                  alpha: float = 0.05, rules: Sequence[StepRule] = STEP_RULES
                  ) -> list[StepChange]:
     """The step rule over two runs of one cell: one :class:`StepChange` per rule whose
     figure both runs have (``factor`` replaces the RTF rule's size). History and the
     dashboard call this and nothing else, so the rule changes in one place."""
+    b = before if isinstance(before, Twins) else Twins.from_mappings(before)
+    a = after if isinstance(after, Twins) else Twins.from_mappings(after)
     out = []
     for rule in rules:
-        if rule.metric not in before or rule.metric not in after:
+        if rule.metric not in b.values or rule.metric not in a.values:
             continue
+        old, new, weights = b.aligned(a, rule.metric, rule.weight)
         if rule.metric == "rtf":
-            change = paired_step_change(before["rtf"], after["rtf"], factor=factor, alpha=alpha)
+            change = _ratio_step(old, new, factor=factor, alpha=alpha)
         else:
-            change = paired_difference_step(
-                before[rule.metric], after[rule.metric], size=rule.size, alpha=alpha,
-                higher_is_better=rule.higher_is_better,
-                weights=None if rule.weight is None else before.get(rule.weight, {}))
+            change = _difference_step(old, new, weights, size=rule.size, alpha=alpha,
+                                      higher_is_better=rule.higher_is_better)
         out.append(StepChange(change.change, change.p_value, change.n_pairs, change.step,
                               rule.metric))
     return out
@@ -106,47 +150,63 @@ def step_changes(before: Figures, after: Figures, *, factor: float = 1.1,
 
 def paired_step_change(before: Mapping[Hashable, float], after: Mapping[Hashable, float],
                        *, factor: float = 1.1, alpha: float = 0.05) -> StepChange:
-    """Compare the figures of twin generations (same key: prompt, seed, repeat) of two
+    """Compare the RTFs of twin generations (same key: prompt, seed, repeat) of two
     runs. Keys present in one run only, and non-positive or missing figures, are left out."""
-    keys = [k for k in before if k in after
-            and _positive(before[k]) and _positive(after[k])]
-    if not keys:
-        return NO_PAIRS
-    logs = np.log(np.array([after[k] / before[k] for k in keys], dtype=np.float64))
-    ratio = float(np.exp(np.median(logs)))
-    p = signed_rank_p_two_sided(logs)
-    beyond = ratio > factor or ratio < 1 / factor
-    step = ("slower" if ratio > 1 else "faster") if beyond and p < alpha else ""
-    return StepChange(ratio, p, len(keys), step)
+    [change] = step_changes({"rtf": before}, {"rtf": after}, factor=factor, alpha=alpha,
+                            rules=STEP_RULES[:1])
+    return change
 
 
 def paired_difference_step(before: Mapping[Hashable, float], after: Mapping[Hashable, float],
                            *, size: float, higher_is_better: bool, alpha: float = 0.05,
                            weights: Mapping[Hashable, float] | None = None) -> StepChange:
+    """:func:`_difference_step` over twins given as mappings (key -> figure)."""
+    figures: dict[str, Mapping[Hashable, float]] = {"x": before}
+    if weights is not None:
+        figures["w"] = weights
+    b, a = Twins.from_mappings(figures), Twins.from_mappings({"x": after})
+    old, new, w = b.aligned(a, "x", "w" if weights is not None else None)
+    return _difference_step(old, new, w, size=size, alpha=alpha,
+                            higher_is_better=higher_is_better)
+
+
+def _ratio_step(before: npt.NDArray[np.float64], after: npt.NDArray[np.float64], *,
+                factor: float, alpha: float) -> StepChange:
+    """Median over twins of after/before beyond ``factor`` either way, and two-sided
+    signed-rank p < ``alpha`` on the log ratios: "slower" or "faster"."""
+    with np.errstate(invalid="ignore"):
+        keep = np.isfinite(before) & np.isfinite(after) & (before > 0) & (after > 0)
+    if not keep.any():
+        return NO_PAIRS
+    logs = np.log(after[keep] / before[keep])
+    ratio = float(np.exp(np.median(logs)))
+    p = signed_rank_p_two_sided(logs)
+    beyond = ratio > factor or ratio < 1 / factor
+    step = ("slower" if ratio > 1 else "faster") if beyond and p < alpha else ""
+    return StepChange(ratio, p, int(keep.sum()), step)
+
+
+def _difference_step(before: npt.NDArray[np.float64], after: npt.NDArray[np.float64],
+                     weights: npt.NDArray[np.float64] | None, *, size: float,
+                     higher_is_better: bool, alpha: float) -> StepChange:
     """A quality figure's change over twins: sum(after - before) / sum(weights) (weights
     1 without ``weights``: a difference of means; WER: errors over reference words, the
     corpus WER's difference), a step when beyond ``size`` and the signed-rank test on
     the twins' differences gives p < ``alpha``: "worse" or "better"."""
-    keys = [k for k in before if k in after and _finite(before[k]) and _finite(after[k])
-            and (weights is None or _positive(weights.get(k, math.nan)))]
-    if not keys:
+    keep = np.isfinite(before) & np.isfinite(after)
+    if weights is not None:
+        with np.errstate(invalid="ignore"):
+            keep &= np.isfinite(weights) & (weights > 0)
+    if not keep.any():
         return NO_PAIRS
-    diffs = np.array([after[k] - before[k] for k in keys], dtype=np.float64)
-    total = float(len(keys)) if weights is None else float(sum(weights[k] for k in keys))
+    diffs = after[keep] - before[keep]
+    total = float(keep.sum()) if weights is None else float(weights[keep].sum())
     change = float(diffs.sum()) / total
     p = signed_rank_p_two_sided(diffs)
     step = ""
     if abs(change) >= size and p < alpha:
         step = "better" if (change > 0) == higher_is_better else "worse"
-    return StepChange(change, p, len(keys), step)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-def _positive(value: Any) -> bool:
-    return _finite(value) and value > 0
+    return StepChange(change, p, int(keep.sum()), step)
 
 
 def history_table(root: str | Path, spec_name: str | None = None) -> pd.DataFrame:
@@ -158,62 +218,77 @@ def history_table(root: str | Path, spec_name: str | None = None) -> pd.DataFram
 
 
 def history_frame(summaries: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """:func:`history_rows` as a table."""
+    return pd.DataFrame(history_rows(summaries))
+
+
+#: Summary figures that are quality (NaN unless scored with meaningful weights and ASR).
+_QUALITY = ("corpus_wer", "sim", "utmos", "dnsmos_ovrl")
+
+
+def history_rows(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Key figures of runs (their summaries, :mod:`bench.analysis.run_summary`, oldest
     first): one row per (run, cell) with ``run_id``, ``started_at``, ``git_commit``,
     ``spec_name``, ``adaptive``, the cell's figures (``cell_id``, ``cell_label``,
     ``hardware``, ``rtf_median`` with ``rtf_lo``/``rtf_hi``, ``corpus_wer`` and quality
     means with intervals, NaN unless scored and meaningful, ``failure_rate``,
-    ``peak_memory``, ``random_weights``, ``n``) and ``figures`` (per-generation figures
-    keyed by prompt/seed/repeat, so runs pair twin generations; ``rtfs`` is its RTF)."""
+    ``peak_memory``, ``random_weights``, ``n``) and ``twins`` (per-generation figures,
+    :class:`Twins`, so runs pair twin generations)."""
     rows: list[dict[str, Any]] = []
     for summary in summaries:
         run = {name: summary.get(name) for name in
                ("run_id", "started_at", "git_commit", "spec_name", "adaptive")}
         for cell in summary.get("cells") or []:
-            row = {**run, **{k: _nan(v) for k, v in cell.items()
+            row = {**run, **{k: math.nan if v is None else v for k, v in cell.items()
                              if k not in ("keys", "figures")}}
-            keys = cell.get("keys") or []
-            figures = {name: {k: v for k, v in zip(keys, values, strict=True) if v is not None}
-                       for name, values in (cell.get("figures") or {}).items()}
+            figures = cell.get("figures") or {}
             if cell.get("quality") != "ok":  # quality from random weights is no figure
-                figures = {n: v for n, v in figures.items() if n in ("rtf",)}
-                for name in ("corpus_wer", "sim", "utmos", "dnsmos_ovrl"):
-                    for suffix in ("", "_lo", "_hi"):
-                        row[f"{name}{suffix}"] = math.nan
-            row["figures"] = figures
-            row["rtfs"] = figures.get("rtf", {})
+                figures = {n: v for n, v in figures.items() if n == "rtf"}
+                row.update({f"{name}{suffix}": math.nan for name in _QUALITY
+                            for suffix in ("", "_lo", "_hi")})
+            row["twins"] = Twins(cell.get("keys") or [], figures)
             rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _nan(value: Any) -> Any:
-    return math.nan if value is None else value
+    return rows
 
 
 def flag_step_changes(history: pd.DataFrame, factor: float = 1.1, alpha: float = 0.05
                       ) -> pd.DataFrame:
-    """``history`` plus, per row, the changes against the same cell's previous run of the
-    same spec that has the figure (:func:`step_changes`): ``ratio`` (median over twins of RTF now / before),
-    ``p_value`` (two-sided signed-rank), ``n_pairs`` and ``step`` ("slower", "faster" or
-    "") for speed, and ``changes``: every rule's :class:`StepChange` (quality too)."""
-    out = history.copy()
-    speed: list[StepChange] = []
-    every: list[list[StepChange]] = []
-    previous: dict[tuple[str, str], Figures] = {}
-    for row in out.to_dict("records"):
-        figures: Figures = row.get("figures") or {"rtf": row["rtfs"]}
+    """:func:`flag_rows` of a history table (rows carry ``twins``, or ``rtfs``: RTF by
+    prompt/seed/repeat)."""
+    return pd.DataFrame(flag_rows(history.to_dict("records"), factor=factor, alpha=alpha),
+                        index=history.index)
+
+
+def flag_rows(rows: Sequence[Mapping[str, Any]], *, factor: float = 1.1, alpha: float = 0.05
+              ) -> list[dict[str, Any]]:
+    """``rows`` (oldest first) plus, per row, the changes against the same cell's
+    previous run of the same spec that has the figure (:func:`step_changes`): ``ratio``
+    (median over twins of RTF now / before), ``p_value`` (two-sided signed-rank),
+    ``n_pairs`` and ``step`` ("slower", "faster" or "") for speed, and ``changes``:
+    every rule's :class:`StepChange` (quality too)."""
+    out = []
+    # (spec, cell, figure) -> the twins of the last run that had that figure: each figure
+    # is compared with the last run that has it, so a random-weight night (speed only)
+    # does not hide a quality step between the nights around it.
+    previous: dict[tuple[str, str, str], Twins] = {}
+    for row in rows:
+        twins = row.get("twins")
+        if not isinstance(twins, Twins):
+            twins = Twins.from_mappings({"rtf": row["rtfs"]})
         cell = (str(row.get("spec_name")), str(row["cell_id"]))
-        before = previous.get(cell)
-        changes = [] if before is None else step_changes(before, figures, factor=factor,
-                                                          alpha=alpha)
-        every.append(changes)
-        speed.append(next((c for c in changes if c.metric == "rtf"), NO_PAIRS))
-        # Each figure against the last run that has it: a random-weight night (speed
-        # only) does not hide a quality step between the nights around it.
-        previous[cell] = {**(before or {}), **figures}
-    out["ratio"] = [c.ratio for c in speed]
-    out["p_value"] = [c.p_value for c in speed]
-    out["n_pairs"] = [c.n_pairs for c in speed]
-    out["step"] = [c.step for c in speed]
-    out["changes"] = every
+        befores: dict[int, tuple[Twins, list[StepRule]]] = {}
+        for rule in STEP_RULES:
+            before = previous.get((*cell, rule.metric))
+            if before is not None and rule.metric in twins.values:
+                befores.setdefault(id(before), (before, []))[1].append(rule)
+        changes = [c for before, rules in befores.values()
+                   for c in step_changes(before, twins, factor=factor, alpha=alpha,
+                                         rules=rules)]
+        order = {rule.metric: i for i, rule in enumerate(STEP_RULES)}
+        changes.sort(key=lambda c: order[c.metric])
+        for name in twins.values:
+            previous[(*cell, name)] = twins
+        speed = next((c for c in changes if c.metric == "rtf"), NO_PAIRS)
+        out.append({**row, "ratio": speed.ratio, "p_value": speed.p_value,
+                    "n_pairs": speed.n_pairs, "step": speed.step, "changes": changes})
     return out

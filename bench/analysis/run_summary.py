@@ -193,7 +193,10 @@ def _cells(records: pd.DataFrame) -> list[dict[str, Any]]:
                                                     for v in figures[name]], prompts))
         row["keys"] = [keys[i] for i in members]
         # Only figures some generation has (an unscored run keeps RTF alone).
-        row["figures"] = {n: v for n, v in figures.items() if any(x is not None for x in v)}
+        # Six significant digits: far below any step a test can see, and the file (read
+        # every build, for every night) stays small and quick to parse.
+        row["figures"] = {n: [None if x is None else float(f"{x:.6g}") for x in v]
+                          for n, v in figures.items() if any(x is not None for x in v)}
         out.append(_json_safe(row))
     return out
 

@@ -75,14 +75,6 @@ def _null_distribution(doubled_ranks: bytes) -> npt.NDArray[np.float64]:
 
 def _average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """1-based ranks, ties getting the mean of the ranks they span."""
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(values.size)
-    sorted_values = values[order]
-    start = 0
-    while start < values.size:
-        stop = start
-        while stop + 1 < values.size and sorted_values[stop + 1] == sorted_values[start]:
-            stop += 1
-        ranks[order[start:stop + 1]] = (start + stop) / 2 + 1
-        start = stop + 1
-    return ranks
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)  # the rank of each distinct value's last copy
+    return ((last - counts + 1 + last) / 2.0)[inverse.reshape(-1)]

@@ -8,7 +8,7 @@ fetched from elsewhere)::
     <spec>/<cell>.html       one cell: each figure across runs, every point a link
 
 Figures come from the per-run summaries (:mod:`bench.analysis.run_summary`, computed
-once per run), and step changes from :func:`bench.analysis.history.flag_step_changes`,
+once per run), and step changes from :func:`bench.analysis.history.flag_rows`,
 the rule ``echo-bench history`` prints: the dashboard has no rule of its own. Points link
 to the run's ``report.html`` (relative to the page, so the site works beside the
 results folder it was built from), or to its manifest where no report was rendered.
@@ -24,7 +24,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from bench.analysis.history import StepChange, flag_step_changes, history_frame
+from bench.analysis.history import StepChange, flag_rows, history_rows
 from bench.analysis.run_summary import Skipped, collect_summaries
 from bench.report.dashboard_svg import Point, trend_svg
 from bench.store.layout import MANIFEST, safe_slug
@@ -102,8 +102,7 @@ def build_dashboard(root: str | os.PathLike[str], out: str | os.PathLike[str], *
         by_spec.setdefault(str(summary.get("spec_name")), []).append(summary)
     listing = []
     for spec, summaries in sorted(by_spec.items()):
-        flagged = flag_step_changes(history_frame(summaries), factor=factor, alpha=alpha)
-        rows = flagged.to_dict("records")
+        rows = flag_rows(history_rows(summaries), factor=factor, alpha=alpha)
         links = _report_links(root, collected.dirs, out / _slug(spec))
         steps = _step_rows(spec, rows)
         skipped = [s for s in collected.skipped if s.spec_name == spec]

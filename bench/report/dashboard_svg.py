@@ -40,7 +40,7 @@ def trend_svg(points: Sequence[Point], *, width: int, height: int, unit: str = "
     """A line of ``points`` in run order with its interval band, step markers and (with
     ``axis``) y ticks and the run ``labels`` under a few x positions. ``links``: every
     point an ``<a>`` to its run; without, only the steps are drawn as markers."""
-    left, right, top, bottom = (58, 10, 8, 22) if axis else (4, 4, 4, 4)
+    left, right, top, bottom = (58, 34, 8, 22) if axis else (4, 4, 4, 4)
     finite = [p for p in points if math.isfinite(p.value)]
     if not finite:
         return (f'<svg class="trend" width="{width}" height="{height}" role="img">'

@@ -111,6 +111,7 @@ class NightlyTruth:
         self.difficulty = rng.lognormal(0.0, 0.4, n)
         shape_gens = (len(shape.cells), n, len(shape.seeds))
         self.base_u = rng.random((*shape_gens, 60))  # per-word uniforms: kept errors
+        self.extra_u = rng.random((*shape_gens, 60))  # and those of planted errors
         self.sim = rng.normal(0.0, 0.03, shape_gens)
         self.mos = rng.normal(0.0, 0.15, shape_gens)
 
@@ -137,7 +138,8 @@ def night_records(truth: NightlyTruth, night: int, plants: Sequence[Plant] = (),
                 if rng.random() < REDRAWN:
                     u = rng.random(words)
                 errors = int((u < min(0.95, p_err * truth.difficulty[k])).sum())
-                errors += int(rng.binomial(words, extra)) if extra else 0
+                # extra errors of a plant: the same words every night (same audio)
+                errors += int((truth.extra_u[c, k, s, :words] < extra).sum())
                 rtf = cost * truth.prompt_rtf[k] * math.exp(rng.normal(0.0, 0.03))
                 audio = float(truth.speech[k])
                 out.append({
