@@ -192,7 +192,8 @@ def _difference_step(before: npt.NDArray[np.float64], after: npt.NDArray[np.floa
     """A quality figure's change over twins: sum(after - before) / sum(weights) (weights
     1 without ``weights``: a difference of means; WER: errors over reference words, the
     corpus WER's difference), a step when beyond ``size`` and the signed-rank test on
-    the twins' differences gives p < ``alpha``: "worse" or "better"."""
+    the twins' differences gives p < ``alpha``: "worse" or "better". The test runs only
+    for a change beyond ``size`` (p is NaN otherwise)."""
     keep = np.isfinite(before) & np.isfinite(after)
     if weights is not None:
         with np.errstate(invalid="ignore"):
@@ -202,9 +203,13 @@ def _difference_step(before: npt.NDArray[np.float64], after: npt.NDArray[np.floa
     diffs = after[keep] - before[keep]
     total = float(keep.sum()) if weights is None else float(weights[keep].sum())
     change = float(diffs.sum()) / total
+    if abs(change) < size:
+        # Within the size there is no step whatever the test says; not testing keeps a
+        # year of nights x cells x figures cheap (p is NaN: not computed).
+        return StepChange(change, math.nan, int(keep.sum()), "")
     p = signed_rank_p_two_sided(diffs)
     step = ""
-    if abs(change) >= size and p < alpha:
+    if p < alpha:
         step = "better" if (change > 0) == higher_is_better else "worse"
     return StepChange(change, p, int(keep.sum()), step)
 
@@ -238,6 +243,7 @@ def history_rows(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
     for summary in summaries:
         run = {name: summary.get(name) for name in
                ("run_id", "started_at", "git_commit", "spec_name", "adaptive")}
+        run_keys = summary.get("keys") or []
         for cell in summary.get("cells") or []:
             row = {**run, **{k: math.nan if v is None else v for k, v in cell.items()
                              if k not in ("keys", "figures")}}
@@ -246,7 +252,7 @@ def history_rows(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
                 figures = {n: v for n, v in figures.items() if n == "rtf"}
                 row.update({f"{name}{suffix}": math.nan for name in _QUALITY
                             for suffix in ("", "_lo", "_hi")})
-            row["twins"] = Twins(cell.get("keys") or [], figures)
+            row["twins"] = Twins(cell.get("keys") or run_keys, figures)
             rows.append(row)
     return rows
 

@@ -311,14 +311,17 @@ def _write_spec(folder: Path, spec: str, rows: Sequence[Mapping[str, Any]],
             label = str(cell_rows[-1].get("cell_label") or cell_id)
             short = label.replace(f" gpu={hardware}", "")  # the section names the GPU
             page = f"{_slug(cell_id)}.html"
+            # Points once per figure: the small chart here and the cell's page share them.
+            points = {t.name: _points(cell_rows, t, links) for t in trends}
             charts = "".join(
                 f'<td><a href="{escape(page)}#{t.name}">'
-                f"{trend_svg(_points(cell_rows, t, links), width=168, height=60, links=False, axis=False)}"
+                f"{trend_svg(points[t.name], width=168, height=60, links=False, axis=False)}"
                 f"</a>{_latest(cell_rows, t)}</td>" for t in trends)
             body.append(f'<tr><td class="label"><a href="{escape(page)}">{escape(short)}</a>'
                         f'<br><span class="note">{len(cell_rows)} runs</span></td>{charts}</tr>')
-            _write(folder / page, _cell_page(spec, hardware, label, cell_rows, links,
-                                             [s for s in steps if s.cell_id == cell_id]))
+            charted = [(t, points[t.name]) for t in trends if _recorded(cell_rows, t)]
+            _write(folder / page, _cell_page(spec, hardware, label, cell_rows, charted,
+                                             [s for s in steps if s.cell_id == cell_id], links))
         sections.append(f'<h2 id="gpu-{escape(_slug(hardware))}">{escape(hardware)}</h2>'
                         f'<table class="cells"><tr><th>cell</th>{head}</tr>{"".join(body)}</table>')
     body = (f'<p><a href="../index.html">all specs</a></p><h1>{escape(spec)}: {n_runs} runs</h1>'
@@ -335,12 +338,13 @@ def _latest(rows: Sequence[Mapping[str, Any]], trend: Trend) -> str:
 
 
 def _cell_page(spec: str, hardware: str, label: str, rows: Sequence[Mapping[str, Any]],
-               links: Mapping[str, str], steps: Sequence[StepRow]) -> str:
+               charted: Sequence[tuple[Trend, list[Point]]], steps: Sequence[StepRow],
+               links: Mapping[str, str]) -> str:
     dates = [_date(r)[2:] for r in rows]
     charts = "".join(
         f'<h3 id="{t.name}">{escape(t.label)}</h3>'
-        f"{trend_svg(_points(rows, t, links), width=1220, height=230, labels=dates, unit=t.unit)}"
-        for t in TRENDS if _recorded(rows, t))
+        f"{trend_svg(points, width=1220, height=230, labels=dates, unit=t.unit)}"
+        for t, points in charted)
     body = (f'<p><a href="index.html">{escape(spec)}</a> · <a href="../index.html">all specs'
             f"</a></p><h1>{escape(label)}</h1><p class=\"note\">{escape(hardware)}, "
             f"{len(rows)} runs, {escape(dates[0])} .. {escape(dates[-1])}</p>"
