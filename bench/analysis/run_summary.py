@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ import pandas as pd
 
 from bench.analysis.cells import hardware_of, pair_index, quality_is_meaningful, scored_rows
 from bench.scoring.outcomes import column, has_scores, is_number, outcome, quality_scores
-from bench.scoring.stats import ratio_interval
+from bench.scoring.stats import bootstrap_ratio_replicates, percentile_interval, ratio_of_sums
 from bench.store.files import atomic_target, read_json
 from bench.store.layout import MANIFEST, RECORDS, SCORES, SUMMARY, StoreError
 
@@ -141,7 +141,12 @@ _FIELDS: tuple[str, ...] = (
 
 
 def _cells(records: pd.DataFrame) -> list[dict[str, Any]]:
-    records = records[[c for c in _FIELDS if c in records.columns]]
+    records = records[[c for c in _FIELDS if c in records.columns]].copy()
+    for name in records.columns:
+        # Arrow-backed strings (pandas 3 reading parquet) are slow to walk row by row,
+        # and the outcome rule walks rows; plain objects halve that.
+        if pd.api.types.is_string_dtype(records[name].dtype):
+            records[name] = records[name].astype(object)
     run_scored = has_scores(records)
     scored_all = scored_rows(records)
     run_meaningful = quality_is_meaningful(scored_all if len(scored_all) else records)
@@ -194,10 +199,7 @@ def _cells(records: pd.DataFrame) -> list[dict[str, Any]]:
             "peak_memory": _peak(mine),
         }
         row.update(_median_interval(figures["rtf"], "rtf"))
-        row.update(_ratio("corpus_wer", figures["wer_errors"], figures["ref_words"], prompts))
-        for name in QUALITY_METRICS:
-            row.update(_ratio(name, figures[name], [None if v is None else 1.0
-                                                    for v in figures[name]], prompts))
+        row.update(_ratios(figures, prompts))
         row["keys"] = [keys[i] for i in members]
         # Only figures some generation has (an unscored run keeps RTF alone).
         # Six significant digits: far below any step a test can see, and the file (read
@@ -222,20 +224,38 @@ def _median_interval(values: list[float | None], name: str) -> dict[str, float]:
             f"{name}_hi": float(x[hi])}
 
 
-def _ratio(name: str, num: list[float | None], den: list[float | None], prompts: list[Any]
-           ) -> dict[str, float]:
-    """sum(num) / sum(den) over generations with both, with the report's cluster-bootstrap
-    interval (prompts resampled)."""
-    keep = [i for i, (a, b) in enumerate(zip(num, den, strict=True))
-            if a is not None and b is not None]
-    if not keep or not sum(float(den[i] or 0) for i in keep):
-        return {name: math.nan, f"{name}_lo": math.nan, f"{name}_hi": math.nan}
-    interval = ratio_interval([num[i] for i in keep], [den[i] for i in keep],
-                              [prompts[i] for i in keep], n_boot=_N_BOOT, seed=0)
-    return {name: interval.estimate, f"{name}_lo": interval.low, f"{name}_hi": interval.high}
+def _ratios(figures: Mapping[str, list[float | None]], prompts: list[Any]
+            ) -> dict[str, float]:
+    """Corpus WER (errors over reference words) and the means of the quality metrics,
+    each with the report's 95 % cluster-bootstrap interval (prompts resampled); a
+    generation without a figure adds nothing to its sums. One bootstrap for all: the
+    columns share their draws, as separate calls with the same seed would."""
+    names = ("corpus_wer", *QUALITY_METRICS)
+    nums = [figures["wer_errors"], *(figures[m] for m in QUALITY_METRICS)]
+    dens = [figures["ref_words"], *([None if v is None else 1.0 for v in figures[m]]
+                                    for m in QUALITY_METRICS)]
+    num = np.array([[0.0 if n is None or d is None else n for n, d in zip(a, b, strict=True)]
+                    for a, b in zip(nums, dens, strict=True)], dtype=np.float64).T
+    den = np.array([[0.0 if n is None or d is None else d for n, d in zip(a, b, strict=True)]
+                    for a, b in zip(nums, dens, strict=True)], dtype=np.float64).T
+    out: dict[str, float] = {}
+    present = den.sum(axis=0) > 0
+    estimates = ratio_of_sums(num, den)
+    reps = (bootstrap_ratio_replicates(num[:, present], den[:, present], prompts,
+                                       n_boot=_N_BOOT, seed=0)
+            if present.any() else np.empty((0, 0)))
+    column = 0
+    for j, name in enumerate(names):
+        low = high = math.nan
+        if present[j]:
+            low, high = percentile_interval(reps[:, column])
+            column += 1
+        out.update({name: float(estimates[j]) if present[j] else math.nan,
+                    f"{name}_lo": low, f"{name}_hi": high})
+    return out
 
 
-def _peak(rows: list[dict[str, Any]]) -> float:
+def _peak(rows: Sequence[Mapping[Any, Any]]) -> float:
     for name in PEAK_FIELDS:
         values = [float(r[name]) for r in rows if is_number(r.get(name))]
         if values:

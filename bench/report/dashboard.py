@@ -324,11 +324,11 @@ def _write_spec(folder: Path, spec: str, rows: Sequence[Mapping[str, Any]],
                                              [s for s in steps if s.cell_id == cell_id], links))
         sections.append(f'<h2 id="gpu-{escape(_slug(hardware))}">{escape(hardware)}</h2>'
                         f'<table class="cells"><tr><th>cell</th>{head}</tr>{"".join(body)}</table>')
-    body = (f'<p><a href="../index.html">all specs</a></p><h1>{escape(spec)}: {n_runs} runs</h1>'
+    page = (f'<p><a href="../index.html">all specs</a></p><h1>{escape(spec)}: {n_runs} runs</h1>'
             f"<h2>Step changes ({len(steps)}), newest first</h2>"
             f"{_steps_table(steps, links, cell_links=True)}{LEGEND}{''.join(sections)}"
             f"{_skipped_table(skipped)}")
-    _write(folder / "index.html", _page(f"{spec}: dashboard", body))
+    _write(folder / "index.html", _page(f"{spec}: dashboard", page))
 
 
 def _latest(rows: Sequence[Mapping[str, Any]], trend: Trend) -> str:
