@@ -261,8 +261,8 @@ def flag_step_changes(history: pd.DataFrame, factor: float = 1.1, alpha: float =
                       ) -> pd.DataFrame:
     """:func:`flag_rows` of a history table (rows carry ``twins``, or ``rtfs``: RTF by
     prompt/seed/repeat)."""
-    return pd.DataFrame(flag_rows(history.to_dict("records"), factor=factor, alpha=alpha),
-                        index=history.index)
+    rows = [{str(k): v for k, v in row.items()} for row in history.to_dict("records")]
+    return pd.DataFrame(flag_rows(rows, factor=factor, alpha=alpha), index=history.index)
 
 
 def flag_rows(rows: Sequence[Mapping[str, Any]], *, factor: float = 1.1, alpha: float = 0.05
