@@ -24,7 +24,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from bench.analysis.history import StepChange, flag_rows, history_rows
+from bench.analysis.history import STEP_RULES, StepChange, flag_rows, history_rows
 from bench.analysis.run_summary import Skipped, collect_summaries
 from bench.report.dashboard_svg import Point, trend_svg
 from bench.store.layout import MANIFEST, safe_slug
@@ -286,8 +286,6 @@ def _index_page(listing: Sequence[tuple[str, Sequence[Mapping[str, Any]], Sequen
 
 
 def _rule_note(factor: float, alpha: float) -> str:
-    from bench.analysis.history import STEP_RULES
-
     sizes = ", ".join(f"{r.label} {r.size * 100:g} points" if r.weight else f"{r.label} "
                       f"{r.size:g}" for r in STEP_RULES[1:])
     return (f"Step change: against the cell's previous run, paired by prompt and seed, a "

@@ -10,8 +10,9 @@ a planted 15 % slowdown and +2 WER points), then measures, each ``--repeats`` ti
   before each repeat, so each build summarises it anew; writing the night is not timed);
 * ``history``: ``echo-bench history``'s table and step changes over the same summaries.
 
-Prints one JSON line with the medians and every time, the number of runs, the step
-changes found and the CPU count. Usage::
+Prints one JSON line with the medians and every wall time, the median CPU seconds
+(process and summarising workers: what the build needs, whatever the neighbours do),
+the number of runs, the step changes found, the CPU count and the load average. Usage::
 
     python -m bench.scripts.dashboard_bench [--root DIR] [--nights 365] [--repeats 3]
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import time
@@ -50,9 +52,23 @@ def _ensure_nights(root: Path, nights: int, threads: int) -> None:
     print(f"wrote {len(missing)} nights in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def _timed(fn: Any) -> tuple[float, Any]:
-    start = time.perf_counter()
+def _cpu() -> float:
+    """CPU seconds of this process and its reaped children (the summarising workers)."""
+    own, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                       resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+CPU: dict[str, list[float]] = {}
+
+
+def _timed(fn: Any, name: str = "") -> tuple[float, Any]:
+    """Wall seconds of ``fn()`` and its result; its CPU seconds go to CPU[name]: on a
+    shared machine the wall time says how busy the neighbours were, CPU time what the
+    build itself needs (over 2 cores, about half of it on an idle machine)."""
+    start, cpu = time.perf_counter(), _cpu()
     out = fn()
+    CPU.setdefault(name, []).append(_cpu() - cpu)
     return time.perf_counter() - start, out
 
 
@@ -81,24 +97,26 @@ def main() -> None:
         for summary in root.glob(f"*/{SUMMARY}"):
             summary.unlink()
         shutil.rmtree(out, ignore_errors=True)
-        seconds, site = _timed(lambda: build_dashboard(root, out))
+        seconds, site = _timed(lambda: build_dashboard(root, out), "scratch")
         times["scratch"].append(seconds)
-        times["unchanged"].append(_timed(lambda: build_dashboard(root, out))[0])
+        times["unchanged"].append(_timed(lambda: build_dashboard(root, out), "unchanged")[0])
     scratch_runs, scratch_steps = sum(site.runs.values()), len(site.steps)
 
     truth = NightlyTruth(nightly_shape(), seed=0)
     new = write_night(root, truth, last, default_plants(args.nights))
     for _ in range(args.repeats):
         (new / SUMMARY).unlink(missing_ok=True)
-        seconds, site = _timed(lambda: build_dashboard(root, out))
+        seconds, site = _timed(lambda: build_dashboard(root, out), "one_new_run")
         assert site.computed == 1, site.computed  # only the new night was summarised
         times["one_new_run"].append(seconds)
-        times["history"].append(_timed(lambda: flag_step_changes(history_table(root)))[0])
+        times["history"].append(
+            _timed(lambda: flag_step_changes(history_table(root)), "history")[0])
     print(json.dumps({
         "nights": args.nights, "runs_scratch": scratch_runs, "runs_after": sum(site.runs.values()),
         "records_per_run": 960, "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "median_s": {k: round(statistics.median(v), 2) for k, v in times.items()},
+        "median_cpu_s": {k: round(statistics.median(v), 2) for k, v in CPU.items()},
         "all_s": {k: [round(x, 2) for x in v] for k, v in times.items()},
         "steps_scratch": scratch_steps,
         "steps": [f"{s.date} {s.hardware} {s.cell_label} {s.figure} {s.change}"
