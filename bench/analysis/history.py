@@ -1,4 +1,5 @@
-"""Step changes between two runs of one cell, paired as the gate pairs them.
+"""Step changes between two runs of one cell, paired as the gate pairs them: the one rule
+that ``echo-bench history`` and ``echo-bench dashboard`` both apply (:func:`step_changes`).
 
 Two runs of a spec use the same prompts, seeds and repeats, so a generation in one run has
 a twin in the other: the same text, the same noise. Comparing twins removes the spread
@@ -6,124 +7,294 @@ between prompts (a short prompt's RTF can be several times a long one's), which 
 unpaired test of the pooled values cannot see past: a uniform 15 % slowdown over a mix of
 short and long prompts hides in that spread.
 
-Rule (asv's, both conditions): the paired ratio (the median over twins of after/before)
-is beyond ``factor`` either way, AND the Wilcoxon
-signed-rank test on the twins' log ratios says the change is not zero: two-sided p (twice
-the smaller one-sided p) below ``alpha``. One test, always the same one.
+Rule (asv's, both conditions), per figure in :data:`STEP_RULES`: the change over twins is
+beyond the rule's size, AND the Wilcoxon signed-rank test on the twins' differences says
+it is not zero: two-sided p (twice the smaller one-sided p) below ``alpha``. Speed: the
+change is the median over twins of RTF after/before, beyond ``factor`` (x1.1) either way,
+tested on log ratios. Quality: the change is a difference over twins (corpus WER: errors
+over reference words of the twins; SIM and MOS: means), beyond the gate's default
+non-inferiority margins (``bench.gate.thresholds``: WER 0.5 points, SIM 0.01, MOS 0.1),
+tested on the twins' differences. One test, always the same one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from bench.analysis.cells import pair_index, summarize_cells
-from bench.analysis.signed_rank import signed_rank_p_greater
-from bench.scoring.outcomes import (
-    column,
-    is_number,
-)
+from bench.analysis.signed_rank import signed_rank_p_two_sided
 
 
 @dataclass(frozen=True)
 class StepChange:
-    """``ratio``: median over twins of after/before (> 1 slower); ``p_value`` two-sided;
-    ``n_pairs`` twins compared; ``step`` "slower", "faster" or "" (no step)."""
+    """``change``: for RTF the median over twins of after/before (> 1 slower), for quality
+    the difference after - before over twins; ``p_value`` two-sided; ``n_pairs`` twins
+    compared; ``step`` "slower"/"faster" (speed), "worse"/"better" (quality) or "" (no
+    step); ``metric`` the figure (a :data:`STEP_RULES` name)."""
 
-    ratio: float
+    change: float
     p_value: float
     n_pairs: int
     step: str
+    metric: str = "rtf"
+
+    @property
+    def ratio(self) -> float:
+        """The speed rule's name for ``change``."""
+        return self.change
 
 
 NO_PAIRS = StepChange(math.nan, math.nan, 0, "")
 
 
+@dataclass(frozen=True)
+class StepRule:
+    """One figure's step rule: ``metric`` (a per-generation figure of a run summary,
+    :mod:`bench.analysis.run_summary`), its ``label``; ``size`` the smallest change that
+    counts (a ratio for RTF, else a difference in the figure's units); ``weight`` the
+    per-generation denominator of a ratio of sums (WER: reference words)."""
+
+    metric: str
+    label: str
+    size: float
+    higher_is_better: bool
+    weight: str | None = None
+
+
+#: The figures history and the dashboard flag steps on. Sizes: x1.1 for RTF (history's
+#: ``--factor``); the gate's default margins for quality (``bench.gate.thresholds``; a
+#: test checks they agree).
+STEP_RULES: tuple[StepRule, ...] = (
+    StepRule("rtf", "median RTF", 1.1, higher_is_better=False),
+    StepRule("wer_errors", "corpus WER", 0.005, higher_is_better=False, weight="ref_words"),
+    StepRule("sim", "SIM", 0.01, higher_is_better=True),
+    StepRule("utmos", "UTMOS", 0.1, higher_is_better=True),
+    StepRule("dnsmos_ovrl", "DNSMOS OVRL", 0.1, higher_is_better=True),
+)
+
+#: Per-generation figures by name, each keyed by twin (prompt/seed/repeat).
+Figures = Mapping[str, Mapping[Hashable, float]]
+
+
+class Twins:
+    """One cell's per-generation figures in one run: ``keys`` (prompt/seed/repeat, the
+    twins of another run of the spec) and, per figure name, floats aligned with them
+    (NaN: no figure). Arrays, not dicts: a year of nights is tens of thousands of
+    comparisons, and runs of one spec list their keys in the same order."""
+
+    __slots__ = ("_position", "keys", "values")
+
+    def __init__(self, keys: Sequence[Hashable], values: Mapping[str, Any]) -> None:
+        self.keys = tuple(keys)
+        self.values = {name: np.asarray(v, dtype=np.float64) for name, v in values.items()}
+        self._position: dict[Hashable, int] | None = None
+
+    @classmethod
+    def from_mappings(cls, figures: Figures) -> Twins:
+        keys = list(dict.fromkeys(k for values in figures.values() for k in values))
+        return cls(keys, {name: [_number(values.get(k)) for k in keys]
+                          for name, values in figures.items()})
+
+    def aligned(self, other: Twins, name: str, weight: str | None = None
+                ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64],
+                           npt.NDArray[np.float64] | None]:
+        """(this run's, the other run's, this run's ``weight``) figures over the twins
+        both runs have."""
+        mine, theirs = self.values[name], other.values[name]
+        weights = self.values.get(weight) if weight else None
+        if self.keys == other.keys:
+            return mine, theirs, weights
+        if other._position is None:
+            other._position = {k: i for i, k in enumerate(other.keys)}
+        pairs = [(i, other._position[k]) for i, k in enumerate(self.keys)
+                 if k in other._position]
+        ours = np.array([i for i, _ in pairs], dtype=np.int64)
+        others = np.array([j for _, j in pairs], dtype=np.int64)
+        return mine[ours], theirs[others], None if weights is None else weights[ours]
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else math.nan
+
+
+def step_changes(before: Twins | Figures, after: Twins | Figures, *, factor: float = 1.1,
+                 alpha: float = 0.05, rules: Sequence[StepRule] = STEP_RULES
+                 ) -> list[StepChange]:
+    """The step rule over two runs of one cell: one :class:`StepChange` per rule whose
+    figure both runs have (``factor`` replaces the RTF rule's size). History and the
+    dashboard call this and nothing else, so the rule changes in one place."""
+    b = before if isinstance(before, Twins) else Twins.from_mappings(before)
+    a = after if isinstance(after, Twins) else Twins.from_mappings(after)
+    out = []
+    for rule in rules:
+        if rule.metric not in b.values or rule.metric not in a.values:
+            continue
+        old, new, weights = b.aligned(a, rule.metric, rule.weight)
+        if rule.metric == "rtf":
+            change = _ratio_step(old, new, factor=factor, alpha=alpha)
+        else:
+            change = _difference_step(old, new, weights, size=rule.size, alpha=alpha,
+                                      higher_is_better=rule.higher_is_better)
+        out.append(StepChange(change.change, change.p_value, change.n_pairs, change.step,
+                              rule.metric))
+    return out
+
+
 def paired_step_change(before: Mapping[Hashable, float], after: Mapping[Hashable, float],
                        *, factor: float = 1.1, alpha: float = 0.05) -> StepChange:
-    """Compare the figures of twin generations (same key: prompt, seed, repeat) of two
+    """Compare the RTFs of twin generations (same key: prompt, seed, repeat) of two
     runs. Keys present in one run only, and non-positive or missing figures, are left out."""
-    keys = [k for k in before if k in after
-            and _positive(before[k]) and _positive(after[k])]
-    if not keys:
+    [change] = step_changes({"rtf": before}, {"rtf": after}, factor=factor, alpha=alpha,
+                            rules=STEP_RULES[:1])
+    return change
+
+
+def paired_difference_step(before: Mapping[Hashable, float], after: Mapping[Hashable, float],
+                           *, size: float, higher_is_better: bool, alpha: float = 0.05,
+                           weights: Mapping[Hashable, float] | None = None) -> StepChange:
+    """:func:`_difference_step` over twins given as mappings (key -> figure)."""
+    figures: dict[str, Mapping[Hashable, float]] = {"x": before}
+    if weights is not None:
+        figures["w"] = weights
+    b, a = Twins.from_mappings(figures), Twins.from_mappings({"x": after})
+    old, new, w = b.aligned(a, "x", "w" if weights is not None else None)
+    return _difference_step(old, new, w, size=size, alpha=alpha,
+                            higher_is_better=higher_is_better)
+
+
+def _ratio_step(before: npt.NDArray[np.float64], after: npt.NDArray[np.float64], *,
+                factor: float, alpha: float) -> StepChange:
+    """Median over twins of after/before beyond ``factor`` either way, and two-sided
+    signed-rank p < ``alpha`` on the log ratios: "slower" or "faster"."""
+    with np.errstate(invalid="ignore"):
+        keep = np.isfinite(before) & np.isfinite(after) & (before > 0) & (after > 0)
+    if not keep.any():
         return NO_PAIRS
-    logs = np.log(np.array([after[k] / before[k] for k in keys], dtype=np.float64))
+    logs = np.log(after[keep] / before[keep])
     ratio = float(np.exp(np.median(logs)))
-    p = min(1.0, 2 * min(signed_rank_p_greater(logs), signed_rank_p_greater(-logs)))
+    p = signed_rank_p_two_sided(logs)
     beyond = ratio > factor or ratio < 1 / factor
     step = ("slower" if ratio > 1 else "faster") if beyond and p < alpha else ""
-    return StepChange(ratio, p, len(keys), step)
+    return StepChange(ratio, p, int(keep.sum()), step)
 
 
-def _positive(value: float) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+def _difference_step(before: npt.NDArray[np.float64], after: npt.NDArray[np.float64],
+                     weights: npt.NDArray[np.float64] | None, *, size: float,
+                     higher_is_better: bool, alpha: float) -> StepChange:
+    """A quality figure's change over twins: sum(after - before) / sum(weights) (weights
+    1 without ``weights``: a difference of means; WER: errors over reference words, the
+    corpus WER's difference), a step when beyond ``size`` and the signed-rank test on
+    the twins' differences gives p < ``alpha``: "worse" or "better". The test runs only
+    for a change beyond ``size`` (p is NaN otherwise)."""
+    keep = np.isfinite(before) & np.isfinite(after)
+    if weights is not None:
+        with np.errstate(invalid="ignore"):
+            keep &= np.isfinite(weights) & (weights > 0)
+    if not keep.any():
+        return NO_PAIRS
+    diffs = after[keep] - before[keep]
+    total = float(keep.sum()) if weights is None else float(weights[keep].sum())
+    change = float(diffs.sum()) / total
+    if abs(change) < size:
+        # Within the size there is no step whatever the test says; not testing keeps a
+        # year of nights x cells x figures cheap (p is NaN: not computed).
+        return StepChange(change, math.nan, int(keep.sum()), "")
+    p = signed_rank_p_two_sided(diffs)
+    step = ""
+    if p < alpha:
+        step = "better" if (change > 0) == higher_is_better else "worse"
+    return StepChange(change, p, int(keep.sum()), step)
 
 
 def history_table(root: str | Path, spec_name: str | None = None) -> pd.DataFrame:
-    """Key figures of every run under ``root`` (optionally of one spec), oldest first.
+    """:func:`history_frame` of every run under ``root`` (optionally of one spec) whose
+    summary can be read (:func:`bench.analysis.run_summary.collect_summaries`)."""
+    from bench.analysis.run_summary import collect_summaries
 
-    One row per (run, cell): ``run_id``, ``started_at``, ``git_commit``, ``spec_name``,
-    ``cell_id``, ``cell_label``, ``rtf_median``, ``corpus_wer`` (NaN unless scored and
-    meaningful; failed and silent generations count as empty transcripts),
-    ``failure_rate`` (share without speech) and ``rtfs`` (per-generation RTF keyed by
-    (prompt, seed, repeat), so runs pair twin generations). Runs whose records cannot be
-    read are skipped.
-    """
-    from bench.store.history import list_runs
-    from bench.store.layout import StoreError
-    from bench.store.records import load_records
+    return history_frame(collect_summaries(root, spec_name).summaries)
 
-    root = Path(root)
+
+def history_frame(summaries: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """:func:`history_rows` as a table."""
+    return pd.DataFrame(history_rows(summaries))
+
+
+#: Summary figures that are quality (NaN unless scored with meaningful weights and ASR).
+_QUALITY = ("corpus_wer", "sim", "utmos", "dnsmos_ovrl")
+
+
+def history_rows(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Key figures of runs (their summaries, :mod:`bench.analysis.run_summary`, oldest
+    first): one row per (run, cell) with ``run_id``, ``started_at``, ``git_commit``,
+    ``spec_name``, ``adaptive``, the cell's figures (``cell_id``, ``cell_label``,
+    ``hardware``, ``rtf_median`` with ``rtf_lo``/``rtf_hi``, ``corpus_wer`` and quality
+    means with intervals, NaN unless scored and meaningful, ``failure_rate``,
+    ``peak_memory``, ``random_weights``, ``n``) and ``twins`` (per-generation figures,
+    :class:`Twins`, so runs pair twin generations)."""
     rows: list[dict[str, Any]] = []
-    for entry in list_runs(root, spec_name):
-        run_dir = root / str(entry.get("path") or entry.get("run_id"))
-        try:
-            records = load_records(run_dir)
-        except (StoreError, OSError):
-            continue
-        if not len(records) or "cell_id" not in records.columns:
-            continue
-        cells = summarize_cells(records, n_boot=200)
-        ok = records[column(records, "status") == "ok"]
-        for cell_id, cell in cells.iterrows():
-            mine = ok[ok["cell_id"] == cell_id]
-            rtfs = {key: float(v) for key, v in zip(pair_index(mine), column(mine, "rtf"),
-                                                    strict=True) if is_number(v)}
-            rows.append({
-                "run_id": entry.get("run_id"), "started_at": entry.get("started_at"),
-                "git_commit": entry.get("git_commit"), "spec_name": entry.get("spec_name"),
-                "cell_id": cell_id, "cell_label": cell["cell_label"],
-                "rtf_median": cell["rtf_median"],
-                "corpus_wer": cell["corpus_wer"] if cell["quality"] == "ok" else math.nan,
-                "failure_rate": cell["failure_rate"], "rtfs": rtfs,
-            })
-    return pd.DataFrame(rows)
+    for summary in summaries:
+        run = {name: summary.get(name) for name in
+               ("run_id", "started_at", "git_commit", "spec_name", "adaptive")}
+        run_keys = summary.get("keys") or []
+        for cell in summary.get("cells") or []:
+            row = {**run, **{k: math.nan if v is None else v for k, v in cell.items()
+                             if k not in ("keys", "figures")}}
+            figures = cell.get("figures") or {}
+            if cell.get("quality") != "ok":  # quality from random weights is no figure
+                figures = {n: v for n, v in figures.items() if n == "rtf"}
+                row.update({f"{name}{suffix}": math.nan for name in _QUALITY
+                            for suffix in ("", "_lo", "_hi")})
+            row["twins"] = Twins(cell.get("keys") or run_keys, figures)
+            rows.append(row)
+    return rows
 
 
 def flag_step_changes(history: pd.DataFrame, factor: float = 1.1, alpha: float = 0.05
                       ) -> pd.DataFrame:
-    """``history`` plus, per row, the change against the same cell's previous run, over
-    the generations both runs made (:func:`bench.analysis.history.paired_step_change`): ``ratio``
-    (median over twins of RTF now / before), ``p_value`` (two-sided signed-rank),
-    ``n_pairs`` and ``step`` ("slower", "faster" or "")."""
-    from bench.analysis.history import NO_PAIRS, paired_step_change
+    """:func:`flag_rows` of a history table (rows carry ``twins``, or ``rtfs``: RTF by
+    prompt/seed/repeat)."""
+    rows = [{str(k): v for k, v in row.items()} for row in history.to_dict("records")]
+    return pd.DataFrame(flag_rows(rows, factor=factor, alpha=alpha), index=history.index)
 
-    out = history.copy()
-    changes = []
-    previous: dict[str, Mapping[Hashable, float]] = {}
-    for _, row in out.iterrows():
-        before = previous.get(str(row["cell_id"]))
-        changes.append(NO_PAIRS if before is None else paired_step_change(
-            before, row["rtfs"], factor=factor, alpha=alpha))
-        previous[str(row["cell_id"])] = row["rtfs"]
-    out["ratio"] = [c.ratio for c in changes]
-    out["p_value"] = [c.p_value for c in changes]
-    out["n_pairs"] = [c.n_pairs for c in changes]
-    out["step"] = [c.step for c in changes]
+
+def flag_rows(rows: Sequence[Mapping[str, Any]], *, factor: float = 1.1, alpha: float = 0.05
+              ) -> list[dict[str, Any]]:
+    """``rows`` (oldest first) plus, per row, the changes against the same cell's
+    previous run of the same spec that has the figure (:func:`step_changes`): ``ratio``
+    (median over twins of RTF now / before), ``p_value`` (two-sided signed-rank),
+    ``n_pairs`` and ``step`` ("slower", "faster" or "") for speed, and ``changes``:
+    every rule's :class:`StepChange` (quality too)."""
+    out = []
+    # (spec, cell, figure) -> the twins of the last run that had that figure: each figure
+    # is compared with the last run that has it, so a random-weight night (speed only)
+    # does not hide a quality step between the nights around it.
+    previous: dict[tuple[str, str, str], Twins] = {}
+    for row in rows:
+        twins = row.get("twins")
+        if not isinstance(twins, Twins):
+            twins = Twins.from_mappings({"rtf": row["rtfs"]})
+        cell = (str(row.get("spec_name")), str(row["cell_id"]))
+        befores: dict[int, tuple[Twins, list[StepRule]]] = {}
+        for rule in STEP_RULES:
+            before = previous.get((*cell, rule.metric))
+            if before is not None and rule.metric in twins.values:
+                befores.setdefault(id(before), (before, []))[1].append(rule)
+        changes = [c for before, rules in befores.values()
+                   for c in step_changes(before, twins, factor=factor, alpha=alpha,
+                                         rules=rules)]
+        order = {rule.metric: i for i, rule in enumerate(STEP_RULES)}
+        changes.sort(key=lambda c: order[c.metric])
+        for name in twins.values:
+            previous[(*cell, name)] = twins
+        speed = next((c for c in changes if c.metric == "rtf"), NO_PAIRS)
+        out.append({**row, "ratio": speed.ratio, "p_value": speed.p_value,
+                    "n_pairs": speed.n_pairs, "step": speed.step, "changes": changes})
     return out

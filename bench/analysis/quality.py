@@ -44,7 +44,6 @@ __all__ = [
     "metric_columns",
     "not_meaningful_line",
     "quality_figures",
-    "quality_history",
     "quality_html",
     "quality_markdown",
     "quality_section",
@@ -314,26 +313,3 @@ def quality_html(section: QualitySection) -> str:
         parts.append(f'<p class="explain" id="quality-not-meaningful">{escape(line)}</p>')
     parts += [f"<p>{escape(note)}</p>" for note in section.notes]
     return "\n".join(parts)
-
-
-def quality_history(root: Path, spec_name: str | None = None) -> pd.DataFrame:
-    """Per (run, cell): ``run_id``, ``cell_id``, ``wer_protocol`` and the means of the
-    metrics of :data:`METRICS` (NaN unless scored and meaningful), oldest run first."""
-    from bench.store.history import list_runs
-    from bench.store.layout import StoreError
-    from bench.store.records import load_records
-
-    rows: list[dict[str, Any]] = []
-    for entry in list_runs(root, spec_name):
-        try:
-            records = load_records(root / str(entry.get("path") or entry.get("run_id")))
-        except (StoreError, OSError):
-            continue
-        for cell_id, row in quality_figures(records, n_boot=100).iterrows():
-            out: dict[str, Any] = {"run_id": entry.get("run_id"), "cell_id": cell_id,
-                                   "wer_protocol": row["wer_protocol"]}
-            for metric in METRICS:
-                value = row.get(metric.name, math.nan)
-                out[metric.name] = value if row["meaningful"] else math.nan
-            rows.append(out)
-    return pd.DataFrame(rows)

@@ -339,6 +339,7 @@ def scheduled_run(spec_name: str) -> str:
     settle the billed cost of earlier runs now final."""
     from datetime import UTC, datetime
 
+    from bench.backends.dashboard_publish import publish_dashboard
     from bench.backends.modal_nightly import retain, run_on_volume
     from bench.backends.modal_orchestrator import ModalWorkers
     from bench.spec.parser import load_spec
@@ -353,6 +354,7 @@ def scheduled_run(spec_name: str) -> str:
     kept = retain(Path(OUTPUTS_RUNS), Path(OUTPUTS_DIR), outputs, datetime.now(UTC))
     print(f"volume retention: {kept.files_packed} WAV(s) of {kept.runs_packed} old run(s) "
           f"packed, {kept.journals_removed} stale journal(s) removed")
+    publish_dashboard(Path(OUTPUTS_RUNS), outputs)  # the trend with tonight in it
     return run_id
 
 

@@ -5,7 +5,10 @@ previous run that is also significant. Generations are paired across the two run
 prompt, seed and repeat, as the gate pairs them: the ratio is the median over pairs of
 RTF now / before, the test a two-sided Wilcoxon signed-rank test on the pairs' log
 ratios, p < ``--alpha`` (:mod:`bench.analysis.history`). WER counts failed and silent generations
-as empty transcripts, and the share without speech is shown beside it.
+as empty transcripts, and the share without speech is shown beside it. Quality steps
+(corpus WER, SIM, MOS) follow the same rule with the sizes of
+:data:`bench.analysis.history.STEP_RULES`. Figures come from each run's summary, computed
+once per run (:mod:`bench.analysis.run_summary`), so a new night re-reads that night only.
 """
 
 from __future__ import annotations
@@ -36,10 +39,8 @@ def _fmt(value: float, pattern: str) -> str:
     return pattern.format(value) if math.isfinite(value) else "-"
 
 
-def _beyond_wer(row: Mapping[Any, Any] | None) -> str:
+def _beyond_wer(row: Mapping[Any, Any]) -> str:
     """"  SIM 0.712  UTMOS 3.91" for the metrics a run scored (nothing otherwise)."""
-    if row is None:
-        return ""
     parts = [f"  {label} {row[name]:.3f}" for name, label in
              (("sim", "SIM"), ("utmos", "UTMOS"), ("dnsmos_ovrl", "DNSMOS"))
              if math.isfinite(row.get(name, math.nan))]
@@ -47,8 +48,7 @@ def _beyond_wer(row: Mapping[Any, Any] | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.analysis.history import flag_step_changes, history_table
-    from bench.analysis.quality import quality_history
+    from bench.analysis.history import STEP_RULES, flag_step_changes, history_table
 
     if not args.root.is_dir():
         raise UserError(f"no results folder {args.root}; pass --root DIR")
@@ -59,13 +59,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"no runs with records under {args.root}")
         return 0
     flagged = flag_step_changes(table, factor=args.factor, alpha=args.alpha)
-    beyond = quality_history(args.root, args.spec)
-    extra = ({(r["run_id"], r["cell_id"]): r for r in beyond.to_dict("records")}
-             if len(beyond) else {})
+    labels = {rule.metric: rule.label for rule in STEP_RULES}
     runs = list(dict.fromkeys(flagged["run_id"]))
     print(f"{len(runs)} runs, {flagged['cell_id'].nunique()} cells (oldest first); "
           f"step change = x{args.factor:g} and p < {args.alpha:g} (paired signed-rank "
-          "test over the generations both runs made)")
+          "test over the generations both runs made); quality steps: "
+          + ", ".join(f"{r.label} {r.size * 100 if r.weight else r.size:g}"
+                      f"{' points' if r.weight else ''}" for r in STEP_RULES[1:]))
     for cell_id, rows in flagged.groupby("cell_id", sort=False):
         print(f"\n{cell_id}  {rows['cell_label'].iloc[-1]}")
         for row in rows.to_dict("records"):
@@ -74,12 +74,13 @@ def run(args: argparse.Namespace) -> int:
             if math.isfinite(row["ratio"]):
                 change = (f"  x{row['ratio']:.3f} (p={row['p_value']:.3g}, "
                           f"{row['n_pairs']} pairs)")
-            if row["step"]:
-                change += f"  <-- STEP: {row['step']}"
+            for step in row["changes"]:
+                if step.step:
+                    change += f"  <-- STEP: {labels[step.metric]} {step.step}"
             print(f"  {row['run_id']:<40} {commit:<10} RTF {_fmt(row['rtf_median'], '{:.4g}'):>8}"
                   f"  WER {_fmt(row['corpus_wer'] * 100, '{:.2f} %'):>8}"
                   f"  no speech {_fmt(row['failure_rate'] * 100, '{:.0f} %'):>5}"
-                  f"{_beyond_wer(extra.get((row['run_id'], cell_id)))}{change}")
-    steps = int((flagged["step"] != "").sum())
+                  f"{_beyond_wer(row)}{change}")
+    steps = sum(1 for changes in flagged["changes"] for c in changes if c.step)
     print(f"\n{steps} step change{'s' if steps != 1 else ''} flagged")
     return 0

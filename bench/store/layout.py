@@ -21,6 +21,9 @@ SCORES = "scores.jsonl"
 
 PARQUET = "records.parquet"
 
+#: Per-cell figures of a run for history and the dashboard (bench.analysis.run_summary).
+SUMMARY = "summary.json"
+
 AUDIO_DIR = "audio"
 
 LOCK = "lock"

@@ -176,7 +176,7 @@ def test_html_block_and_frontier_plot() -> None:
 
 
 def test_history_carries_sim_and_utmos(tmp_path: Any) -> None:
-    from bench.analysis.quality import quality_history
+    from bench.analysis.history import history_table
     from bench.store.run_store import RunStore
 
     for random_weights in (False, True):
@@ -192,7 +192,7 @@ def test_history_carries_sim_and_utmos(tmp_path: Any) -> None:
                                                          "wer_protocol", "quality_meaningful",
                                                          "utmos_skipped")})
             store.finalize("complete")
-    history = quality_history(tmp_path, "nightly")
+    history = history_table(tmp_path, "nightly")
     assert len(history) == 4
     real = history[history["run_id"] == "random-False"]
     random = history[history["run_id"] == "random-True"]
