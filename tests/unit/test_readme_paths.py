@@ -26,8 +26,9 @@ DOTTED = re.compile(r"(?<![\w./-])((?:bench|echo_tts)(?:\.\w+)+)")
 BARE = re.compile(r"`([\w-]+\.(?:py|toml|lock|ipynb|sh))`")
 #: Markdown links to files in the repository.
 LINK = re.compile(r"\]\((?!https?:|#)([^)#\s]+)")
-#: Run outputs (git-ignored, made by running a sweep), not files of the repository.
-RUN_OUTPUT = ("results/runs",)
+#: Run outputs (git-ignored, made by running a sweep or the dashboard), not files of the
+#: repository.
+RUN_OUTPUT = ("results/runs", "results/dashboard")
 
 
 def _text(path: Path) -> str:
