@@ -16,7 +16,7 @@ import pandas as pd
 
 from bench.analysis.cells import pair_keys
 from bench.analysis.sequential import paired_log_ratios, prompts_needed
-from bench.gate.anytime import call
+from bench.gate.anytime import SPEED_TIGHT_AT, call
 from bench.gate.thresholds import GIB, GPU_MEMORY_GIB, GateThresholds
 from bench.scoring.outcomes import column, no_speech, outcome
 
@@ -88,7 +88,7 @@ def check_speed(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds) -> Ch
     if not keys:
         return Check("speed", "INCONCLUSIVE", f"no paired {metric} values to compare", {})
     num, den = paired_log_ratios([a[k] for k in keys], [b[k] for k in keys])
-    verdict = call(num, den, math.log(t.speed_factor), t.alpha)
+    verdict = call(num, den, math.log(t.speed_factor), t.alpha, SPEED_TIGHT_AT)
     base_median = float(np.median(_numbers(base, metric)))
     cand_median = float(np.median(_numbers(cand, metric)))
     ratio, low, high = (math.exp(v) for v in (verdict.estimate, verdict.low, verdict.high))
