@@ -15,7 +15,8 @@ confidence_sequence` over the units seen so far (units grouped by prompt when a
 * SIM and MOS: the difference of means, against ``sim`` and ``mos``.
 
 A metric is a ``step`` when its whole interval lies beyond +size or beyond -size, ``none``
-when it lies within (-size, +size), ``open`` otherwise. Each statement errs with chance at
+when it lies within (-size, +size) (for WER, also only once enough words were seen for a
+step to show: :func:`_enough_words`), ``open`` otherwise. Each statement errs with chance at
 most 1 - ``confidence`` at any look (the sequence is anytime-valid). With
 ``n_population`` (the units of the whole run) the question is what the two full runs
 would show (the nightly's replay asks that; the interval closes on the full figure); with
@@ -115,7 +116,8 @@ class MetricStep:
 
 def step_changes(units: PairedUnits, sizes: StepSizes = StepSizes(), *,
                  confidence: float = 0.95, n_population: int | None = None,
-                 tight_at: float | None = None) -> dict[str, MetricStep]:
+                 tight_at: float | None = None, none_confidence: float | None = None
+                 ) -> dict[str, MetricStep]:
     """Each metric the runs carry: its change and whether it is a step (see the module
     docstring). ``n_population``: draws (prompts with ``cluster``, else units) in the
     whole run, for the without-replacement form; None for the with-replacement one."""
@@ -128,12 +130,29 @@ def step_changes(units: PairedUnits, sizes: StepSizes = StepSizes(), *,
         iv = confidence_sequence(num, den, n_population, confidence, tight_at)
         size = sizes.threshold(metric)
         est, low, high = float(iv.estimate[0]), float(iv.low[0]), float(iv.high[0])
+        if none_confidence is not None and none_confidence != confidence:
+            near = confidence_sequence(num, den, n_population, none_confidence, tight_at)
+            near_low, near_high = float(near.low[0]), float(near.high[0])
+        else:
+            near_low, near_high = low, high
+        within = -size < near_low and near_high < size
+        if metric == "wer" and within:
+            within = _enough_words(den, size, none_confidence or confidence)
         state: State = ("step" if low > size or high < -size else
-                        "none" if -size < low and high < size else "open")
+                        "none" if within else "open")
         direction = ("up" if est > 0 else "down") if state == "step" else ""
         out[metric] = MetricStep(metric, *_shown(metric, est, low, high), int(iv.n[0]),
                                  _shown(metric, size, size, size)[0], state, direction)
     return out
+
+
+def _enough_words(den: FloatArray, size: float, confidence: float) -> bool:
+    """Whether the words seen could show a WER step of ``size`` at all. Word errors are
+    counts: on a few short prompts an unchanged and a changed cell alike often show no
+    difference, and an interval resting on a plug-in spread of zero is a point. A step
+    of ``size`` adds about size x W errors over W words (Poisson), so it shows none with
+    chance exp(-size W); "no step" needs that below 1 - ``confidence``."""
+    return size * float(den.sum()) >= -math.log(1.0 - confidence)
 
 
 def resolvable(units: PairedUnits, metric: str, confidence: float = 0.95) -> float:

@@ -7,7 +7,7 @@ import importlib
 
 COMMANDS: tuple[str, ...] = (
     "sweep", "runs", "score", "score_audio", "models", "prompt_sets", "report", "history",
-    "gate", "profile", "modal", "pull", "adaptive_replay", "gate_replay",
+    "gate", "profile", "modal", "pull", "adaptive_replay", "gate_replay", "nightly_replay",
 )
 
 
