@@ -78,11 +78,18 @@ def twin_table(last: pd.DataFrame, tonight: pd.DataFrame) -> pd.DataFrame:
     """One row per generation both runs made (cell, prompt, seed, repeat): last night's
     and tonight's ``rtf``, word errors and reference words, ``sim`` and ``utmos``, and
     tonight's ``t_total``, under the outcome rules of :func:`evidence` (a generation
-    without speech counts as an empty transcript)."""
+    without speech counts as an empty transcript). Quality is left out (NaN) unless both
+    runs' quality is meaningful."""
     cols = ["cell_id", "prompt_id", "unit", "rtf", "wer_num", "wer_den", "sim", "utmos"]
-    a = evidence(last).units[cols]
-    b = evidence(tonight).units[[*cols, "t_total"]]
-    return a.merge(b, on=["cell_id", "prompt_id", "unit"], suffixes=("_last", "_now"))
+    ev_last, ev_now = evidence(last), evidence(tonight)
+    a = ev_last.units[cols]
+    b = ev_now.units[[*cols, "t_total"]]
+    out = a.merge(b, on=["cell_id", "prompt_id", "unit"], suffixes=("_last", "_now"))
+    if not ev_last.quality == ev_now.quality == "ok":
+        # Random weights or a random ASR: quality figures mean nothing, compare speed only.
+        quality = [f"{m}_{night}" for m in cols[4:] for night in ("last", "now")]
+        out[quality] = np.nan
+    return out
 
 
 def comparable(last: pd.DataFrame, tonight: pd.DataFrame) -> str | None:

@@ -141,8 +141,9 @@ def step_changes(units: PairedUnits, sizes: StepSizes = StepSizes(), *,
         state: State = ("step" if low > size or high < -size else
                         "none" if within else "open")
         direction = ("up" if est > 0 else "down") if state == "step" else ""
-        out[metric] = MetricStep(metric, *_shown(metric, est, low, high), int(iv.n[0]),
-                                 _shown(metric, size, size, size)[0], state, direction)
+        shown_est, shown_low, shown_high, shown_size = _shown(metric, est, low, high, size)
+        out[metric] = MetricStep(metric, shown_est, shown_low, shown_high, int(iv.n[0]),
+                                 shown_size, state, direction)
     return out
 
 
