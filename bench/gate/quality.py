@@ -129,8 +129,7 @@ def _non_inferiority(name: str, what: str, keys: Pairs, c: AnytimeCall, scale: f
                "n_prompts": n_prompts, "n_pairs": c.n, "level": level,
                "interval": "anytime", "compute_seconds": spent}
     text = (f"Δ {what} {delta:+.2f} {unit} (anytime {level:.0%} interval {low:+.2f} … "
-            f"{high:+.2f}), margin +{margin:g} {unit}, {c.n} pairs over {n_prompts} "
-            "prompts").replace("  ", " ")
+            f"{high:+.2f}), margin +{margin:g} {unit}, {n_prompts} prompts").replace("  ", " ")
     if not all(map(math.isfinite, (delta, low, high))):
         if n_prompts < t.min_prompts:
             return Check(name, "INCONCLUSIVE", f"{text}; below min_prompts={t.min_prompts}",
