@@ -5,12 +5,14 @@ FAILed however many rounds are added, a 2x slower one FAILs within a look or two
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from bench.cli import main
-from bench.gate.replay import CASES, Design, _looks, simulate
+from bench.gate.replay import CASES, Design, _draw, _looks, simulate
 
 BY_NAME = {c.name: c for c in CASES}
 
@@ -49,3 +51,21 @@ def test_gate_replay_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert {"fail_rate", "pass_rate", "median_pairs", "p90_pairs"} <= set(case)
     assert main(["gate-replay", "--gates", "0"]) == 2
     assert "--gates must be at least 1" in capsys.readouterr().err
+
+
+def test_looking_after_every_stage_needs_the_anytime_interval() -> None:
+    # A candidate exactly at the speed factor: the anytime gate FAILs it at most alpha of
+    # the time however many looks; a fixed-level 90 % interval looked at after every stage
+    # (adding rounds until something looks significant) FAILs it far more often.
+    case, design = BY_NAME["slower-5pct"], Design()
+    anytime = simulate(case, 200, seed=11, design=design)
+    log_ratio = _draw(case, 200, np.random.default_rng(11), design)["log_ratio"]
+    threshold = math.log(design.thresholds.speed_factor)
+    failed, done = np.zeros(200, dtype=bool), np.zeros(200, dtype=bool)
+    for end, _ in _looks(design):
+        mean, se = log_ratio[:end].mean(0), log_ratio[:end].std(0, ddof=1) / math.sqrt(end)
+        half = stats.t.ppf(0.95, end - 1) * se
+        failed |= ~done & (mean - half > threshold)
+        done |= (mean - half > threshold) | (mean + half < threshold)
+    assert anytime.fail_rate <= 0.05
+    assert failed.mean() > 0.15
