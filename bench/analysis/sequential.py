@@ -202,3 +202,36 @@ def prompts_needed(sd: float, den_mean: float, half_width: float,
         return 0
     z = float(stats.norm.ppf(0.5 + confidence / 2.0))
     return max(2, math.ceil((z * sd / (den_mean * half_width)) ** 2))
+
+
+def paired_log_ratios(before: npt.ArrayLike, after: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """``num``/``den`` for :func:`confidence_sequence` of the mean log ratio after/before
+    over paired units (a speed change): num = log(after / before), den = 1 where both
+    are positive and finite, den = 0 (the unit counts as not run) elsewhere."""
+    a = np.asarray(before, dtype=np.float64)
+    b = np.asarray(after, dtype=np.float64)
+    ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+    num = np.where(ok, np.log(np.where(ok, b, 1.0) / np.where(ok, a, 1.0)), 0.0)
+    return num, ok.astype(np.float64)
+
+
+def paired_differences(before: npt.ArrayLike, after: npt.ArrayLike,
+                       den: npt.ArrayLike | None = None) -> tuple[FloatArray, FloatArray]:
+    """``num``/``den`` for :func:`confidence_sequence` of a paired difference: num =
+    after - before per unit; den the unit's weight (reference words for a corpus WER
+    difference, so the ratio is the difference of corpus WERs; None: 1, a difference of
+    means). A unit missing either value gets den = 0 (not run)."""
+    a = np.asarray(before, dtype=np.float64)
+    b = np.asarray(after, dtype=np.float64)
+    w = np.ones_like(a) if den is None else np.asarray(den, dtype=np.float64)
+    ok = np.isfinite(a) & np.isfinite(b) & np.isfinite(w) & (w > 0)
+    return np.where(ok, b - a, 0.0), np.where(ok, w, 0.0)
+
+
+def side_of(intervals: AnytimeIntervals, threshold: float) -> npt.NDArray[np.int64]:
+    """Per column: +1 when the whole interval lies above ``threshold``, -1 when below,
+    0 while it holds the threshold (undecided, or no interval yet). With a two-sided
+    sequence at confidence 1 - 2 alpha, each one-sided call errs with chance <= alpha."""
+    above = np.nan_to_num(intervals.low, nan=-np.inf) > threshold
+    below = np.nan_to_num(intervals.high, nan=np.inf) < threshold
+    return above.astype(np.int64) - below.astype(np.int64)

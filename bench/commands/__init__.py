@@ -7,7 +7,8 @@ import importlib
 
 COMMANDS: tuple[str, ...] = (
     "sweep", "runs", "score", "score_audio", "models", "prompt_sets", "report", "history",
-    "dashboard", "gate", "profile", "modal", "pull", "adaptive_replay",
+    "dashboard", "gate", "profile", "modal", "pull", "adaptive_replay", "gate_replay",
+    "nightly_replay",
 )
 
 

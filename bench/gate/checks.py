@@ -1,7 +1,7 @@
 """The gate's checks of generations, speed and memory, each a PASS, FAIL or INCONCLUSIVE Check.
 
-Speed follows asv's rule: a ratio threshold AND a one-sided Wilcoxon signed-rank test on the
-per-pair log ratios. Memory compares resident weights plus the working peak with the card
+Speed is the paired log ratio against the factor on an anytime-valid interval
+(:mod:`bench.gate.anytime`), so the gate may add rounds and look again. Memory compares resident weights plus the working peak with the card
 less its headroom."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import numpy.typing as npt
 import pandas as pd
 
 from bench.analysis.cells import pair_keys
-from bench.analysis.signed_rank import signed_rank_p_greater
+from bench.analysis.sequential import paired_log_ratios, prompts_needed
+from bench.gate.anytime import SPEED_TIGHT_AT, call
 from bench.gate.thresholds import GIB, GPU_MEMORY_GIB, GateThresholds
 from bench.scoring.outcomes import column, no_speech, outcome
-from bench.scoring.stats import bootstrap_ratio_replicates, percentile_interval
 
 Status = Literal["PASS", "FAIL", "INCONCLUSIVE", "NOT_MEANINGFUL", "SKIPPED"]
 
@@ -78,40 +78,54 @@ def first_per_pair(records: pd.DataFrame, name: str) -> dict[tuple[str, int], fl
 
 
 def check_speed(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds) -> Check:
-    """Ratio of medians against ``speed_factor``, FAIL only when also significant."""
+    """The paired log ratio candidate/baseline of ``speed_metric`` (per prompt/seed pair,
+    the median over repeats) against log(``speed_factor``), on an anytime-valid interval
+    (:mod:`bench.gate.anytime`): FAIL when the whole interval is beyond the factor, PASS
+    when within it, otherwise INCONCLUSIVE (the gate adds rounds while it may)."""
     metric = t.speed_metric
     a, b = _medians_per_pair(base, metric), _medians_per_pair(cand, metric)
     keys = sorted(set(a) & set(b), key=repr)
     if not keys:
         return Check("speed", "INCONCLUSIVE", f"no paired {metric} values to compare", {})
-    x = np.array([a[k] for k in keys])
-    y = np.array([b[k] for k in keys])
+    num, den = paired_log_ratios([a[k] for k in keys], [b[k] for k in keys])
+    verdict = call(num, den, math.log(t.speed_factor), t.alpha, SPEED_TIGHT_AT)
     base_median = float(np.median(_numbers(base, metric)))
     cand_median = float(np.median(_numbers(cand, metric)))
-    ratio = cand_median / base_median
-    log_excess = np.log(y / x) - math.log(t.speed_factor)
-    p = signed_rank_p_greater(log_excess)
-    clusters = [k[0] for k in keys]
-    reps = bootstrap_ratio_replicates(np.stack([x, y], 1), np.ones((len(x), 2)), clusters,
-                                      n_boot=t.n_boot, seed=t.seed)
-    low, high = percentile_interval(reps[:, 1] / reps[:, 0])
+    ratio, low, high = (math.exp(v) for v in (verdict.estimate, verdict.low, verdict.high))
     figures = {"metric": metric, "baseline_median": base_median,
                "candidate_median": cand_median, "ratio": ratio, "ratio_ci_low": low,
-               "ratio_ci_high": high, "factor": t.speed_factor, "p_value": p,
-               "alpha": t.alpha, "n_pairs": len(keys)}
-    text = (f"median {metric} {cand_median:.4g} vs {base_median:.4g}: ratio {ratio:.3f} "
-            f"(95% CI of mean ratio {low:.3f} … {high:.3f}), factor {t.speed_factor:g}, "
-            f"signed-rank p={p:.3g} over {len(keys)} pairs")
-    if ratio <= t.speed_factor:
+               "ratio_ci_high": high, "factor": t.speed_factor, "alpha": t.alpha,
+               "interval": "anytime", "n_pairs": verdict.n,
+               "compute_seconds": compute_seconds(base, cand, set(keys))}
+    text = (f"paired {metric} ratio {ratio:.3f} (anytime {1 - 2 * t.alpha:.0%} interval "
+            f"{low:.3f} … {high:.3f}) over {verdict.n} pairs, factor {t.speed_factor:g}; "
+            f"median {cand_median:.4g} vs {base_median:.4g}")
+    if verdict.call == "PASS":
         return Check("speed", "PASS", text, figures)
-    if p < t.alpha:
+    if verdict.call == "FAIL":
         return Check("speed", "FAIL", f"{text}: slower beyond the factor", figures)
-    # With n pairs the smallest possible one-sided p is 2^-n.
-    floor = math.ceil(math.log2(1 / t.alpha))
-    needed = floor if len(keys) < floor else None
-    hint = (f"{len(keys)} pairs cannot reach p < {t.alpha}; >= {floor} needed" if needed
-            else "not significant: likely noise; re-run with more repeats or prompts")
+    sd = float(np.std(num[den > 0], ddof=1)) if verdict.n > 1 else math.nan
+    gap = abs(verdict.estimate - math.log(t.speed_factor))
+    needed = prompts_needed(sd, 1.0, gap, 1 - 2 * t.alpha) if math.isfinite(sd) and gap > 0 else None
+    needed = max(needed, verdict.n + 1) if needed else None
+    hint = (f"undecided: ~{needed} pairs would settle it if the estimate and spread hold"
+            if needed else "undecided: the estimate sits on the factor")
     return Check("speed", "INCONCLUSIVE", f"{text}; {hint}", figures, needed)
+
+
+def compute_seconds(base: pd.DataFrame, cand: pd.DataFrame,
+                    pairs: set[tuple[str, int]]) -> float | None:
+    """Compute seconds both sides spent on ``pairs`` (every repeat; ``t_total``, else
+    ``wall_seconds``): what the check cost. None when the records carry no timing."""
+    total, seen = 0.0, False
+    for rows in (base, cand):
+        name = "t_total" if "t_total" in rows.columns else "wall_seconds"
+        values = pd.to_numeric(column(rows, name), errors="coerce")
+        for key, value in zip(pair_keys(rows), values, strict=True):
+            if key in pairs and math.isfinite(value):
+                total += float(value)
+                seen = True
+    return total if seen else None
 
 
 def _numbers(records: pd.DataFrame, name: str) -> npt.NDArray[np.float64]:

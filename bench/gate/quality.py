@@ -1,14 +1,15 @@
 """The gate's quality checks: non-inferiority of WER, CER, SIM and UTMOS.
 
-Each is a paired, prompt-clustered bootstrap 95 % interval of the candidate's loss against
-a margin: PASS when the whole interval lies below the margin, FAIL when it lies above,
-otherwise INCONCLUSIVE with the prompts needed for a decision at 80 % power. Below
-``min_prompts`` no quality decision is made; random weights or a random ASR make quality
-NOT_MEANINGFUL (neither passed nor failed).
+Each is the paired difference of the candidate against the baseline over (prompt, seed)
+pairs, on the anytime-valid interval of the sequential core (:mod:`bench.gate.anytime`),
+so the gate may add rounds and look again: PASS when the whole interval of the loss lies
+below the margin, FAIL when it lies above, otherwise INCONCLUSIVE with the prompts a
+fixed-size test would need at 80 % power. Below ``min_prompts`` no quality decision is
+made; random weights or a random ASR make quality NOT_MEANINGFUL (neither passed nor
+failed).
 
 UTMOS is a predicted mean opinion score (1-5, higher is better). Like SIM, the gate judges
-the *loss* (baseline minus candidate) against ``[gate] utmos_margin`` with a paired,
-prompt-clustered bootstrap interval: the candidate passes when the whole interval of the
+the *loss* (baseline minus candidate) against ``[gate] utmos_margin`` on the same interval: the candidate passes when the whole interval of the
 loss lies below the margin. Generations the metric skipped (``utmos`` missing, with a
 ``utmos_skipped`` reason) are left out of the pairs; a run with no UTMOS at all gets no
 check rather than a fake one. Random weights are already reported by the WER check as
@@ -20,36 +21,32 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
-import numpy as np
 import pandas as pd
 
 from bench.analysis.cells import pair_scores
 from bench.analysis.evidence import quality_is_meaningful, scored_rows
-from bench.gate.checks import (
-    Check,
-    first_per_pair,
-)
+from bench.analysis.sequential import paired_differences
+from bench.gate.anytime import AnytimeCall, call
+from bench.gate.checks import Check, compute_seconds, first_per_pair
 from bench.gate.thresholds import GateThresholds
 from bench.scoring.outcomes import column, has_scores
-from bench.scoring.stats import bootstrap_ratio_replicates, percentile_interval
-from bench.scoring.wer import paired_difference
+
+Pairs = list[tuple[str, int]]
 
 
-def paired_mean_loss(base: pd.DataFrame, cand: pd.DataFrame, name: str, *, n_boot: int,
-                     seed: int) -> tuple[int, float, float, float] | None:
-    """(prompts, baseline - candidate mean of ``name``, 95 % CI) over (prompt, seed) pairs
-    scored on both sides; None when no pair is."""
+def paired_mean_loss(base: pd.DataFrame, cand: pd.DataFrame, name: str, margin: float,
+                     alpha: float) -> tuple[Pairs, AnytimeCall] | None:
+    """The loss baseline - candidate of the mean of ``name`` (higher is better: SIM,
+    UTMOS) over (prompt, seed) pairs scored on both sides, called against ``margin`` on
+    the anytime interval; None when no pair is scored on both sides."""
     a = first_per_pair(base, name)
     b = first_per_pair(cand, name)
     keys = sorted(set(a) & set(b), key=repr)
     if not keys:
         return None
-    values = np.array([[a[k], b[k]] for k in keys])
-    clusters = [k[0] for k in keys]
-    reps = bootstrap_ratio_replicates(values, np.ones_like(values), clusters, n_boot=n_boot,
-                                      seed=seed)
-    low, high = percentile_interval(reps[:, 0] - reps[:, 1])
-    return len(set(clusters)), float(values[:, 0].mean() - values[:, 1].mean()), low, high
+    # loss = base - cand: the candidate as "before", the baseline as "after".
+    num, den = paired_differences([b[k] for k in keys], [a[k] for k in keys])
+    return keys, call(num, den, margin, alpha)
 
 
 def check_naturalness(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds
@@ -59,12 +56,18 @@ def check_naturalness(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds
     both = pd.concat([base, cand], ignore_index=True)
     if any(bool(v) is True for v in column(both, "random_weights").dropna()):
         return []
-    loss = paired_mean_loss(base, cand, "utmos", n_boot=t.n_boot, seed=t.seed)
+    return _mean_loss_check(base, cand, "utmos", "quality.utmos", "UTMOS loss",
+                            t.utmos_margin, t)
+
+
+def _mean_loss_check(base: pd.DataFrame, cand: pd.DataFrame, metric: str, name: str,
+                     what: str, margin: float, t: GateThresholds) -> list[Check]:
+    loss = paired_mean_loss(base, cand, metric, margin, t.alpha)
     if loss is None:
         return []
-    n, delta, low, high = loss
-    return [_non_inferiority("quality.utmos", "UTMOS loss", n, delta, low, high,
-                             t.utmos_margin, t.min_prompts, "")]
+    keys, c = loss
+    return [_non_inferiority(name, what, keys, c, 1.0, margin, t, "",
+                             compute_seconds(base, cand, set(keys)))]
 
 
 def _not_meaningful_reason(rows: pd.DataFrame) -> str:
@@ -77,7 +80,10 @@ def _not_meaningful_reason(rows: pd.DataFrame) -> str:
 
 
 def check_quality(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds) -> list[Check]:
-    """WER and CER non-inferiority (and speaker similarity when a ``sim`` column exists).
+    """WER and CER non-inferiority (and speaker similarity when a ``sim`` column exists),
+    each the paired difference candidate - baseline over (prompt, seed) pairs on the
+    anytime interval (:mod:`bench.gate.anytime`): corpus WER as word errors over
+    reference words, CER as character errors over reference characters.
 
     ``base``/``cand`` are every generation of each side: under the rule of
     :mod:`bench.scoring.outcomes` a failed, NaN or silent generation is an empty transcript."""
@@ -92,41 +98,52 @@ def check_quality(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds) -> 
     if not a or not b:
         return [Check("quality", "SKIPPED", "NOT SCORED (no transcripts; set [measure] "
                       "score = true)", {})]
-    diff = paired_difference(a, b, n_boot=t.n_boot, seed=t.seed)
-    checks = [
-        _non_inferiority("quality.wer", "corpus WER", diff.n_clusters,
-                         diff.delta_corpus_wer * 100, diff.ci_low * 100, diff.ci_high * 100,
-                         t.wer_margin, t.min_prompts, "pts"),
-        _non_inferiority("quality.cer", "CER", diff.n_clusters, diff.delta_cer * 100,
-                         diff.delta_cer_ci[0] * 100, diff.delta_cer_ci[1] * 100,
-                         t.cer_margin, t.min_prompts, "pts"),
-    ]
-    sim = _sim_difference(base, cand, t)
-    if sim is not None:
-        n, delta, low, high = sim
-        # Higher similarity is better: judge the loss (baseline - candidate) instead.
-        checks.append(_non_inferiority("quality.sim", "speaker similarity loss", n, -delta,
-                                       -high, -low, t.sim_margin, t.min_prompts, ""))
+    keys = sorted(set(a) & set(b), key=repr)
+    spent = compute_seconds(base, cand, set(keys))
+    checks = []
+    for name, what, errors, size, margin in (
+            ("quality.wer", "corpus WER", "word_errors", "ref_words", t.wer_margin),
+            ("quality.cer", "CER", "char_errors", "ref_chars", t.cer_margin)):
+        num, den = paired_differences([getattr(a[k], errors) for k in keys],
+                                      [getattr(b[k], errors) for k in keys],
+                                      [getattr(a[k], size) for k in keys])
+        # Margins are in points: the interval of the fraction is judged at margin / 100.
+        checks.append(_non_inferiority(name, what, keys, call(num, den, margin / 100, t.alpha),
+                                       100.0, margin, t, "pts", spent))
+    if "sim" in base.columns and "sim" in cand.columns:
+        # Higher similarity is better: judged as the loss (baseline - candidate).
+        checks += _mean_loss_check(base, cand, "sim", "quality.sim",
+                                   "speaker similarity loss", t.sim_margin, t)
     return checks
 
 
-def _non_inferiority(name: str, what: str, n: int, delta: float, low: float, high: float,
-                     margin: float, min_prompts: int, unit: str) -> Check:
-    """Decide "candidate minus baseline" (positive = worse) against ``margin``."""
+def _non_inferiority(name: str, what: str, keys: Pairs, c: AnytimeCall, scale: float,
+                     margin: float, t: GateThresholds, unit: str,
+                     spent: float | None) -> Check:
+    """Decide the candidate's loss (positive = worse) against ``margin`` from the anytime
+    call ``c`` (in units of ``scale`` x the call's): FAIL beyond, PASS within, else
+    INCONCLUSIVE; below ``min_prompts`` prompts, INCONCLUSIVE whatever the interval."""
+    delta, low, high = c.estimate * scale, c.low * scale, c.high * scale
+    n_prompts = len({p for p, _ in keys})
+    level = 1 - 2 * t.alpha
     figures = {"delta": delta, "ci_low": low, "ci_high": high, "margin": margin,
-               "n_prompts": n, "level": 0.95}
-    text = (f"Δ {what} {delta:+.2f} {unit} (95% CI {low:+.2f} … {high:+.2f}), margin "
-            f"+{margin:g} {unit}, {n} prompts").replace("  ", " ")
+               "n_prompts": n_prompts, "n_pairs": c.n, "level": level,
+               "interval": "anytime", "compute_seconds": spent}
+    text = (f"Δ {what} {delta:+.2f} {unit} (anytime {level:.0%} interval {low:+.2f} … "
+            f"{high:+.2f}), margin +{margin:g} {unit}, {n_prompts} prompts").replace("  ", " ")
     if not all(map(math.isfinite, (delta, low, high))):
+        if n_prompts < t.min_prompts:
+            return Check(name, "INCONCLUSIVE", f"{text}; below min_prompts={t.min_prompts}",
+                         figures, t.min_prompts)
         return Check(name, "INCONCLUSIVE", f"no defined {what} difference: {text}", figures)
-    needed = prompts_needed(n, delta, low, high, margin)
-    if n < min_prompts:
-        n_needed = max(min_prompts, needed or 0)
-        return Check(name, "INCONCLUSIVE", f"{text}; below min_prompts={min_prompts}, "
+    needed = prompts_needed(n_prompts, delta, low, high, margin)
+    if n_prompts < t.min_prompts:
+        n_needed = max(t.min_prompts, needed or 0)
+        return Check(name, "INCONCLUSIVE", f"{text}; below min_prompts={t.min_prompts}, "
                      f"~{n_needed} prompts needed", figures, n_needed)
-    if high < margin:
+    if c.call == "PASS":
         return Check(name, "PASS", text, figures)
-    if low > margin:
+    if c.call == "FAIL":
         return Check(name, "FAIL", f"{text}: clearly worse than the margin", figures)
     hint = (f"~{needed} prompts needed for {DECISION_POWER:.0%} power, if the estimate and "
             "the per-prompt spread hold" if needed is not None
@@ -143,7 +160,7 @@ def prompts_needed(n: int, delta: float, low: float, high: float, margin: float,
     """Prompts for the interval to clear the margin with probability ``power``, if the
     observed estimate and per-prompt spread hold.
 
-    A bootstrap interval's half-width shrinks like 1/sqrt(n). The side of the interval
+    An interval's half-width shrinks like 1/sqrt(n). The side of the interval
     facing the margin (``high - delta`` when the estimate is below it, ``delta - low``
     when above) is z_level x se; the margin must sit (z_level + z_power) standard errors
     from the estimate: n_needed = n x ((z_level + z_power) / z_level x half / gap)^2.
@@ -160,22 +177,3 @@ def prompts_needed(n: int, delta: float, low: float, high: float, margin: float,
     inflate = (z_level + NormalDist().inv_cdf(power)) / z_level
     # The epsilon keeps float noise (4.0000000001) from adding a prompt.
     return max(n, math.ceil(n * (inflate * half / abs(gap)) ** 2 - 1e-9))
-
-
-def _sim_difference(base: pd.DataFrame, cand: pd.DataFrame, t: GateThresholds
-                    ) -> tuple[int, float, float, float] | None:
-    """(prompts, candidate - baseline mean similarity, 95 % CI) or None when not scored."""
-    if "sim" not in base.columns or "sim" not in cand.columns:
-        return None
-    a = first_per_pair(base, "sim")
-    b = first_per_pair(cand, "sim")
-    keys = sorted(set(a) & set(b), key=repr)
-    if not keys:
-        return None
-    num = np.array([[a[k], b[k]] for k in keys])
-    clusters = [k[0] for k in keys]
-    reps = bootstrap_ratio_replicates(num, np.ones_like(num), clusters, n_boot=t.n_boot,
-                                      seed=t.seed)
-    low, high = percentile_interval(reps[:, 1] - reps[:, 0])
-    delta = float(num[:, 1].mean() - num[:, 0].mean())
-    return len(set(clusters)), delta, low, high

@@ -1,24 +1,38 @@
-"""More interleaved rounds for a gate whose speed check is inconclusive from noise.
+"""More interleaved rounds for a gate with an undecided check, and looks within a round.
 
-A speed check is INCONCLUSIVE when the candidate's median is beyond the factor but the
-signed-rank test over the prompt/seed pairs is not significant: too few pairs, or pairs
-that disagree. More pairs settle it either way, so before answering INCONCLUSIVE the
-gate measures more: one more seed over every prompt at a time (``len(prompts) *
-repeats`` rounds, each round the baseline and the candidate once, interleaved), while
-the total stays within ``[gate] max_rounds``.
+A check is undecided when its anytime interval (:mod:`bench.gate.anytime`) still holds
+its threshold. The gate runs its prompts in stages of ``[gate] stage_prompts`` prompts
+(each under every seed of the round, in a seeded shuffle of the prompt set) and looks
+after each; it stops as soon as every check is decided or one FAILs. When a pass over
+the prompts ends undecided, it adds one more seed over every prompt (``len(prompts) *
+repeats`` rounds, each the baseline and the candidate once, interleaved) and goes on
+looking, while the total stays within ``[gate] max_rounds``. The intervals are valid at
+every look, so looking after each stage costs no error rate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
+from bench.gate.checks import Check
+from bench.spec.adaptive import stage_batches
 from bench.spec.sweep import SweepSpec
 
 
-def speed_undecided(status: str, figures: Mapping[str, object]) -> bool:
-    """True for a speed check that compared pairs and could not decide (not one that had
-    nothing to compare: more of nothing decides nothing)."""
-    return status == "INCONCLUSIVE" and "ratio" in figures
+def undecided(checks: Sequence[Check]) -> bool:
+    """True while more pairs may decide the gate: no check FAILed, and some check that
+    compared pairs is INCONCLUSIVE (not one with nothing to compare: more of nothing
+    decides nothing)."""
+    if any(c.status == "FAIL" for c in checks):
+        return False
+    return any(c.status == "INCONCLUSIVE" and "n_pairs" in c.figures for c in checks)
+
+
+def looks(prompt_ids: Sequence[str], stage_prompts: int, seed: int, round_: int
+          ) -> list[tuple[str, ...]]:
+    """The prompts of one pass cut into looks: a shuffle seeded by the gate's ``seed``
+    and the pass, then ``stage_prompts`` prompts per look."""
+    return stage_batches(prompt_ids, stage_prompts, stage_prompts, seed * 1000 + round_)
 
 
 def rounds_per_seed(spec: SweepSpec, n_prompts: int) -> int:

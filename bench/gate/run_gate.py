@@ -82,36 +82,51 @@ def run_gate(baseline: ConfigArg | RunArg, candidate: ConfigArg | RunArg, gate: 
     ``after_cell`` hook that scores each cell as it finishes (None: no scoring);
     ``spec`` the sweep of the config sides when the caller already built it.
     """
-    from bench.gate.rounds import next_seed, speed_undecided
-    from bench.run.runner import run_sweep
+    from bench.gate.rounds import looks, next_seed, undecided
+    from bench.run.runner import Staging, run_sweep
     from bench.spec.prompts import load_prompts
 
     sides = {"baseline": baseline, "candidate": candidate}
     configs = [s.config for s in sides.values() if isinstance(s, ConfigArg)]
     notes: list[str] = []
-    if configs:
-        spec = spec or build_sweep(gate, configs)
-        run_dir = run_sweep(spec, backend, root=root, after_cell=scorer).run_dir
-        if len(spec.cells) == 1 and len(configs) == 2:
-            notes.append("the candidate's settings equal the baseline's: one cell compared "
-                          "with itself")
-        verdict = _decide_sides(sides, gate, spec, run_dir, notes)
-        # Noise, not a verdict: measure more interleaved rounds (new seeds) while the
-        # budget allows, then decide on everything measured.
-        n_prompts = len(load_prompts(spec.prompts))
-        added: list[int] = []
-        while speed_undecided(verdict.check("speed").status, verdict.check("speed").figures):
-            seed = next_seed(spec, added, n_prompts, gate.thresholds.max_rounds)
-            if seed is None:
-                break
-            added.append(seed)
-            run_sweep(spec, backend, root=root, resume=str(run_dir), after_cell=scorer,
-                      extra_seeds=added)
-            more = (f"speed was inconclusive: measured {len(added)} more seed(s) "
-                    f"({', '.join(map(str, added))}) in interleaved rounds")
-            verdict = _decide_sides(sides, gate, spec, run_dir, [*notes, more])
-        return verdict
-    return _decide_sides(sides, gate, None, None, notes)
+    if not configs:
+        return _decide_sides(sides, gate, None, None, notes)
+    sweep = spec or build_sweep(gate, configs)
+    if len(sweep.cells) == 1 and len(configs) == 2:
+        notes.append("the candidate's settings equal the baseline's: one cell compared "
+                     "with itself")
+    t = gate.thresholds
+    prompt_ids = [p.id for p in load_prompts(sweep.prompts)]
+    added: list[int] = []
+    run_dir: Path | None = None
+    stops: list[str] = []
+
+    def after_stage(store: Any, stage: int, cells: frozenset[str]) -> frozenset[str]:
+        # Scores are in (the scorer runs as each cell's part of the stage finishes).
+        verdict = _decide_sides(sides, gate, sweep, store.path, notes)
+        if undecided(verdict.checks):
+            return cells
+        stops.append(f"decided after look {stage + 1} of pass {len(added) + 1}")
+        return frozenset()
+
+    while True:
+        staging = Staging(tuple(looks(prompt_ids, t.stage_prompts, t.seed, len(added))),
+                          after_stage)
+        run_dir = run_sweep(sweep, backend, root=root, resume=None if run_dir is None
+                            else str(run_dir), after_cell=scorer, extra_seeds=added,
+                            staging=staging).run_dir
+        if stops:
+            break
+        verdict = _decide_sides(sides, gate, sweep, run_dir, notes)
+        seed = next_seed(sweep, added, len(prompt_ids), t.max_rounds)
+        if not undecided(verdict.checks) or seed is None:
+            break
+        # Undecided after a whole pass: one more seed over every prompt, looked at in
+        # stages again. The intervals are valid at every look (bench.gate.anytime).
+        added.append(seed)
+    more = ([f"undecided after the planned seeds: measured {len(added)} more seed(s) "
+             f"({', '.join(map(str, added))}) in interleaved rounds"] if added else [])
+    return _decide_sides(sides, gate, sweep, run_dir, [*notes, *more, *stops])
 
 
 def _decide_sides(sides: Mapping[str, ConfigArg | RunArg], gate: GateSpec,

@@ -32,11 +32,13 @@ class GateThresholds:
     ``wer_margin``/``cer_margin`` are absolute percentage points (0.5 = half a point);
     ``sim_margin`` is in similarity units (cosine), ``utmos_margin`` in MOS points (1-5
     scale); ``speed_factor`` a ratio of medians;
-    ``alpha`` the one-sided significance level of the speed test; ``memory_headroom`` the
+    ``alpha`` the one-sided error of each check's call (speed and quality), on intervals
+    valid at every look (:mod:`bench.gate.anytime`); ``memory_headroom`` the
     share of the card kept free; ``memory_budget_gb`` (GiB) overrides the card's size;
     ``max_rounds`` the most interleaved rounds (baseline and candidate once each on a
-    prompt/seed) the gate measures when its speed check is inconclusive (default: three
-    times what the spec plans; see :mod:`bench.gate.rounds`).
+    prompt/seed) the gate measures while a check is undecided (default: three times what
+    the spec plans; see :mod:`bench.gate.rounds`); ``stage_prompts`` the prompts per look
+    (each under every seed of the round); ``seed`` seeds the shuffle of the prompts.
     """
 
     wer_margin: float = 0.5
@@ -48,11 +50,11 @@ class GateThresholds:
     alpha: float = 0.05
     memory_headroom: float = 0.10
     memory_budget_gb: float | None = None
-    n_boot: int = 2000
     seed: int = 0
     min_prompts: int = 10
     require_quality: bool = True
     max_rounds: int | None = None
+    stage_prompts: int = 4
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], origin: str = "[gate]") -> GateThresholds:
@@ -89,7 +91,7 @@ class GateThresholds:
         if self.memory_budget_gb is not None and (
                 not _number(self.memory_budget_gb) or self.memory_budget_gb <= 0):
             out.append("gate.memory_budget_gb must be a positive number of GiB")
-        for name, low in (("n_boot", 100), ("min_prompts", 1)):
+        for name, low in (("stage_prompts", 1), ("min_prompts", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 out.append(f"gate.{name} must be an integer >= {low}")

@@ -5,20 +5,22 @@ that cannot be judged), and one verdict:
 
 * generations: every candidate generation completes with speech; one without (failed,
   NaN or silent audio) is a FAIL of its own (:mod:`bench.gate.checks`).
-* quality (non-inferiority): the paired cluster-bootstrap 95 % interval of candidate minus
-  baseline corpus WER (and CER; speaker similarity when a ``sim`` column exists) against a
-  margin. PASS when the upper bound is below the margin, FAIL when the lower bound is
-  above it, otherwise INCONCLUSIVE with an estimate of the prompts needed. Below
-  ``min_prompts`` prompts no quality decision is made. Random model weights or a random
-  ASR make quality NOT_MEANINGFUL: it is neither passed nor failed.
-* naturalness: the paired UTMOS loss (baseline minus candidate) against ``utmos_margin``,
-  when the records carry ``utmos`` (:mod:`bench.gate.quality`).
-* speed (asv's rule: a ratio threshold AND significance): the ratio of median
-  ``speed_metric`` (default ``rtf_full``, compute seconds per second of the full generated
-  sequence, which unlike cropped audio does not depend on what random weights produce).
-  PASS when the ratio is within ``speed_factor``; FAIL when beyond it and a one-sided
-  Wilcoxon signed-rank test on the per-pair log ratios against log(speed_factor) gives
-  p < ``alpha``; INCONCLUSIVE (noise) when beyond it but not significant.
+* quality (non-inferiority): the paired difference candidate minus baseline in corpus
+  WER (and CER; speaker similarity when the records carry it) over (prompt, seed)
+  pairs, on an anytime-valid interval (:mod:`bench.gate.anytime`) against a margin.
+  PASS when the interval lies below the margin, FAIL when above it, otherwise
+  INCONCLUSIVE with an estimate of the prompts needed. Below ``min_prompts`` prompts no
+  quality decision is made. Random model weights or a random ASR make quality
+  NOT_MEANINGFUL: it is neither passed nor failed.
+* naturalness: the paired UTMOS loss (baseline minus candidate) on the same kind of
+  interval against ``utmos_margin``, when the records carry ``utmos``
+  (:mod:`bench.gate.quality`).
+* speed: the paired log ratio candidate/baseline of ``speed_metric`` (default
+  ``rtf_full``, compute seconds per second of the full generated sequence, which unlike
+  cropped audio does not depend on what random weights produce) on the same kind of
+  interval against log(``speed_factor``): FAIL when the whole interval is beyond it,
+  PASS when within, otherwise INCONCLUSIVE. Its one-sided error is at most ``alpha``
+  however many rounds the gate adds (:mod:`bench.gate.rounds`).
 * memory: the candidate's peak (reserved CUDA memory; host RSS on CPU runs, and the check
   says which) within the GPU's memory less ``memory_headroom``.
 
@@ -110,7 +112,7 @@ class GateVerdict:
                 lines.append(f"  {side.role:<9} {side.label}  [{side.origin}, cell {side.cell_id}]")
         lines.append(f"  paired on {self.n_pairs} prompt/seed pairs over {self.n_prompts} prompts")
         for c in self.checks:
-            lines.append(f"{c.name:<12} {c.status:<14} {c.summary}")
+            lines.append(f"{c.name:<12} {c.status:<14} {c.summary}{_spent(c)}")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -125,14 +127,24 @@ class GateVerdict:
         out += [f"- paired on {self.n_pairs} prompt/seed pairs over {self.n_prompts} prompts",
                 "", "| check | verdict | figures |", "|---|---|---|"]
         for c in self.checks:
-            out.append(f"| {c.name} | **{c.status}** | {c.summary.replace('|', '/')} |")
+            out.append(f"| {c.name} | **{c.status}** | {c.summary.replace('|', '/')}"
+                       f"{_spent(c)} |")
         t = self.thresholds
         out += ["", f"Thresholds: WER margin +{t.wer_margin} pts, CER margin +{t.cer_margin} "
-                f"pts, speed factor {t.speed_factor} on median `{t.speed_metric}` "
+                f"pts, speed factor {t.speed_factor} on paired `{t.speed_metric}` "
                 f"(alpha {t.alpha}), memory headroom {t.memory_headroom:.0%}, "
                 f"min prompts {t.min_prompts}."]
         out.extend(f"> {n}" for n in self.notes)
         return "\n".join(out) + "\n"
+
+
+def _spent(check: Check) -> str:
+    """What a check cost: the pairs it rests on and both sides' compute seconds on them."""
+    pairs, seconds = check.figures.get("n_pairs"), check.figures.get("compute_seconds")
+    if pairs is None:
+        return ""
+    cost = f", {seconds:.1f} compute s" if isinstance(seconds, float) else ""
+    return f" [{pairs} pairs{cost}]"
 
 
 def _jsonable(value: Any) -> Any:

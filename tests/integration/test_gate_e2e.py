@@ -39,7 +39,6 @@ score = false
 # step count changes.
 speed_metric = "t_sampling"
 min_prompts = 3
-n_boot = 200
 require_quality = {require}
 """
 

@@ -101,7 +101,6 @@ score = false
 speed_metric = "t_sampling"
 require_quality = false
 min_prompts = 3
-n_boot = 200
 """)
     sides = []
     for steps in (1, 4):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from bench.gate.rounds import next_seed, round_budget, speed_undecided
+from bench.gate.checks import Check
+from bench.gate.rounds import looks, next_seed, round_budget, undecided
 from bench.spec.parser import parse_spec
 from bench.spec.sweep import MeasureSpec
 from tests.tiny import TINY_MODEL_TOML
@@ -18,10 +19,20 @@ def _spec(seeds: tuple[int, ...], repeats: int = 1):  # type: ignore[no-untyped-
 
 
 def test_only_an_undecided_comparison_asks_for_more() -> None:
-    assert speed_undecided("INCONCLUSIVE", {"ratio": 1.2, "p_value": 0.2})
-    assert not speed_undecided("INCONCLUSIVE", {})  # nothing was paired
-    assert not speed_undecided("FAIL", {"ratio": 2.0})
-    assert not speed_undecided("PASS", {"ratio": 1.0})
+    open_ = Check("speed", "INCONCLUSIVE", "", {"n_pairs": 6})
+    passed = Check("quality.wer", "PASS", "", {"n_pairs": 6})
+    assert undecided([open_, passed])
+    assert not undecided([Check("speed", "INCONCLUSIVE", "", {})])  # nothing was paired
+    assert not undecided([open_, Check("quality.wer", "FAIL", "", {"n_pairs": 6})])
+    assert not undecided([passed, Check("quality", "NOT_MEANINGFUL", "", {})])
+
+
+def test_each_pass_looks_at_every_prompt_once_in_its_own_order() -> None:
+    ids = [f"p{k}" for k in range(10)]
+    first, second = looks(ids, 4, 0, 0), looks(ids, 4, 0, 1)
+    assert [len(b) for b in first] == [4, 4, 2]
+    assert sorted(p for b in first for p in b) == sorted(ids)
+    assert first != second and looks(ids, 4, 0, 0) == first
 
 
 def test_seeds_are_added_one_at_a_time_within_the_budget() -> None:

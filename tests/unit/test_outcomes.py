@@ -156,7 +156,7 @@ def test_report_and_gate_judge_a_half_silent_candidate_alike() -> None:
     base = records[records["cell_id"] == "base"]
     half = records[records["cell_id"] == "half-silent"]
     cells = summarize_cells(records, n_boot=50)
-    verdict = decide(base, half, GateThresholds(n_boot=200, min_prompts=1))
+    verdict = decide(base, half, GateThresholds(min_prompts=1))
     wer = verdict.check("quality.wer")
     delta = (cells.loc["half-silent", "corpus_wer"] - cells.loc["base", "corpus_wer"]) * 100
     assert wer.figures["delta"] == pytest.approx(delta)
@@ -164,7 +164,7 @@ def test_report_and_gate_judge_a_half_silent_candidate_alike() -> None:
     assert generations.status == "FAIL" and "3 silent" in generations.summary
     # A failed candidate counts in quality too, not only in the generations check.
     oom = records[records["cell_id"] == "oom"]
-    oom_wer = decide(base, oom, GateThresholds(n_boot=200, min_prompts=1)).check("quality.wer")
+    oom_wer = decide(base, oom, GateThresholds(min_prompts=1)).check("quality.wer")
     assert oom_wer.figures["delta"] == pytest.approx(
         (cells.loc["oom", "corpus_wer"] - cells.loc["base", "corpus_wer"]) * 100)
 

@@ -131,7 +131,7 @@ def test_meaningful_rows_keep_their_table_and_figure_beside_random_ones() -> Non
 
 
 def test_utmos_gate_passes_a_match_and_fails_a_clear_loss() -> None:
-    t = GateThresholds(n_boot=500, min_prompts=2, utmos_margin=0.1)
+    t = GateThresholds(min_prompts=2, utmos_margin=0.1)
     base = pd.DataFrame([_record("b", f"p{i}", 0, rtf=1.0, sim=0.7, utmos=3.5 + 0.01 * i)
                          for i in range(12)])
     same = base.assign(cell_id="c")
@@ -139,8 +139,9 @@ def test_utmos_gate_passes_a_match_and_fails_a_clear_loss() -> None:
     assert [c.status for c in check_naturalness(base, same, t)] == ["PASS"]
     (check,) = check_naturalness(base, worse, t)
     assert check.status == "FAIL" and check.name == "quality.utmos"
-    n, delta, low, high = paired_mean_loss(base, worse, "utmos", n_boot=200, seed=0) or ()
-    assert n == 12 and delta == pytest.approx(0.5) and low <= 0.5 <= high
+    keys, loss = paired_mean_loss(base, worse, "utmos", 0.1, 0.05) or ([], None)
+    assert len(keys) == 12 and loss is not None and loss.call == "FAIL"
+    assert loss.estimate == pytest.approx(0.5) and loss.low <= 0.5 <= loss.high
     verdict = decide(base, worse, t)
     assert verdict.status == "FAIL" and "quality.utmos" in verdict.headline
 

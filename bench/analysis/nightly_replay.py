@@ -1,0 +1,105 @@
+"""The history-aware nightly replayed over two stored full runs of the same spec (last
+night's and tonight's): what tonight's run would have spent and which cells it would have
+flagged, against what comparing the two full runs flags (``echo-bench nightly-replay``).
+
+A replay runs no generation. It shuffles the prompts (one seeded order per replay), cuts
+them into the nightly's looks (:func:`bench.analysis.nightly.batches`), and lets every
+still-open cell read tonight's stored records of exactly the prompts it would have run,
+paired with last night's twins. What it spends is tonight's compute seconds of those
+generations, as a share of tonight's full run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bench.analysis.nightly import (
+    CellNight,
+    NightSettings,
+    batches,
+    judge_cell,
+    shuffled,
+    twin_table,
+)
+
+
+@dataclass(frozen=True)
+class NightReplay:
+    """Over ``replays`` prompt orders: the mean and 90th percentile share of tonight's
+    full compute seconds spent, per cell the share of replays that flagged a step
+    (``flagged``), the full comparison per cell (``full``) and the cells it flags
+    (``full_flags``), and the share of replays whose flags equal the full comparison's
+    (``agreement``)."""
+
+    replays: int
+    compute_spent_mean: float
+    compute_spent_p90: float
+    flagged: dict[str, float]
+    full: dict[str, CellNight]
+    agreement: float
+
+    @property
+    def full_flags(self) -> list[str]:
+        return [c for c, night in self.full.items() if night.state == "step"]
+
+    def to_json(self) -> dict[str, object]:
+        return {"replays": self.replays, "compute_spent_mean": self.compute_spent_mean,
+                "compute_spent_p90": self.compute_spent_p90, "flagged": self.flagged,
+                "full_flags": self.full_flags, "agreement": self.agreement,
+                "full": {c: {"state": n.state, "metrics": {
+                    m: {"estimate": s.estimate, "size": s.size, "state": s.state,
+                        "direction": s.direction} for m, s in n.metrics.items()}}
+                    for c, n in self.full.items()}}
+
+    def lines(self) -> list[str]:
+        out = [f"{self.replays} replays: tonight would have spent "
+               f"{self.compute_spent_mean:.1%} of the full run's compute seconds on average "
+               f"(p90 {self.compute_spent_p90:.1%}); flags equal the full comparison's in "
+               f"{self.agreement:.0%} of replays",
+               "full comparison flags: " + (", ".join(self.full_flags) or "none")]
+        for cid, share in self.flagged.items():
+            if share or cid in self.full_flags:
+                out.append(f"  {cid}: flagged in {share:.0%} of replays; full: "
+                           f"{self.full[cid].summary()}")
+        return out
+
+
+def replay_nights(last: pd.DataFrame, tonight: pd.DataFrame, *, replays: int = 100,
+                  seed: int = 0, settings: NightSettings | None = None) -> NightReplay:
+    """Replay the history-aware nightly ``replays`` times over two full runs."""
+    settings = settings or NightSettings()
+    twins = twin_table(last, tonight)
+    prompts = sorted(set(twins["prompt_id"].astype(str)))
+    n = len(prompts)
+    by_cell = {str(c): g.reset_index(drop=True)
+               for c, g in twins.groupby("cell_id", sort=False)}
+    full_seconds = float(np.nansum(twins["t_total"].to_numpy(np.float64)))
+    identity = {p: k for k, p in enumerate(prompts)}
+    full = {c: judge_cell(c, g, identity, n, settings) for c, g in by_cell.items()}
+    full_flags = {c for c, night in full.items() if night.state == "step"}
+    spent, agree = [], []
+    flags = {c: 0 for c in by_cell}
+    for r in range(replays):
+        order = shuffled(prompts, seed + r)
+        rank = {p: k for k, p in enumerate(order)}
+        looks = np.cumsum([len(b) for b in batches(order, settings)])
+        seconds, flagged = 0.0, set()
+        for cid, g in by_cell.items():
+            ranks = g["prompt_id"].map(rank).to_numpy()
+            for upto in looks:
+                ran = g[ranks < upto]
+                night = judge_cell(cid, ran, rank, n, settings)
+                if night.state != "open":
+                    break
+            seconds += float(np.nansum(ran["t_total"].to_numpy(np.float64)))
+            if night.state == "step":
+                flagged.add(cid)
+                flags[cid] += 1
+        spent.append(seconds / full_seconds if full_seconds > 0 else np.nan)
+        agree.append(flagged == full_flags)
+    return NightReplay(replays, float(np.mean(spent)), float(np.percentile(spent, 90)),
+                       {c: k / replays for c, k in flags.items()}, full,
+                       float(np.mean(agree)))

@@ -1,0 +1,198 @@
+"""Step changes of one cell between two runs, on the sequential core: speed and quality,
+each beyond a step size of its own, at a stated error rate however often one looks.
+
+Two runs of a spec share prompts and seeds, so each generation of one has a twin in the
+other, and an unchanged sampler makes the same or nearly the same audio: the twins'
+differences are small, and the paired interval is narrow (pairing is the control variate
+with coefficient 1: the variance of the difference is that of one run times 2 (1 - rho)).
+For each metric the change is an interval from :func:`bench.analysis.sequential.
+confidence_sequence` over the units seen so far (units grouped by prompt when a
+``cluster`` is given, the order being the order they were drawn):
+
+* speed: the mean log ratio after/before of RTF, against log(``speed_factor``);
+* corpus WER: word errors after minus before over reference words, against
+  ``wer_points`` (percentage points);
+* SIM and MOS: the difference of means, against ``sim`` and ``mos``.
+
+A metric is a ``step`` when its whole interval lies beyond +size or beyond -size, ``none``
+when it lies within (-size, +size) (for WER, also only once enough words were seen for a
+step to show: :func:`_enough_words`), ``open`` otherwise. Each statement errs with chance at
+most 1 - ``confidence`` at any look (the sequence is anytime-valid). With
+``n_population`` (the units of the whole run) the question is what the two full runs
+would show (the nightly's replay asks that; the interval closes on the full figure); with
+None it is whether the sampler changed (history over complete runs: the with-replacement
+form, so run-to-run noise is never called a step).
+
+The step sizes are stated with every result; a size below what the spec's prompts can
+resolve (:func:`resolvable`) leaves the metric ``open`` on most nights, and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from bench.analysis.sequential import (
+    confidence_sequence,
+    fixed_half_width,
+    paired_differences,
+    paired_log_ratios,
+)
+
+FloatArray = npt.NDArray[np.float64]
+State = Literal["step", "none", "open"]
+METRICS: tuple[str, ...] = ("speed", "wer", "sim", "mos")
+
+
+@dataclass(frozen=True)
+class StepSizes:
+    """The smallest change each metric calls a step: ``speed_factor`` a ratio (1.1 = 10 %
+    slower or faster), ``wer_points`` corpus WER in percentage points, ``sim`` cosine
+    similarity, ``mos`` MOS points."""
+
+    speed_factor: float = 1.1
+    wer_points: float = 1.0
+    sim: float = 0.02
+    mos: float = 0.1
+
+    def threshold(self, metric: str) -> float:
+        """The size in the interval's own units (log ratio, WER fraction, SIM, MOS)."""
+        return {"speed": math.log(self.speed_factor), "wer": self.wer_points / 100,
+                "sim": self.sim, "mos": self.mos}[metric]
+
+
+@dataclass(frozen=True)
+class PairedUnits:
+    """One cell's twin figures in two runs, one row per unit (prompt/seed/repeat) in the
+    order the units were drawn; NaN where a unit has no figure. ``cluster`` (optional)
+    names each unit's prompt: units of one prompt form one draw."""
+
+    rtf_before: FloatArray
+    rtf_after: FloatArray
+    errors_before: FloatArray | None = None
+    errors_after: FloatArray | None = None
+    ref_words: FloatArray | None = None
+    sim_before: FloatArray | None = None
+    sim_after: FloatArray | None = None
+    mos_before: FloatArray | None = None
+    mos_after: FloatArray | None = None
+    cluster: tuple[str, ...] | None = None
+
+    def num_den(self, metric: str) -> tuple[FloatArray, FloatArray] | None:
+        """The metric's per-unit ``num``/``den`` (None when the runs lack it)."""
+        if metric == "speed":
+            return paired_log_ratios(self.rtf_before, self.rtf_after)
+        if metric == "wer":
+            if self.errors_before is None or self.errors_after is None or self.ref_words is None:
+                return None
+            return paired_differences(self.errors_before, self.errors_after, self.ref_words)
+        before, after = ((self.sim_before, self.sim_after) if metric == "sim"
+                         else (self.mos_before, self.mos_after))
+        if before is None or after is None:
+            return None
+        return paired_differences(before, after)
+
+
+@dataclass(frozen=True)
+class MetricStep:
+    """One metric's change: ``estimate``, ``low``, ``high`` in the metric's units (speed
+    as a ratio after/before, WER in points), the units and draws it rests on, the step
+    ``size`` (same units), its ``state`` and, for a step, its ``direction`` ("up": slower
+    or more errors or higher SIM/MOS; "down" the other way)."""
+
+    metric: str
+    estimate: float
+    low: float
+    high: float
+    n: int
+    size: float
+    state: State
+    direction: str
+
+
+def step_changes(units: PairedUnits, sizes: StepSizes = StepSizes(), *,
+                 confidence: float = 0.95, n_population: int | None = None,
+                 tight_at: float | None = None, none_confidence: float | None = None
+                 ) -> dict[str, MetricStep]:
+    """Each metric the runs carry: its change and whether it is a step (see the module
+    docstring). ``n_population``: draws (prompts with ``cluster``, else units) in the
+    whole run, for the without-replacement form; None for the with-replacement one."""
+    out: dict[str, MetricStep] = {}
+    for metric in METRICS:
+        pair = units.num_den(metric)
+        if pair is None or not (pair[1] > 0).any():
+            continue
+        num, den = _by_cluster(*pair, units.cluster)
+        iv = confidence_sequence(num, den, n_population, confidence, tight_at)
+        size = sizes.threshold(metric)
+        est, low, high = float(iv.estimate[0]), float(iv.low[0]), float(iv.high[0])
+        if none_confidence is not None and none_confidence != confidence:
+            near = confidence_sequence(num, den, n_population, none_confidence, tight_at)
+            near_low, near_high = float(near.low[0]), float(near.high[0])
+        else:
+            near_low, near_high = low, high
+        within = -size < near_low and near_high < size
+        if metric == "wer" and within:
+            within = _enough_words(den, size, none_confidence or confidence)
+        state: State = ("step" if low > size or high < -size else
+                        "none" if within else "open")
+        direction = ("up" if est > 0 else "down") if state == "step" else ""
+        shown_est, shown_low, shown_high, shown_size = _shown(metric, est, low, high, size)
+        out[metric] = MetricStep(metric, shown_est, shown_low, shown_high, int(iv.n[0]),
+                                 shown_size, state, direction)
+    return out
+
+
+def _enough_words(den: FloatArray, size: float, confidence: float) -> bool:
+    """Whether the words seen could show a WER step of ``size`` at all. Word errors are
+    counts: on a few short prompts an unchanged and a changed cell alike often show no
+    difference, and an interval resting on a plug-in spread of zero is a point. A step
+    of ``size`` adds about size x W errors over W words (Poisson), so it shows none with
+    chance exp(-size W); "no step" needs that below 1 - ``confidence``."""
+    return size * float(den.sum()) >= -math.log(1.0 - confidence)
+
+
+def resolvable(units: PairedUnits, metric: str, confidence: float = 0.95) -> float:
+    """The smallest change a fixed-size paired comparison over these units resolves at
+    ``confidence``, the half-width of its interval, in the metric's shown units (speed
+    as a factor: 1.03 resolves 3 %). A step size below it leaves the metric open on
+    most nights."""
+    pair = units.num_den(metric)
+    if pair is None:
+        return math.nan
+    num, den = _by_cluster(*pair, units.cluster)
+    num, den = num[:, 0], den[:, 0]
+    ok = den > 0
+    if ok.sum() < 2:
+        return math.inf
+    ratio = num[ok].sum() / den[ok].sum()
+    sd = float(np.std(num[ok] - ratio * den[ok], ddof=1))
+    half = fixed_half_width(sd, float(den[ok].mean()), int(ok.sum()), confidence)
+    return _shown(metric, half)[0]
+
+
+def _by_cluster(num: FloatArray, den: FloatArray, cluster: tuple[str, ...] | None
+                ) -> tuple[FloatArray, FloatArray]:
+    """Column arrays (rows, 1): per unit, or summed per cluster in first-seen order."""
+    if cluster is None:
+        return num.reshape(-1, 1), den.reshape(-1, 1)
+    if len(cluster) != len(num):
+        raise ValueError(f"{len(cluster)} clusters for {len(num)} units")
+    index = {name: k for k, name in enumerate(dict.fromkeys(cluster))}
+    codes = np.array([index[c] for c in cluster], dtype=np.int64)
+    sums = np.zeros((len(index), 2))
+    np.add.at(sums, codes, np.stack([num, den], axis=1))
+    return sums[:, :1], sums[:, 1:]
+
+
+def _shown(metric: str, *values: float) -> tuple[float, ...]:
+    """Values in the units a reader sees: speed as a ratio, WER in points."""
+    if metric == "speed":
+        return tuple(math.exp(v) for v in values)
+    if metric == "wer":
+        return tuple(100 * v for v in values)
+    return values
