@@ -7,14 +7,18 @@ between prompts (a short prompt's RTF can be several times a long one's), which 
 unpaired test of the pooled values cannot see past: a uniform 15 % slowdown over a mix of
 short and long prompts hides in that spread.
 
-Rule (asv's, both conditions), per figure in :data:`STEP_RULES`: the change over twins is
-beyond the rule's size, AND the Wilcoxon signed-rank test on the twins' differences says
-it is not zero: two-sided p (twice the smaller one-sided p) below ``alpha``. Speed: the
-change is the median over twins of RTF after/before, beyond ``factor`` (x1.1) either way,
-tested on log ratios. Quality: the change is a difference over twins (corpus WER: errors
-over reference words of the twins; SIM and MOS: means), beyond the gate's default
-non-inferiority margins (``bench.gate.thresholds``: WER 0.5 points, SIM 0.01, MOS 0.1),
-tested on the twins' differences. One test, always the same one.
+Rule (asv's two conditions, the test made anytime-valid), per figure in
+:data:`STEP_RULES`: the change over twins is beyond the rule's size, AND its interval at
+1 - ``alpha`` (:func:`bench.analysis.sequential.confidence_sequence`, the
+with-replacement form: the question is whether the sampler changed, not what two nights'
+draws showed) excludes no change at all. A cell that did not change is flagged with
+chance at most ``alpha`` however often its twins are looked at as they come in (in
+practice far less: its estimate must also lie beyond the size). Speed: the mean over
+twins of log(RTF after/before), shown as a ratio, against ``factor`` (x1.1) either way.
+Quality: a difference over twins (corpus WER: errors over reference words of the twins;
+SIM and MOS: means) against the gate's default non-inferiority margins
+(``bench.gate.thresholds``: WER 0.5 points, SIM 0.01, MOS 0.1). The sizes are printed
+with every result.
 """
 
 from __future__ import annotations
@@ -29,18 +33,21 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from bench.analysis.signed_rank import signed_rank_p_two_sided
+from bench.analysis.sequential import confidence_sequence, paired_differences, paired_log_ratios
+from bench.spec.adaptive import min_first_batch
 
 
 @dataclass(frozen=True)
 class StepChange:
-    """``change``: for RTF the median over twins of after/before (> 1 slower), for quality
-    the difference after - before over twins; ``p_value`` two-sided; ``n_pairs`` twins
-    compared; ``step`` "slower"/"faster" (speed), "worse"/"better" (quality) or "" (no
-    step); ``metric`` the figure (a :data:`STEP_RULES` name)."""
+    """``change``: for RTF the geometric mean over twins of after/before (> 1 slower), for
+    quality the difference after - before over twins; ``low``/``high`` its anytime-valid
+    interval in the same units; ``n_pairs`` twins compared; ``step`` "slower"/"faster"
+    (speed), "worse"/"better" (quality) or "" (no step); ``metric`` the figure (a
+    :data:`STEP_RULES` name)."""
 
     change: float
-    p_value: float
+    low: float
+    high: float
     n_pairs: int
     step: str
     metric: str = "rtf"
@@ -51,7 +58,7 @@ class StepChange:
         return self.change
 
 
-NO_PAIRS = StepChange(math.nan, math.nan, 0, "")
+NO_PAIRS = StepChange(math.nan, math.nan, math.nan, 0, "")
 
 
 @dataclass(frozen=True)
@@ -138,13 +145,8 @@ def step_changes(before: Twins | Figures, after: Twins | Figures, *, factor: flo
         if rule.metric not in b.values or rule.metric not in a.values:
             continue
         old, new, weights = b.aligned(a, rule.metric, rule.weight)
-        if rule.metric == "rtf":
-            change = _ratio_step(old, new, factor=factor, alpha=alpha)
-        else:
-            change = _difference_step(old, new, weights, size=rule.size, alpha=alpha,
-                                      higher_is_better=rule.higher_is_better)
-        out.append(StepChange(change.change, change.p_value, change.n_pairs, change.step,
-                              rule.metric))
+        out.append(_step(old, new, weights, rule, factor if rule.metric == "rtf" else rule.size,
+                         alpha))
     return out
 
 
@@ -157,61 +159,32 @@ def paired_step_change(before: Mapping[Hashable, float], after: Mapping[Hashable
     return change
 
 
-def paired_difference_step(before: Mapping[Hashable, float], after: Mapping[Hashable, float],
-                           *, size: float, higher_is_better: bool, alpha: float = 0.05,
-                           weights: Mapping[Hashable, float] | None = None) -> StepChange:
-    """:func:`_difference_step` over twins given as mappings (key -> figure)."""
-    figures: dict[str, Mapping[Hashable, float]] = {"x": before}
-    if weights is not None:
-        figures["w"] = weights
-    b, a = Twins.from_mappings(figures), Twins.from_mappings({"x": after})
-    old, new, w = b.aligned(a, "x", "w" if weights is not None else None)
-    return _difference_step(old, new, w, size=size, alpha=alpha,
-                            higher_is_better=higher_is_better)
-
-
-def _ratio_step(before: npt.NDArray[np.float64], after: npt.NDArray[np.float64], *,
-                factor: float, alpha: float) -> StepChange:
-    """Median over twins of after/before beyond ``factor`` either way, and two-sided
-    signed-rank p < ``alpha`` on the log ratios: "slower" or "faster"."""
-    with np.errstate(invalid="ignore"):
-        keep = np.isfinite(before) & np.isfinite(after) & (before > 0) & (after > 0)
-    if not keep.any():
+def _step(before: npt.NDArray[np.float64], after: npt.NDArray[np.float64],
+          weights: npt.NDArray[np.float64] | None, rule: StepRule, size: float,
+          alpha: float) -> StepChange:
+    """One rule over aligned twins (see the module docstring)."""
+    if rule.metric == "rtf":
+        num, den = paired_log_ratios(before, after)
+        threshold = math.log(size)
+    else:
+        num, den = paired_differences(before, after, weights)
+        threshold = size
+    n = int((den > 0).sum())
+    if not n:
         return NO_PAIRS
-    logs = np.log(after[keep] / before[keep])
-    ratio = float(np.exp(np.median(logs)))
-    p = signed_rank_p_two_sided(logs)
-    beyond = ratio > factor or ratio < 1 / factor
-    step = ("slower" if ratio > 1 else "faster") if beyond and p < alpha else ""
-    return StepChange(ratio, p, int(keep.sum()), step)
-
-
-def _difference_step(before: npt.NDArray[np.float64], after: npt.NDArray[np.float64],
-                     weights: npt.NDArray[np.float64] | None, *, size: float,
-                     higher_is_better: bool, alpha: float) -> StepChange:
-    """A quality figure's change over twins: sum(after - before) / sum(weights) (weights
-    1 without ``weights``: a difference of means; WER: errors over reference words, the
-    corpus WER's difference), a step when beyond ``size`` and the signed-rank test on
-    the twins' differences gives p < ``alpha``: "worse" or "better". The test runs only
-    for a change beyond ``size`` (p is NaN otherwise)."""
-    keep = np.isfinite(before) & np.isfinite(after)
-    if weights is not None:
-        with np.errstate(invalid="ignore"):
-            keep &= np.isfinite(weights) & (weights > 0)
-    if not keep.any():
-        return NO_PAIRS
-    diffs = after[keep] - before[keep]
-    total = float(keep.sum()) if weights is None else float(weights[keep].sum())
-    change = float(diffs.sum()) / total
-    if abs(change) < size:
-        # Within the size there is no step whatever the test says; not testing keeps a
-        # year of nights x cells x figures cheap (p is NaN: not computed).
-        return StepChange(change, math.nan, int(keep.sum()), "")
-    p = signed_rank_p_two_sided(diffs)
+    iv = confidence_sequence(num[:, None], den[:, None], None, 1.0 - alpha)
+    est, low, high = float(iv.estimate[0]), float(iv.low[0]), float(iv.high[0])
     step = ""
-    if p < alpha:
-        step = "better" if (change > 0) == higher_is_better else "worse"
-    return StepChange(change, p, int(keep.sum()), step)
+    # Fewer twins than a first batch at this level needs say too little to flag anything
+    # (two identical ratios would make a zero-width interval).
+    surely = low > 0 or high < 0  # the interval excludes no change at all
+    if n >= min_first_batch(1.0 - alpha) and surely and abs(est) > threshold:
+        up = est > 0  # slower, more errors, or a higher SIM/MOS
+        step = (("slower" if up else "faster") if rule.metric == "rtf"
+                else "better" if up == rule.higher_is_better else "worse")
+    if rule.metric == "rtf":
+        est, low, high = math.exp(est), math.exp(low), math.exp(high)
+    return StepChange(est, low, high, n, step, rule.metric)
 
 
 def history_table(root: str | Path, spec_name: str | None = None) -> pd.DataFrame:
@@ -269,7 +242,7 @@ def flag_rows(rows: Sequence[Mapping[str, Any]], *, factor: float = 1.1, alpha: 
               ) -> list[dict[str, Any]]:
     """``rows`` (oldest first) plus, per row, the changes against the same cell's
     previous run of the same spec that has the figure (:func:`step_changes`): ``ratio``
-    (median over twins of RTF now / before), ``p_value`` (two-sided signed-rank),
+    (geometric mean over twins of RTF now / before) with ``low``/``high`` (its interval),
     ``n_pairs`` and ``step`` ("slower", "faster" or "") for speed, and ``changes``:
     every rule's :class:`StepChange` (quality too)."""
     out = []
@@ -295,6 +268,6 @@ def flag_rows(rows: Sequence[Mapping[str, Any]], *, factor: float = 1.1, alpha: 
         for name in twins.values:
             previous[(*cell, name)] = twins
         speed = next((c for c in changes if c.metric == "rtf"), NO_PAIRS)
-        out.append({**row, "ratio": speed.ratio, "p_value": speed.p_value,
+        out.append({**row, "ratio": speed.ratio, "low": speed.low, "high": speed.high,
                     "n_pairs": speed.n_pairs, "step": speed.step, "changes": changes})
     return out

@@ -32,7 +32,7 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--factor", type=float, default=1.1,
                    help="smallest RTF ratio that counts as a step (default 1.1)")
     p.add_argument("--alpha", type=float, default=0.05,
-                   help="significance level of the paired test (default 0.05)")
+                   help="chance a flag is wrong, at any number of runs (default 0.05)")
     p.set_defaults(handler=run)
 
 

@@ -1,10 +1,10 @@
 """``echo-bench history``: key figures of a spec's runs over time, with step changes flagged.
 
-A step change (asv's rule) is a change of a cell's RTF beyond ``--factor`` against the
-previous run that is also significant. Generations are paired across the two runs by
-prompt, seed and repeat, as the gate pairs them: the ratio is the median over pairs of
-RTF now / before, the test a two-sided Wilcoxon signed-rank test on the pairs' log
-ratios, p < ``--alpha`` (:mod:`bench.analysis.history`). WER counts failed and silent generations
+A step change is a change of a cell's figure against its previous run beyond the step
+size (``--factor`` for RTF) whose anytime-valid interval at 1 - ``--alpha`` excludes no
+change: generations are paired across the two runs by prompt, seed and repeat, as the
+gate pairs them, the interval is over the pairs' log ratios (:mod:`bench.analysis.history`).
+WER counts failed and silent generations
 as empty transcripts, and the share without speech is shown beside it. Quality steps
 (corpus WER, SIM, MOS) follow the same rule with the sizes of
 :data:`bench.analysis.history.STEP_RULES`. Figures come from each run's summary, computed
@@ -29,9 +29,9 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--root", type=Path, default=DEFAULT_RUNS_ROOT,
                    help=f"folder holding run directories (default {DEFAULT_RUNS_ROOT})")
     p.add_argument("--factor", type=float, default=1.1,
-                   help="smallest ratio of medians that counts as a change (default 1.1)")
+                   help="smallest RTF ratio that counts as a step (default 1.1)")
     p.add_argument("--alpha", type=float, default=0.05,
-                   help="significance level of the test (default 0.05)")
+                   help="chance a flag is wrong, at any number of runs (default 0.05)")
     p.set_defaults(handler=run)
 
 
@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     labels = {rule.metric: rule.label for rule in STEP_RULES}
     runs = list(dict.fromkeys(flagged["run_id"]))
     print(f"{len(runs)} runs, {flagged['cell_id'].nunique()} cells (oldest first); "
-          f"step change = x{args.factor:g} and p < {args.alpha:g} (paired signed-rank "
-          "test over the generations both runs made); quality steps: "
+          f"step change = beyond x{args.factor:g}, and its anytime-valid {1 - args.alpha:.0%} "
+          "interval, paired over the generations both runs made, excludes no change (an "
+          f"unchanged cell is flagged with chance at most {args.alpha:g}); quality steps "
+          "beyond: "
           + ", ".join(f"{r.label} {r.size * 100 if r.weight else r.size:g}"
                       f"{' points' if r.weight else ''}" for r in STEP_RULES[1:]))
     for cell_id, rows in flagged.groupby("cell_id", sort=False):
@@ -72,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
             commit = str(row.get("git_commit") or "-")[:9]
             change = ""
             if math.isfinite(row["ratio"]):
-                change = (f"  x{row['ratio']:.3f} (p={row['p_value']:.3g}, "
-                          f"{row['n_pairs']} pairs)")
+                change = (f"  x{row['ratio']:.3f} [x{row['low']:.3f}, x{row['high']:.3f}] "
+                          f"({row['n_pairs']} pairs)")
             for step in row["changes"]:
                 if step.step:
                     change += f"  <-- STEP: {labels[step.metric]} {step.step}"

@@ -72,7 +72,7 @@ class StepRow:
     cell_label: str
     figure: str
     change: str
-    p_value: float
+    interval: str  # the change's anytime-valid interval, in its own words
     n_pairs: int
     direction: str  # "worse" or "better"
 
@@ -146,7 +146,7 @@ def _step_rows(spec: str, rows: Iterable[Mapping[str, Any]]) -> list[StepRow]:
                 commit=str(row.get("git_commit") or "-")[:9], hardware=str(row["hardware"]),
                 cell_id=str(row["cell_id"]), cell_label=str(row.get("cell_label") or ""),
                 figure=trend.label.split(" (")[0], change=_change_text(c),
-                p_value=c.p_value, n_pairs=c.n_pairs, direction=_DIRECTION[c.step]))
+                interval=_interval_text(c), n_pairs=c.n_pairs, direction=_DIRECTION[c.step]))
     return sorted(out, key=lambda s: (s.date, s.run_id), reverse=True)
 
 
@@ -156,6 +156,14 @@ def _change_text(c: StepChange) -> str:
     if c.metric == "wer_errors":
         return f"{c.change * 100:+.2f} WER points"
     return f"{c.change:+.3f}"
+
+
+def _interval_text(c: StepChange) -> str:
+    if c.metric == "rtf":
+        return f"[x{c.low:.3f}, x{c.high:.3f}]"
+    if c.metric == "wer_errors":
+        return f"[{c.low * 100:+.2f}, {c.high * 100:+.2f}] points"
+    return f"[{c.low:+.3f}, {c.high:+.3f}]"
 
 
 def _date(row: Mapping[str, Any]) -> str:
@@ -178,7 +186,7 @@ def _points(rows: Sequence[Mapping[str, Any]], trend: Trend, links: Mapping[str,
         for c in _changes(row):
             if c.metric == trend.step_metric:
                 step = _DIRECTION[c.step]
-                notes.append(f"STEP {c.step}: {_change_text(c)}, p={c.p_value:.2g}, "
+                notes.append(f"STEP {c.step}: {_change_text(c)} {_interval_text(c)}, "
                              f"{c.n_pairs} pairs")
         interval = (f" [{lo:.4g}, {hi:.4g}]" if math.isfinite(lo) and math.isfinite(hi)
                     else "")
@@ -242,7 +250,7 @@ def _steps_table(steps: Sequence[StepRow], links: Mapping[str, str], *,
     if not steps:
         return '<p class="note" id="steps">No step changes.</p>'
     head = ("<tr><th>date</th><th>run</th><th>commit</th><th>GPU</th><th>cell</th>"
-            "<th>figure</th><th>change</th><th>p</th><th>pairs</th></tr>")
+            "<th>figure</th><th>change</th><th>interval</th><th>pairs</th></tr>")
     body = []
     for s in steps:
         cell = escape(s.cell_label)
@@ -254,7 +262,7 @@ def _steps_table(steps: Sequence[StepRow], links: Mapping[str, str], *,
             f"<td><code>{escape(s.commit)}</code></td><td>{escape(s.hardware)}</td>"
             f"<td>{cell}</td><td>{escape(s.figure)}</td>"
             f'<td class="{s.direction}">{escape(s.change)} ({s.direction})</td>'
-            f"<td>{s.p_value:.2g}</td><td>{s.n_pairs}</td></tr>")
+            f"<td>{escape(s.interval)}</td><td>{s.n_pairs}</td></tr>")
     return f'<table id="steps">{head}{"".join(body)}</table>'
 
 
@@ -289,8 +297,9 @@ def _rule_note(factor: float, alpha: float) -> str:
     sizes = ", ".join(f"{r.label} {r.size * 100:g} points" if r.weight else f"{r.label} "
                       f"{r.size:g}" for r in STEP_RULES[1:])
     return (f"Step change: against the cell's previous run, paired by prompt and seed, a "
-            f"change beyond x{factor:g} in RTF (quality: {escape(sizes)}) with two-sided "
-            f"signed-rank p &lt; {alpha:g} (the rule of <code>echo-bench history</code>).")
+            f"change beyond x{factor:g} in RTF (quality: {escape(sizes)}) whose anytime-valid "
+            f"{1 - alpha:.0%} interval excludes no change, so an unchanged cell is flagged "
+            f"with chance at most {alpha:g} (the rule of <code>echo-bench history</code>).")
 
 
 def _write_spec(folder: Path, spec: str, rows: Sequence[Mapping[str, Any]],
