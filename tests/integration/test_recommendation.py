@@ -68,7 +68,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _headline_html(text: str) -> str:
-    return text.split('<table class="headline">', 1)[1].split("</table>", 1)[0]
+    return text.split('<table class="headline"', 1)[1].split("</table>", 1)[0]
 
 
 def _headline_md(text: str) -> str:
