@@ -73,7 +73,8 @@ class AdaptiveStages:
         stop: str | None = None
         last = stage + 1 >= len(self.batches)
         if not active:
-            stop = "decided: the headline and frontier membership are settled"
+            stop = ("decided: the headline is settled" if self.policy.goal == "headline"
+                    else "decided: the headline and frontier membership are settled")
         elif last:
             stop = "every prompt run: some cells were still undecided"
         else:
