@@ -1,12 +1,11 @@
 """The adaptive policy: given the records so far, which cells could still change the
-frontier or the headline, and why each other cell can stop.
+headline (or, with the goal "frontier", a frontier), and why each other cell can stop.
 
 Every comparison is paired: two cells are compared on the (prompt, seed, repeat) units
-both ran, and one bootstrap resamples the shared prompts for both
-(:mod:`bench.scoring.stats`), so the difference between them has an interval of its own,
-much narrower than two overlapping per-cell intervals when prompts differ a lot. The
-intervals are about what the run's whole prompt set would show (the full run the adaptive
-run stands in for), expanded for few prompts (:meth:`Comparisons._about`).
+both ran, summed per prompt, and the difference has an anytime-valid interval of its own
+(:mod:`bench.analysis.sequential`): valid however many stages look at it, about what the
+run's whole prompt set would show (the full run the adaptive run stands in for), and much
+narrower than two overlapping per-cell intervals when prompts differ a lot.
 
 * speed: the mean over units of log(RTF_j / RTF_i) with its interval, shown as a ratio
   (``x0.52 [0.49, 0.55]``: j takes 0.52 of i's compute per second of speech);
@@ -14,13 +13,12 @@ run stands in for), expanded for few prompts (:meth:`Comparisons._about`).
   generations counted as empty transcripts (:mod:`bench.scoring.outcomes`);
 * SIM and UTMOS (the report's other frontiers): the difference of means.
 
-A cell stops when, at the spec's confidence, it is off every frontier (some cell is
-faster and no worse on the metric: "dominated by j on WER") or surely on it, and it
-cannot be the headline's choice (out of the WER budget against the baseline, or slower
-than a cell surely within it). With the goal "headline" only the second half counts:
-near-tied cells whose frontier place no number of prompts would settle stop as soon as
-they surely cannot be the choice. With random weights (or an unscored run) quality is not
-meaningful and the decision is on speed alone, as the headline's is.
+With the goal "headline" (the default) a cell stops as soon as it surely cannot be the
+headline's choice: out of the WER budget against the baseline, or surely no more than
+the speed tolerance faster than a cell surely within it (:func:`decide`). With the goal
+"frontier" it also runs while its place on a frontier is open: dominated (some cell
+surely faster and no worse) or surely on it. With random weights (or an unscored run)
+quality is not meaningful and the decision is on speed alone, as the headline's is.
 
 Pure functions of a record table (:func:`bench.store.records.load_records`).
 """
