@@ -59,7 +59,7 @@ from modal.exception import (
 from modal.exception import TimeoutError as ModalTimeoutError
 
 from bench.backends.modal_cells import run_cells_local
-from tests.modal_standin import FakeModal, Preempted
+from tests.modal_standin import FakeModal, Preempted, restore_committed
 
 #: Modal's longest function timeout: where an endless crash loop or a hang ends.
 FUNCTION_TIMEOUT_S = 24 * 60 * 60
@@ -389,11 +389,7 @@ class ContainerView:
 
     def preempt(self, under: str | None = None) -> None:
         with self.lock:
-            mount = self.mount / under if under else self.mount
-            committed = self.committed / under if under else self.committed
-            shutil.rmtree(mount, ignore_errors=True)
-            if committed.exists():
-                shutil.copytree(committed, mount)
+            restore_committed(self.mount, self.committed, under)
 
     def read_file(self, path: str) -> Iterator[bytes]:
         yield (self.committed / path).read_bytes()

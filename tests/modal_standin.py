@@ -39,6 +39,16 @@ class Preempted(BaseException):
     """The orchestrating container was stopped (not an error of the code under test)."""
 
 
+def restore_committed(mount: Path, committed: Path, under: str | None = None) -> None:
+    """A preempted container's mount: every write since the last commit lost (only those
+    ``under`` that folder when given), the committed copy in its place."""
+    if under:
+        mount, committed = mount / under, committed / under
+    shutil.rmtree(mount, ignore_errors=True)
+    if committed.exists():
+        shutil.copytree(committed, mount)
+
+
 class FakeVolume:
     def __init__(self, mount: Path) -> None:
         self.mount = mount
@@ -62,11 +72,7 @@ class FakeVolume:
         """Lose every write since the last commit (only those ``under`` that folder: a
         GPU container's own files, where the orchestrator's are not its to lose)."""
         with self.lock:
-            mount = self.mount / under if under else self.mount
-            committed = self.committed / under if under else self.committed
-            shutil.rmtree(mount, ignore_errors=True)
-            if committed.exists():
-                shutil.copytree(committed, mount)
+            restore_committed(self.mount, self.committed, under)
 
     # modal.Volume's client API, as the orchestrator uses it (paths from the root).
 
