@@ -26,7 +26,7 @@ Pure functions of a record table (:func:`bench.store.records.load_records`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -501,11 +501,3 @@ def projected_spend(records: pd.DataFrame, generations: Mapping[str, int], price
         hours += one.hours / len(rows) * count
         usd += one.usd / len(rows) * count
     return Spend(hours, usd)
-
-
-def cells_of(records: pd.DataFrame) -> list[str]:
-    return [str(c) for c in dict.fromkeys(column(records, "cell_id"))]
-
-
-def ids_text(ids: Iterable[str]) -> str:
-    return ", ".join(sorted(ids)) or "none"

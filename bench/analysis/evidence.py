@@ -255,16 +255,6 @@ def _column_medians(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.where(count > 0, mid, np.nan)
 
 
-def _median(values: npt.NDArray[np.float64]) -> float:
-    """numpy's median where infinities count as the largest values (as in summarize_cells)."""
-    if not values.size:
-        return math.nan
-    ordered = np.sort(values)
-    mid = (ordered.size - 1) / 2
-    lo, hi = ordered[math.floor(mid)], ordered[math.ceil(mid)]
-    return float(hi) if math.isinf(hi) else float((lo + hi) / 2)
-
-
 #: The columns :func:`add_paired_baseline_wer` adds and the headline's budget reads.
 PAIRED_BASELINE_WER = "baseline_wer_paired"
 PAIRED_CELL_WER = "wer_paired"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +94,12 @@ def truth_yardstick(truth: Mapping[str, CellTruth], baselines: Mapping[str, str]
         limit[cid] = math.nan if speed_only or base is None else base.wer + budget
     stick = Yardstick({c: t.wer for c, t in truth.items()}, {c: t.rtf for c, t in truth.items()},
                       {c: t.usable for c, t in truth.items()}, limit, {}, tolerance)
-    return Yardstick(stick.wer, stick.rtf, stick.usable, limit,
-                     _best(stick, {c: t.hardware for c, t in truth.items()}), tolerance)
+    best: dict[str, float] = {}
+    for cid, t in truth.items():  # the fastest acceptable cell per hardware
+        best.setdefault(t.hardware, math.nan)
+        if stick.acceptable(cid) and (math.isnan(best[t.hardware]) or t.rtf < best[t.hardware]):
+            best[t.hardware] = t.rtf
+    return replace(stick, best=best)
 
 
 def run_yardstick(cells: pd.DataFrame, choices: Mapping[str, str], wer_budget_points: float,
@@ -113,15 +117,6 @@ def run_yardstick(cells: pd.DataFrame, choices: Mapping[str, str], wer_budget_po
     best = {hw: rtf[c] if c else math.nan for hw, c in choices.items()}
     return Yardstick(dict(zip(ids, cells["corpus_wer"].astype(float), strict=True)), rtf,
                      dict(zip(ids, usable_mask(cells), strict=True)), limit, best, tolerance)
-
-
-def _best(stick: Yardstick, hardware: Mapping[str, str]) -> dict[str, float]:
-    best: dict[str, float] = {}
-    for cid, hw in hardware.items():
-        best.setdefault(hw, math.nan)
-        if stick.acceptable(cid) and (math.isnan(best[hw]) or stick.rtf[cid] < best[hw]):
-            best[hw] = stick.rtf[cid]
-    return best
 
 
 def share(flags: list[Any]) -> float:
