@@ -1,20 +1,36 @@
-"""The history-aware nightly: which cells tonight's run must measure further, given last
-night's complete run of the same spec on the same prompts and seeds.
+"""The history-aware nightly: which cells tonight's run must measure further, given a full
+run of the same spec on the same prompts and seeds (last night's, or the last audit).
 
-Most nights nothing changed, and last night's figures for the very same prompts and seeds
-are in the store. Tonight therefore runs every cell on a small first batch of prompts,
-pairs each generation with its twin of last night (same prompt, seed and repeat: an
-unchanged sampler makes the same or nearly the same audio, so the twins' differences are
-small), and asks the step rule (:mod:`bench.analysis.steps`) per cell and metric whether
-a step beyond its size is still possible. A cell goes on to the next batch only while
-some metric is ``open``; a cell is done when every metric is ``none`` (no step: last
-night's figures stand) or one is a ``step`` (flagged). The intervals are the
-without-replacement form over the spec's prompts (each prompt, with all its seeds, one
-draw), so every look is valid and a cell that runs every prompt gets the full
-comparison's answer. A weekly full run stays the audit of what this skips.
+Most nights nothing changed, and the reference run's figures for the very same prompts
+and seeds are in the store. Tonight therefore runs every cell on a small first batch of
+*draws* (a draw is one prompt with one seed, its repeats included), pairs each
+generation with its twin in the reference run (same prompt, seed and repeat: an
+unchanged sampler makes the same or nearly the same audio, so the twins' differences
+are small: pairing is the control variate with coefficient 1), and asks the step rule
+(:mod:`bench.analysis.steps`) per cell and metric whether a step beyond its size is
+still possible. A cell goes on to the next look only while some metric is ``open``; a
+cell is done when every metric is ``none`` (no step: the reference figures stand) or
+one is a ``step`` (flagged).
 
-Not decided here: whether the frontier or the headline could move by less than the step
-sizes (a change below every step size is, by this rule, no change).
+Why draws and not prompts: Echo-TTS samples a fixed-length sequence per chunk whatever
+the text, so a generation costs the same on a two-word prompt as on a long one, and a
+draw is the smallest thing the run can buy. Drawing single generations in a random
+order (without replacement from the run's draws) makes each look a simple random sample
+of the run, so the without-replacement confidence sequence holds, and the first look
+costs half what a prompt with both its seeds would.
+
+Why the cells share one noise scale (``pooled``): every cell of the run measures the
+same draws on the same night, and the twins' spread is the run-to-run noise of the
+machines and the GPU's non-determinism, not the cell's. Three draws give a cell two
+degrees of freedom, and sigma's upper bound from two is more than twice the plug-in;
+twenty cells give forty. A cell noisier than the rest keeps its own plug-in spread.
+
+The intervals are the without-replacement form over the run's draws, so every look is
+valid, and a cell that runs every draw gets the full comparison's answer. A weekly full
+run stays the audit of what this skips.
+
+Not decided here: whether the frontier or the headline could move by less than the
+step sizes (a change below every step size is, by this rule, no change).
 """
 
 from __future__ import annotations
@@ -28,18 +44,15 @@ import numpy.typing as npt
 import pandas as pd
 
 from bench.analysis.evidence import evidence
-from bench.analysis.steps import MetricStep, PairedUnits, StepSizes, step_changes
+from bench.analysis.sequential import paired_differences, paired_log_ratios
+from bench.analysis.steps import METRICS, MetricStep, StepSizes, metric_steps
+from bench.spec.history_aware import DEFAULT_BATCH, DEFAULT_FIRST_BATCH
 
 CellState = Literal["step", "none", "open"]
+FloatArray = npt.NDArray[np.float64]
 
-#: Prompts every cell runs first: the fewest whose spread estimate (two degrees of
-#: freedom) lets the speed interval of twins with ~3 % timing noise lie within a 10 %
-#: step (chosen on constructed nights with generator seeds 0-2; reported on others).
-DEFAULT_FIRST_BATCH = 3
-#: Prompts per later look.
-DEFAULT_BATCH = 1
-#: Where the interval is tightest, in prompts: the first look, where most cells end.
-TIGHT_AT = 3.0
+#: Where the interval is tightest, in draws: about the first looks, where most cells end.
+TIGHT_AT = 4.0
 
 
 @dataclass(frozen=True)
@@ -48,43 +61,56 @@ class NightSettings:
     did not change is flagged with chance at most 1 - confidence); ``none_confidence`` of
     "no step" (a step exactly at its size goes unflagged with chance at most 1 -
     none_confidence, a larger one far less often; the weekly full run audits it); and the
-    batches (``first_batch`` prompts, then ``batch`` per look)."""
+    looks (``first_batch`` draws, then ``batch`` per look)."""
 
     sizes: StepSizes = field(default_factory=StepSizes)
     confidence: float = 0.95
-    none_confidence: float = 0.8
+    none_confidence: float = 0.7
     first_batch: int = DEFAULT_FIRST_BATCH
     batch: int = DEFAULT_BATCH
+    tight_at: float = TIGHT_AT
 
 
 @dataclass(frozen=True)
 class CellNight:
-    """One cell's comparison with last night: each metric's step, and the cell's state
-    ("step": some metric stepped; "none": no metric can have; "open": run further)."""
+    """One cell's comparison with the reference run: each metric's step, and the cell's
+    state ("step": some metric stepped; "none": no metric can have; "open": run
+    further), on ``draws`` draws."""
 
     cell_id: str
     state: CellState
     metrics: dict[str, MetricStep]
-    prompts: int
+    draws: int
 
     def summary(self) -> str:
         parts = [f"{m.metric} {m.estimate:.3g} [{m.low:.3g}, {m.high:.3g}] vs step "
                  f"{m.size:g}: {m.state}{' ' + m.direction if m.direction else ''}"
                  for m in self.metrics.values()]
-        return f"{self.cell_id}: {self.state} on {self.prompts} prompts ({'; '.join(parts)})"
+        return f"{self.cell_id}: {self.state} on {self.draws} draws ({'; '.join(parts)})"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"state": self.state, "draws": self.draws, "metrics": {
+            m: {"estimate": s.estimate, "low": s.low, "high": s.high, "size": s.size,
+                "state": s.state, "direction": s.direction} for m, s in self.metrics.items()}}
 
 
-def twin_table(last: pd.DataFrame, tonight: pd.DataFrame) -> pd.DataFrame:
-    """One row per generation both runs made (cell, prompt, seed, repeat): last night's
-    and tonight's ``rtf``, word errors and reference words, ``sim`` and ``utmos``, and
-    tonight's ``t_total``, under the outcome rules of :func:`evidence` (a generation
-    without speech counts as an empty transcript). Quality is left out (NaN) unless both
-    runs' quality is meaningful."""
+def draw_of_unit(unit: str) -> str:
+    """``prompt/seed`` of an evidence unit ``prompt/seed/repeat``."""
+    return unit.rsplit("/", 1)[0]
+
+
+def twin_table(reference: pd.DataFrame, tonight: pd.DataFrame) -> pd.DataFrame:
+    """One row per generation both runs made (cell, prompt, seed, repeat): the
+    reference's (``_last``) and tonight's (``_now``) ``rtf``, word errors and reference
+    words, ``sim`` and ``utmos``, tonight's ``t_total``, and the ``draw``, under the
+    outcome rules of :func:`evidence` (a generation without speech counts as an empty
+    transcript). Quality is left out (NaN) unless both runs' quality is meaningful."""
     cols = ["cell_id", "prompt_id", "unit", "rtf", "wer_num", "wer_den", "sim", "utmos"]
-    ev_last, ev_now = evidence(last), evidence(tonight)
+    ev_last, ev_now = evidence(reference), evidence(tonight)
     a = ev_last.units[cols]
     b = ev_now.units[[*cols, "t_total"]]
     out = a.merge(b, on=["cell_id", "prompt_id", "unit"], suffixes=("_last", "_now"))
+    out["draw"] = out["unit"].astype(str).map(draw_of_unit)
     if not ev_last.quality == ev_now.quality == "ok":
         # Random weights or a random ASR: quality figures mean nothing, compare speed only.
         quality = [f"{m}_{night}" for m in cols[4:] for night in ("last", "now")]
@@ -92,67 +118,99 @@ def twin_table(last: pd.DataFrame, tonight: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def comparable(last: pd.DataFrame, tonight: pd.DataFrame) -> str | None:
+def comparable(reference: pd.DataFrame, tonight: pd.DataFrame) -> str | None:
     """Why the two runs cannot be compared twin by twin (None when they can): tonight's
-    planned generations must all have twins last night."""
-    if not len(last) or not len(tonight):
+    planned generations must all have twins in the reference run."""
+    if not len(reference) or not len(tonight):
         return "a run has no records"
     key = ["cell_id", "prompt_id", "seed", "repeat"]
-    for name, rows in (("last", last), ("tonight", tonight)):
+    for name, rows in (("reference", reference), ("tonight", tonight)):
         missing = [k for k in key if k not in rows.columns]
         if missing:
             return f"the {name} run's records lack {', '.join(missing)}"
-    have = set(map(tuple, last[key].astype(str).to_numpy()))
+    have = set(map(tuple, reference[key].astype(str).to_numpy()))
     want = set(map(tuple, tonight[key].astype(str).to_numpy()))
     if not want <= have:
-        return (f"{len(want - have)} of tonight's generations have no twin last night "
-                "(another spec, prompt set or seeds)")
+        return (f"{len(want - have)} of tonight's generations have no twin in the reference "
+                "run (another spec, prompt set or seeds)")
     return None
 
 
-def judge_cells(twins: pd.DataFrame, order: Sequence[str], n_prompts: int,
-                settings: NightSettings) -> dict[str, CellNight]:
-    """Each cell's state from the twins run so far, rows in the prompts' drawn ``order``
-    (prompt ids; the prompts each cell ran are a prefix of it)."""
-    rank = {p: k for k, p in enumerate(order)}
-    return {str(cid): judge_cell(str(cid), g, rank, n_prompts, settings)
-            for cid, g in twins.groupby("cell_id", sort=False)}
+@dataclass(frozen=True)
+class TwinMatrix:
+    """The twins as arrays: per metric, ``num``/``den`` summed per (draw, cell), rows in
+    ``draws`` order, columns in ``cells`` order (den 0: not run), and tonight's compute
+    ``seconds`` per (draw, cell). Built once; a look is a choice of rows and columns."""
+
+    cells: tuple[str, ...]
+    draws: tuple[str, ...]
+    num: dict[str, FloatArray]
+    den: dict[str, FloatArray]
+    seconds: FloatArray
+
+    @classmethod
+    def of(cls, twins: pd.DataFrame) -> TwinMatrix:
+        cells = tuple(dict.fromkeys(twins["cell_id"].astype(str)))
+        draws = tuple(sorted(set(twins["draw"].astype(str))))
+        row = pd.Index(draws).get_indexer(twins["draw"].astype(str))
+        col = pd.Index(cells).get_indexer(twins["cell_id"].astype(str))
+        shape = (len(draws), len(cells))
+
+        def summed(values: FloatArray) -> FloatArray:
+            out = np.zeros(shape)
+            np.add.at(out, (row, col), values)
+            return out
+
+        def values(name: str) -> FloatArray:
+            return twins[name].to_numpy(np.float64)
+
+        pairs = {"speed": paired_log_ratios(values("rtf_last"), values("rtf_now")),
+                 "wer": paired_differences(values("wer_num_last"), values("wer_num_now"),
+                                           values("wer_den_now")),
+                 "sim": paired_differences(values("sim_last"), values("sim_now")),
+                 "mos": paired_differences(values("utmos_last"), values("utmos_now"))}
+        num = {m: summed(n) for m, (n, d) in pairs.items() if (d > 0).any()}
+        den = {m: summed(d) for m, (n, d) in pairs.items() if (d > 0).any()}
+        return cls(cells, draws, num, den, summed(np.nan_to_num(values("t_total"))))
+
+    def judge(self, rows: Sequence[int], columns: Sequence[int], settings: NightSettings,
+              n_draws: int | None = None) -> dict[str, CellNight]:
+        """The cells ``columns`` judged together on the draws ``rows`` (in the order they
+        were drawn) out of the run's ``n_draws`` draws (default: the matrix's)."""
+        r, c = np.asarray(rows, dtype=np.intp), np.asarray(columns, dtype=np.intp)
+        per_metric: dict[str, list[MetricStep]] = {}
+        for metric in METRICS:
+            if metric not in self.num:
+                continue
+            den = self.den[metric][np.ix_(r, c)]
+            if not (den > 0).any():
+                continue
+            per_metric[metric] = metric_steps(
+                metric, self.num[metric][np.ix_(r, c)], den, settings.sizes,
+                confidence=settings.confidence, none_confidence=settings.none_confidence,
+                n_population=n_draws or len(self.draws), tight_at=settings.tight_at,
+                pooled=True, regressions_only=True)
+        out = {}
+        for j, col in enumerate(c):
+            metrics = {m: steps[j] for m, steps in per_metric.items()}
+            states = {m.state for m in metrics.values()}
+            state: CellState = ("step" if "step" in states else
+                                "open" if "open" in states or not metrics else "none")
+            ran = int((self.seconds[r, col] > 0).sum()) if len(r) else 0
+            out[self.cells[col]] = CellNight(self.cells[col], state, metrics, ran)
+        return out
+
+    def rows_of(self, order: Sequence[str]) -> list[int]:
+        """Row indices of the draws in ``order``."""
+        index = {d: k for k, d in enumerate(self.draws)}
+        return [index[d] for d in order if d in index]
 
 
-def judge_cell(cell_id: str, twins: pd.DataFrame, rank: dict[str, int], n_prompts: int,
-               settings: NightSettings) -> CellNight:
-    """One cell's state from its twins (see :func:`judge_cells`)."""
-    g = twins.iloc[np.argsort(twins["prompt_id"].map(rank).to_numpy(), kind="stable")]
-
-    def values(name: str) -> npt.NDArray[np.float64]:
-        return g[name].to_numpy(np.float64)
-
-    units = PairedUnits(
-        rtf_before=values("rtf_last"), rtf_after=values("rtf_now"),
-        errors_before=values("wer_num_last"), errors_after=values("wer_num_now"),
-        ref_words=values("wer_den_now"), sim_before=values("sim_last"),
-        sim_after=values("sim_now"), mos_before=values("utmos_last"),
-        mos_after=values("utmos_now"), cluster=tuple(g["prompt_id"].astype(str)))
-    metrics = step_changes(units, settings.sizes, confidence=settings.confidence,
-                           n_population=n_prompts, tight_at=TIGHT_AT,
-                           none_confidence=settings.none_confidence)
-    states = {m.state for m in metrics.values()}
-    state: CellState = ("step" if "step" in states else
-                        "open" if "open" in states or not metrics else "none")
-    return CellNight(cell_id, state, metrics, int(g["prompt_id"].nunique()))
-
-
-def batches(order: Sequence[str], settings: NightSettings) -> list[tuple[str, ...]]:
-    """The prompts in ``order`` cut into looks: ``first_batch``, then ``batch`` each."""
-    out = [tuple(order[:settings.first_batch])]
-    for start in range(settings.first_batch, len(order), settings.batch):
-        out.append(tuple(order[start:start + settings.batch]))
-    return out
-
-
-def shuffled(prompt_ids: Sequence[str], seed: int) -> list[str]:
-    """A seeded shuffle of the prompts (sorted first, so the order does not depend on the
-    records' row order)."""
-    order = sorted(set(prompt_ids))
-    np.random.default_rng(seed).shuffle(order)
-    return order
+def judge_cells(twins: pd.DataFrame, order: Sequence[str], settings: NightSettings,
+                n_draws: int | None = None) -> dict[str, CellNight]:
+    """Each cell's state from the twins run so far, judged together; ``order`` the draws
+    in the order they were drawn (each cell ran a prefix of it), ``n_draws`` the run's
+    draws (default: ``order``'s length)."""
+    matrix = TwinMatrix.of(twins)
+    return matrix.judge(matrix.rows_of(order), range(len(matrix.cells)), settings,
+                        n_draws or len(order))

@@ -2,10 +2,10 @@
 night's and tonight's): what tonight's run would have spent and which cells it would have
 flagged, against what comparing the two full runs flags (``echo-bench nightly-replay``).
 
-A replay runs no generation. It shuffles the prompts (one seeded order per replay), cuts
-them into the nightly's looks (:func:`bench.analysis.nightly.batches`), and lets every
-still-open cell read tonight's stored records of exactly the prompts it would have run,
-paired with last night's twins. What it spends is tonight's compute seconds of those
+A replay runs no generation. It shuffles the draws (a prompt with a seed; one seeded
+order per replay), cuts them into the nightly's looks
+(:func:`bench.spec.history_aware.looks`), and lets every still-open cell read tonight's
+stored records of exactly the draws it would have run, paired with last night's twins. What it spends is tonight's compute seconds of those
 generations, as a share of tonight's full run.
 """
 
@@ -16,14 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bench.analysis.nightly import (
-    CellNight,
-    NightSettings,
-    batches,
-    judge_cell,
-    shuffled,
-    twin_table,
-)
+from bench.analysis.nightly import CellNight, NightSettings, TwinMatrix, twin_table
+from bench.spec.history_aware import looks
 
 
 @dataclass(frozen=True)
@@ -49,10 +43,7 @@ class NightReplay:
         return {"replays": self.replays, "compute_spent_mean": self.compute_spent_mean,
                 "compute_spent_p90": self.compute_spent_p90, "flagged": self.flagged,
                 "full_flags": self.full_flags, "agreement": self.agreement,
-                "full": {c: {"state": n.state, "metrics": {
-                    m: {"estimate": s.estimate, "size": s.size, "state": s.state,
-                        "direction": s.direction} for m, s in n.metrics.items()}}
-                    for c, n in self.full.items()}}
+                "full": {c: n.to_dict() for c, n in self.full.items()}}
 
     def lines(self) -> list[str]:
         out = [f"{self.replays} replays: tonight would have spent "
@@ -67,37 +58,35 @@ class NightReplay:
         return out
 
 
-def replay_nights(last: pd.DataFrame, tonight: pd.DataFrame, *, replays: int = 100,
+def replay_nights(reference: pd.DataFrame, tonight: pd.DataFrame, *, replays: int = 100,
                   seed: int = 0, settings: NightSettings | None = None) -> NightReplay:
     """Replay the history-aware nightly ``replays`` times over two full runs."""
     settings = settings or NightSettings()
-    twins = twin_table(last, tonight)
-    prompts = sorted(set(twins["prompt_id"].astype(str)))
-    n = len(prompts)
-    by_cell = {str(c): g.reset_index(drop=True)
-               for c, g in twins.groupby("cell_id", sort=False)}
-    full_seconds = float(np.nansum(twins["t_total"].to_numpy(np.float64)))
-    identity = {p: k for k, p in enumerate(prompts)}
-    full = {c: judge_cell(c, g, identity, n, settings) for c, g in by_cell.items()}
+    matrix = TwinMatrix.of(twin_table(reference, tonight))
+    n, columns = len(matrix.draws), list(range(len(matrix.cells)))
+    full_seconds = float(matrix.seconds.sum())
+    full = matrix.judge(range(n), columns, settings)
     full_flags = {c for c, night in full.items() if night.state == "step"}
     spent, agree = [], []
-    flags = {c: 0 for c in by_cell}
+    flags = dict.fromkeys(matrix.cells, 0)
     for r in range(replays):
-        order = shuffled(prompts, seed + r)
-        rank = {p: k for k, p in enumerate(order)}
-        looks = np.cumsum([len(b) for b in batches(order, settings)])
-        seconds, flagged = 0.0, set()
-        for cid, g in by_cell.items():
-            ranks = g["prompt_id"].map(rank).to_numpy()
-            for upto in looks:
-                ran = g[ranks < upto]
-                night = judge_cell(cid, ran, rank, n, settings)
-                if night.state != "open":
-                    break
-            seconds += float(np.nansum(ran["t_total"].to_numpy(np.float64)))
-            if night.state == "step":
-                flagged.add(cid)
-                flags[cid] += 1
+        order = np.random.default_rng(seed + r).permutation(n)
+        ends = np.cumsum([len(b) for b in looks(list(order), settings.first_batch,
+                                                  settings.batch)])
+        active, seconds, flagged = columns, 0.0, set()
+        for end in ends:
+            nights = matrix.judge(order[:end], active, settings)
+            done = [j for j in active if nights[matrix.cells[j]].state != "open"]
+            if end == n:
+                done = active
+            for j in done:
+                seconds += float(matrix.seconds[order[:end], j].sum())
+                if nights[matrix.cells[j]].state == "step":
+                    flagged.add(matrix.cells[j])
+                    flags[matrix.cells[j]] += 1
+            active = [j for j in active if j not in done]
+            if not active:
+                break
         spent.append(seconds / full_seconds if full_seconds > 0 else np.nan)
         agree.append(flagged == full_flags)
     return NightReplay(replays, float(np.mean(spent)), float(np.percentile(spent, 90)),

@@ -105,7 +105,8 @@ def boundary(n: npt.ArrayLike, confidence: float, tight_at: float) -> FloatArray
 
 
 def confidence_sequence(num: npt.ArrayLike, den: npt.ArrayLike, n_population: int | None,
-                        confidence: float = 0.95, tight_at: float | None = None) -> AnytimeIntervals:
+                        confidence: float = 0.95, tight_at: float | None = None, *,
+                        pooled: bool = False) -> AnytimeIntervals:
     """Anytime-valid intervals of sum(num) / sum(den) over a finite set of prompts.
 
     ``num`` and ``den`` have shape (prompts, columns) with the rows in the order the
@@ -113,7 +114,12 @@ def confidence_sequence(num: npt.ArrayLike, den: npt.ArrayLike, n_population: in
     whose ``den`` is not positive (or either value not finite) was not run for that
     column. ``n_population`` is the size N of the whole prompt set (None: an unbounded
     population, the with-replacement form). ``tight_at``: the number of prompts where
-    the interval is to be tightest (default: a quarter of N, at least 10).
+    the interval is to be tightest (default: a quarter of N, at least 10). ``pooled``:
+    the columns share one noise scale (the same units measured by several cells of one
+    run, whose run-to-run noise is the machine's), so sigma's upper bound rests on the
+    residuals of all columns together (their degrees of freedom summed); each column
+    still takes its own plug-in estimate where that is larger, so a column noisier than
+    the rest keeps its own width.
 
     When a column has seen every prompt of the set, its interval is its figure exactly.
     """
@@ -132,7 +138,13 @@ def confidence_sequence(num: npt.ArrayLike, den: npt.ArrayLike, n_population: in
         var = (resid ** 2).sum(axis=0) / np.maximum(t - 1, 1)
     sd = np.sqrt(var)
     dof = np.maximum(t - 1, 1).astype(np.float64)
-    sd_bound = sd * np.sqrt(dof / _chi2_low(dof))
+    if pooled and t.size:
+        shared = np.maximum(t - 1, 0).sum()
+        pooled_var = (resid ** 2).sum() / max(shared, 1)
+        total = np.array([max(float(shared), 1.0)])
+        sd_bound = np.maximum(sd, math.sqrt(pooled_var * total[0] / _chi2_low(total)[0]))
+    else:
+        sd_bound = sd * np.sqrt(dof / _chi2_low(dof))
     if n_population is None:
         a_num, a_den = num.sum(axis=0), den.sum(axis=0)
         exact = np.zeros_like(t, dtype=bool)

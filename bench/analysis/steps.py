@@ -42,10 +42,14 @@ from bench.analysis.sequential import (
     paired_differences,
     paired_log_ratios,
 )
+from bench.spec.adaptive import min_first_batch
 
 FloatArray = npt.NDArray[np.float64]
 State = Literal["step", "none", "open"]
 METRICS: tuple[str, ...] = ("speed", "wer", "sim", "mos")
+#: Whether a higher value is worse, per metric (slower, more word errors; SIM and MOS the
+#: other way).
+HIGHER_IS_WORSE = {"speed": True, "wer": True, "sim": False, "mos": False}
 
 
 @dataclass(frozen=True)
@@ -196,3 +200,46 @@ def _shown(metric: str, *values: float) -> tuple[float, ...]:
     if metric == "wer":
         return tuple(100 * v for v in values)
     return values
+
+
+def metric_steps(metric: str, num: FloatArray, den: FloatArray, sizes: StepSizes, *,
+                 confidence: float = 0.95, none_confidence: float | None = None,
+                 n_population: int | None = None, tight_at: float | None = None,
+                 pooled: bool = False, regressions_only: bool = False) -> list[MetricStep]:
+    """One metric's step for each column of ``num``/``den`` (rows: draws in the order
+    drawn; den 0: not run), the rule of :func:`step_changes`. ``pooled``: the columns
+    share one noise scale (:func:`bench.analysis.sequential.confidence_sequence`) for
+    "no step" only. A step is flagged on the column's own spread, bounded from its own
+    degrees of freedom: a false step is the error nobody forgives, and on three draws
+    one re-drawn long prompt can carry the whole estimate while the residuals of a
+    ratio look small; a missed step costs a few more draws, and the weekly audit. For the
+    same reason a step needs at least :func:`bench.spec.adaptive.min_first_batch` draws.
+    ``regressions_only``: "no step" needs only that no *regression* beyond the size is
+    possible (the nightly spends to rule out what hurts; an improvement beyond the size
+    is still flagged when its interval shows it)."""
+    size = sizes.threshold(metric)
+    fewest = min_first_batch(confidence)
+    iv = confidence_sequence(num, den, n_population, confidence, tight_at)
+    if pooled or (none_confidence is not None and none_confidence != confidence):
+        near = confidence_sequence(num, den, n_population, none_confidence or confidence,
+                                   tight_at, pooled=pooled)
+    else:
+        near = iv
+    words = np.where(den > 0, den, 0.0).sum(axis=0)
+    out = []
+    for j in range(num.shape[1]):
+        est, low, high = float(iv.estimate[j]), float(iv.low[j]), float(iv.high[j])
+        below, above = -size < float(near.low[j]), float(near.high[j]) < size
+        if regressions_only:
+            within = above if HIGHER_IS_WORSE[metric] else below
+        else:
+            within = below and above
+        if metric == "wer" and within:
+            within = size * float(words[j]) >= -math.log(1.0 - (none_confidence or confidence))
+        beyond = (low > size or high < -size) and int(iv.n[j]) >= fewest
+        state: State = "step" if beyond else "none" if within else "open"
+        direction = ("up" if est > 0 else "down") if state == "step" else ""
+        shown_est, shown_low, shown_high, shown_size = _shown(metric, est, low, high, size)
+        out.append(MetricStep(metric, shown_est, shown_low, shown_high, int(iv.n[j]),
+                              shown_size, state, direction))
+    return out

@@ -45,20 +45,29 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class Staging:
-    """An adaptive sweep's stages (``bench.spec.adaptive``): ``batches`` are the prompt ids
-    each stage adds; after a stage ran, ``after_stage(store, stage, cells_run)`` returns the
-    cell ids that go on to the next one (empty: stop). Stage s runs, for those cells,
-    every prompt of stages 0..s they lack, so a cell let back in catches up. Decisions
-    are the caller's (the policy sits above this layer); the runner only runs them."""
+    """A staged sweep's stages (an adaptive sweep, ``bench.spec.adaptive``, or a
+    history-aware one, ``bench.spec.history_aware``): ``batches`` are the units each stage
+    adds, a unit being what ``unit_of`` names a generation by (default its prompt id);
+    after a stage ran, ``after_stage(store, stage, cells_run)`` returns the cell ids that
+    go on to the next one (empty: stop). Stage s runs, for those cells, every unit of
+    stages 0..s they lack, so a cell let back in catches up. Decisions are the caller's
+    (the policy sits above this layer); the runner only runs them."""
 
     batches: tuple[tuple[str, ...], ...]
     after_stage: Callable[[RunStore, int, frozenset[str]], frozenset[str]]
+    unit_of: Callable[[Generation], str] = field(default=lambda g: g.prompt.id)
+
+    @staticmethod
+    def draw_of(generation: Generation) -> str:
+        """A generation's ``prompt/seed``: the unit of a history-aware run (its repeats,
+        timing only, go with it)."""
+        return f"{generation.prompt.id}/{generation.seed}"
 
     def work(self, work: dict[Cell, list[Generation]], stage: int, cells: frozenset[str]
              ) -> dict[Cell, list[Generation]]:
         """The part of ``work`` stage ``stage`` runs for ``cells``."""
-        allowed = {p for batch in self.batches[:stage + 1] for p in batch}
-        out = {cell: [g for g in gens if g.prompt.id in allowed]
+        allowed = {u for batch in self.batches[:stage + 1] for u in batch}
+        out = {cell: [g for g in gens if self.unit_of(g) in allowed]
                for cell, gens in work.items() if cell.id in cells}
         return {cell: gens for cell, gens in out.items() if gens}
 

@@ -7,9 +7,13 @@ code (:class:`bench.store.run_store.RunStore`: create, append, finalize), scores
 
 The truth behind the figures:
 
-* speed: RTF = the GPU's base x steps/40 x the CFG mode's cost x a per-prompt factor
-  (short prompts pay fixed costs over little speech) x timing noise (log-normal, 3 %)
-  that is new every night;
+* prompts: the nightly's own built-in prompts, with their reference words and the chunks
+  ``long_text = "chunk"`` cuts them into (:func:`echo_tts.text.split_text`);
+* speed: Echo-TTS samples a fixed-length sequence per chunk (640 latents, about 30 s of
+  audio) whatever the text, so a generation's compute seconds are chunks x the GPU's
+  seconds per chunk x steps/40 x the CFG mode's cost x timing noise (log-normal, 3 %)
+  that is new every night, and its RTF is those seconds over the speech (about 0.4 s a
+  word, after cropping): short prompts pay the whole sequence for little speech;
 * quality: the same commit with the same seeds makes the same audio, so each
   generation's word errors, SIM and MOS are drawn once and kept night after night,
   except for a small share re-drawn each night (GPU non-determinism) and a tiny jitter
@@ -18,7 +22,9 @@ The truth behind the figures:
   makes more word errors by a number of WER points (extra errors per reference word).
 
 ``python -m bench.scripts.nightly_runs OUT --nights 30`` writes 30 nights under OUT
-(with the default plants: a 15 % slowdown and +2 WER points, on different cells).
+(with the default plants: a 15 % slowdown and +2 WER points, on different cells);
+``--pair slower --seed 100`` writes two nights of a :data:`PAIRS` case instead (for
+``echo-bench nightly-replay``).
 """
 
 from __future__ import annotations
@@ -36,15 +42,21 @@ from typing import Any
 
 import numpy as np
 
+from bench.spec.prompt_files import load_builtin
 from bench.spec.sweep import cell_id
 from bench.store.layout import record_key
 from bench.store.run_store import RunStore
+from echo_tts.text import chunk_bytes_for, split_text
 
 NIGHTLY_SPEC = Path(__file__).resolve().parents[1] / "sweeps" / "nightly.toml"
 
-#: RTF of 40 steps, independent CFG, per GPU (A10G from the research's baseline: two
-#: 30 s chunks in about 12 s).
+#: RTF of a whole chunk (its full ~30 s sequence) at 40 steps, independent CFG, per GPU
+#: (A10G from the research's baseline: two 30 s chunks in about 12 s).
 GPU_BASE = {"A10G": 0.20, "L4": 0.26, "L40S": 0.11, "A100-80GB": 0.09, "H100": 0.06}
+#: Seconds of audio one chunk's sequence holds (640 latents of 2048 samples at 44.1 kHz).
+CHUNK_AUDIO_SECONDS = 640 * 2048 / 44_100
+#: Seconds of speech per reference word (about 150 words a minute).
+SECONDS_PER_WORD = 0.4
 CFG_COST = {"independent": 1.0, "alternating": 0.72, "joint": 0.72, "none": 0.4}
 PEAK_GB = {"A10G": 14.0, "L4": 14.5, "L40S": 15.0, "A100-80GB": 15.5, "H100": 15.5}
 REDRAWN = 0.04  # share of generations whose audio differs night to night at one commit
@@ -105,13 +117,16 @@ class NightlyTruth:
         n = len(shape.prompts)
         self.shape = shape
         self.seed = seed
-        self.words = rng.integers(8, 60, n)  # reference words per prompt
-        self.speech = self.words * 0.4  # seconds of speech (about 150 words a minute)
-        self.prompt_rtf = 1.0 + 4.0 / self.speech  # fixed costs weigh on short prompts
+        texts = {p.id: p.text for p in load_builtin()}
+        self.words = np.array([len(texts[p].split()) for p in shape.prompts])
+        self.chunks = np.array([len(split_text(texts[p], chunk_bytes_for(640)))
+                                for p in shape.prompts])
+        self.speech = self.words * SECONDS_PER_WORD
         self.difficulty = rng.lognormal(0.0, 0.4, n)
         shape_gens = (len(shape.cells), n, len(shape.seeds))
-        self.base_u = rng.random((*shape_gens, 60))  # per-word uniforms: kept errors
-        self.extra_u = rng.random((*shape_gens, 60))  # and those of planted errors
+        most = int(self.words.max())
+        self.base_u = rng.random((*shape_gens, most))  # per-word uniforms: kept errors
+        self.extra_u = rng.random((*shape_gens, most))  # and those of planted errors
         self.sim = rng.normal(0.0, 0.03, shape_gens)
         self.mos = rng.normal(0.0, 0.15, shape_gens)
 
@@ -130,7 +145,8 @@ def night_records(truth: NightlyTruth, night: int, plants: Sequence[Plant] = (),
         slower = math.prod(p.slower for p in active)
         extra = sum(p.wer_points for p in active) / 100
         p_err = min(0.9, 0.02 * (1.0 + 2.0 * max(0, 40 - steps) / 40) * CFG_COST[cfg] ** -0.5)
-        cost = GPU_BASE.get(gpu, 0.2) * steps / 40 * CFG_COST[cfg] * slower
+        chunk_seconds = (GPU_BASE.get(gpu, 0.2) * CHUNK_AUDIO_SECONDS * steps / 40
+                         * CFG_COST[cfg] * slower)
         for k, prompt in enumerate(shape.prompts):
             words = int(truth.words[k])
             for s, seed in enumerate(shape.seeds):
@@ -140,15 +156,16 @@ def night_records(truth: NightlyTruth, night: int, plants: Sequence[Plant] = (),
                 errors = int((u < min(0.95, p_err * truth.difficulty[k])).sum())
                 # extra errors of a plant: the same words every night (same audio)
                 errors += int((truth.extra_u[c, k, s, :words] < extra).sum())
-                rtf = cost * truth.prompt_rtf[k] * math.exp(rng.normal(0.0, 0.03))
-                audio = float(truth.speech[k])
+                chunks = int(truth.chunks[k])
+                seconds = chunks * chunk_seconds * math.exp(rng.normal(0.0, 0.03))
+                audio, full = float(truth.speech[k]), chunks * CHUNK_AUDIO_SECONDS
                 out.append({
                     "key": record_key(cid, prompt, seed, 0), "cell_id": cid,
                     "prompt_id": prompt, "seed": seed, "repeat": 0, "status": "ok",
                     "cell_label": f"steps={steps} cfg={cfg} len={length} gpu={gpu}",
-                    **values, "device_name": f"NVIDIA {gpu}", "nfe": steps, "n_chunks": 1,
-                    "t_sampling": rtf * audio * 0.9, "t_total": rtf * audio,
-                    "audio_seconds": audio, "full_seconds": audio, "rtf": rtf, "rtf_full": rtf,
+                    **values, "device_name": f"NVIDIA {gpu}", "nfe": steps, "n_chunks": chunks,
+                    "t_sampling": seconds * 0.9, "t_total": seconds, "audio_seconds": audio,
+                    "full_seconds": full, "rtf": seconds / audio, "rtf_full": seconds / full,
                     "audio_nan": False, "audio_silent": False, "random_weights": random_weights,
                     "peak_allocated_bytes": PEAK_GB.get(gpu, 15.0) * 1e9 * CFG_COST[cfg] ** 0.05,
                     "text": "word " * words, "ref_words": words, "hits": max(0, words - errors),
@@ -199,15 +216,49 @@ def write_nights(root: Path, nights: range, *, shape: Shape | None = None, seed:
         return list(pool.map(lambda n: write_night(root, truth, n, chosen), nights))
 
 
+#: The two planted cells of :data:`PAIRS` (the nightly's L4 production config slower, its
+#: A100 30-step neighbour worse).
+SLOW_PLANT = Plant(1, "L4", 40, "independent", slower=1.15)
+WER_PLANT = Plant(1, "A100-80GB", 30, "independent", wer_points=2.0)
+#: Pairs of nights (last night, tonight) with a known truth, for the history-aware
+#: nightly: nothing changed, one cell 15 % slower, one cell +2 WER points.
+PAIRS: dict[str, tuple[Plant, ...]] = {"same": (), "slower": (SLOW_PLANT,),
+                                       "wer": (WER_PLANT,)}
+
+
+def plant_cell(plant: Plant, length: int = 640) -> str:
+    """The id of the cell a plant hits."""
+    return cell_id({"gpu": plant.gpu, "num_steps": plant.steps, "cfg_mode": plant.cfg,
+                    "sequence_length": length})
+
+
+def night_pair(seed: int, case: str, shape: Shape | None = None
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Last night's and tonight's records of one :data:`PAIRS` case (nights 0 and 1)."""
+    truth = NightlyTruth(shape or nightly_shape(), seed)
+    return night_records(truth, 0, PAIRS[case]), night_records(truth, 1, PAIRS[case])
+
+
+def write_pair(root: Path, seed: int, case: str, shape: Shape | None = None
+               ) -> tuple[Path, Path]:
+    """Both nights of a :data:`PAIRS` case as runs under ``root`` (one spec)."""
+    truth = NightlyTruth(shape or nightly_shape(), seed)
+    last, tonight = (write_night(root, truth, night, PAIRS[case]) for night in (0, 1))
+    return last, tonight
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--nights", type=int, default=30)
+    parser.add_argument("--pair", choices=tuple(PAIRS),
+                        help="write two nights (last, tonight) of this case instead")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=8, help="nights written at once")
     args = parser.parse_args()
-    for path in write_nights(args.out, range(args.nights), seed=args.seed,
-                             threads=args.threads):
+    paths = (write_pair(args.out, args.seed, args.pair) if args.pair else
+             write_nights(args.out, range(args.nights), seed=args.seed, threads=args.threads))
+    for path in paths:
         print(path)
 
 

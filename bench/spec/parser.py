@@ -18,6 +18,7 @@ from typing import Any
 
 from bench.spec.adaptive import parse_adaptive
 from bench.spec.axes import UNSET, check_value, format_value
+from bench.spec.history_aware import HistorySpec, parse_history
 from bench.spec.predictions import parse_predictions
 from bench.spec.sweep import (
     AXES,
@@ -96,7 +97,7 @@ def _line_of_byte(data: bytes, offset: int) -> int:
 # [gate] holds the CI gate's thresholds (read by bench.gate.verdict); sweeps ignore it.
 _TOP_KEYS = ("name", "description", "model", "prompts", "grid", "include", "exclude",
              "measure", "limits", "gate", "predictions",
-             "modal", "adaptive")
+             "modal", "adaptive", "history")
 
 _MODEL_KEYS = ("model", "codec", "pca", "dtype", "device", "compile", "codec_dtype",
                "keep_blockwise")
@@ -226,7 +227,20 @@ class _Parser:
                                      lambda message, key: self.error(message, key),
                                      self.prompt_count(prompts))
                       if "adaptive" in raw else None),
+            history=self.history(raw),
         )
+
+    def history(self, raw: dict[str, Any]) -> HistorySpec | None:
+        """``[history]`` (the history-aware nightly), which cannot be combined with
+        ``[adaptive]``: one staged run follows one rule."""
+        if "history" not in raw:
+            return None
+        if "adaptive" in raw:
+            raise self.error("a spec has [adaptive] or [history], not both: [adaptive] "
+                             "decides the headline within one run, [history] checks a run "
+                             "against the last full one; remove one", "history")
+        return parse_history(self.table(raw, "history"),
+                             lambda message, key: self.error(message, key))
 
     @staticmethod
     def prompt_count(prompts: PromptSpec) -> int | None:

@@ -86,6 +86,7 @@ from typing import Any
 
 from bench.spec.adaptive import AdaptiveSpec
 from bench.spec.axes import UNSET, AxisType, format_value, sampler_axis_types
+from bench.spec.history_aware import HistorySpec
 from bench.spec.predictions import Prediction
 from bench.spec.workload_axes import (
     WORKLOAD_AXES,
@@ -297,6 +298,8 @@ class SweepSpec:
     predictions: tuple[Prediction, ...] = ()
     # [adaptive] (bench.spec.adaptive): None runs every cell on every prompt.
     adaptive: AdaptiveSpec | None = None
+    # [history] (bench.spec.history_aware): None never checks against an earlier run.
+    history: HistorySpec | None = None
 
     def cells_by_gpu(self) -> dict[str | None, tuple[Cell, ...]]:
         """Cells grouped by GPU string (None: wherever the backend runs), in cell order."""
@@ -330,6 +333,7 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
         "predictions": [p.to_dict() for p in spec.predictions],
         "modal": asdict(spec.modal),
         "adaptive": None if spec.adaptive is None else spec.adaptive.to_dict(),
+        "history": None if spec.history is None else spec.history.to_dict(),
         "cells": [
             {"id": c.id, "label": c.label, "settings": dict(c.settings), **c.values()}
             for c in spec.cells
