@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,8 @@ def step_changes(before: Twins | Figures, after: Twins | Figures, *, factor: flo
         step = metric_step(rule.step_metric, *paired(rule.step_metric, old, new, weights),
                            sizes, confidence=1.0 - alpha,
                            min_draws=min_first_batch(1.0 - alpha))
-        out.append(NO_PAIRS if step is None else _change(rule, step))
+        out.append(replace(NO_PAIRS, metric=rule.metric) if step is None
+                   else _change(rule, step))
     return out
 
 

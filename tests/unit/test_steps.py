@@ -90,6 +90,10 @@ def test_only_twins_are_compared() -> None:
     # Two pairs, both exactly x2: fewer twins than an interval at 95 % rests on, no step.
     assert change.step == ""
     assert paired_step_change({"a": 1.0}, {"b": 1.0}).n_pairs == 0
+    # A figure without pairs is still named: it must not pass for the speed change.
+    changes = step_changes({"rtf": before, "sim": {"a/0/0": math.nan}},
+                           {"rtf": after, "sim": {"a/0/0": 0.5}})
+    assert [(c.metric, c.n_pairs) for c in changes] == [("rtf", 2), ("sim", 0)]
 
 
 def test_flag_step_changes_pairs_each_run_with_the_cells_previous_one() -> None:
