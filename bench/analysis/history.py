@@ -157,15 +157,14 @@ def step_changes(before: Twins | Figures, after: Twins | Figures, *, factor: flo
     rule changes in one place."""
     b = before if isinstance(before, Twins) else Twins.from_mappings(before)
     a = after if isinstance(after, Twins) else Twins.from_mappings(after)
-    sizes = StepSizes(speed_factor=factor)
+    sizes, floor = StepSizes(speed_factor=factor), min_first_batch(1.0 - alpha)
     out = []
     for rule in rules:
         if rule.metric not in b.values or rule.metric not in a.values:
             continue
         old, new, weights = b.aligned(a, rule.metric, rule.weight)
         step = metric_step(rule.step_metric, *paired(rule.step_metric, old, new, weights),
-                           sizes, confidence=1.0 - alpha,
-                           min_draws=min_first_batch(1.0 - alpha))
+                           sizes, confidence=1.0 - alpha, min_draws=floor)
         out.append(replace(NO_PAIRS, metric=rule.metric) if step is None
                    else _change(rule, step))
     return out
