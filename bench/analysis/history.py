@@ -1,5 +1,5 @@
-"""Step changes between two runs of one cell, paired as the gate pairs them: the one rule
-that ``echo-bench history`` and ``echo-bench dashboard`` both apply (:func:`step_changes`).
+"""Step changes between two runs of one cell, paired as the gate pairs them, for
+``echo-bench history`` and ``echo-bench dashboard`` (:func:`step_changes`, :func:`flag_rows`).
 
 Two runs of a spec use the same prompts, seeds and repeats, so a generation in one run has
 a twin in the other: the same text, the same noise. Comparing twins removes the spread
@@ -7,25 +7,24 @@ between prompts (a short prompt's RTF can be several times a long one's), which 
 unpaired test of the pooled values cannot see past: a uniform 15 % slowdown over a mix of
 short and long prompts hides in that spread.
 
-Rule (asv's two conditions, the test made anytime-valid), per figure in
-:data:`STEP_RULES`: the change over twins is beyond the rule's size, AND its interval at
-1 - ``alpha`` (:func:`bench.analysis.sequential.confidence_sequence`, the
-with-replacement form: the question is whether the sampler changed, not what two nights'
-draws showed) excludes no change at all. A cell that did not change is flagged with
-chance at most ``alpha`` however often its twins are looked at as they come in (in
-practice far less: its estimate must also lie beyond the size). Speed: the mean over
-twins of log(RTF after/before), shown as a ratio, against ``factor`` (x1.1) either way.
-Quality: a difference over twins (corpus WER: errors over reference words of the twins;
-SIM and MOS: means) against the gate's default non-inferiority margins
-(``bench.gate.thresholds``: WER 0.5 points, SIM 0.01, MOS 0.1). The sizes are printed
-with every result.
+The rule is the step rule of :mod:`bench.analysis.steps`, the nightly's, asked per figure
+in :data:`STEP_RULES` with its sizes (:class:`bench.analysis.steps.StepSizes`; ``factor``
+replaces the speed size): a step is a change whose anytime-valid interval at 1 -
+``alpha`` lies wholly beyond the size, either way (the with-replacement form: the
+question is whether the sampler changed, not what two nights' draws showed). A cell that
+did not change, or changed by less than the size, is flagged with chance at most
+``alpha`` however often its twins are looked at as they come in. Fewer twins than a
+first batch at that level (:func:`bench.spec.adaptive.min_first_batch`) flag nothing.
+What this module adds is the pairing (twins aligned by key, :class:`Twins`), the figures
+as run summaries name them (:data:`STEP_RULES`), and the rule's words with its sizes,
+printed with every result (:func:`describe_rule`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from bench.analysis.sequential import confidence_sequence, paired_differences, paired_log_ratios
-from bench.spec.adaptive import min_first_batch
+from bench.analysis.steps import MetricStep, StepSizes, metric_step, paired
 
 
 @dataclass(frozen=True)
@@ -64,27 +62,43 @@ NO_PAIRS = StepChange(math.nan, math.nan, math.nan, 0, "")
 @dataclass(frozen=True)
 class StepRule:
     """One figure's step rule: ``metric`` (a per-generation figure of a run summary,
-    :mod:`bench.analysis.run_summary`), its ``label``; ``size`` the smallest change that
-    counts (a ratio for RTF, else a difference in the figure's units); ``weight`` the
+    :mod:`bench.analysis.run_summary`), its ``label``, ``step_metric`` (the
+    :mod:`bench.analysis.steps` metric whose rule and size it takes); ``weight`` the
     per-generation denominator of a ratio of sums (WER: reference words)."""
 
     metric: str
     label: str
-    size: float
+    step_metric: str
     higher_is_better: bool
     weight: str | None = None
 
 
-#: The figures history and the dashboard flag steps on. Sizes: x1.1 for RTF (history's
-#: ``--factor``); the gate's default margins for quality (``bench.gate.thresholds``; a
-#: test checks they agree).
+#: The figures history and the dashboard flag steps on, with their sizes from
+#: :class:`bench.analysis.steps.StepSizes` (history's ``--factor`` replaces RTF's).
 STEP_RULES: tuple[StepRule, ...] = (
-    StepRule("rtf", "median RTF", 1.1, higher_is_better=False),
-    StepRule("wer_errors", "corpus WER", 0.005, higher_is_better=False, weight="ref_words"),
-    StepRule("sim", "SIM", 0.01, higher_is_better=True),
-    StepRule("utmos", "UTMOS", 0.1, higher_is_better=True),
-    StepRule("dnsmos_ovrl", "DNSMOS OVRL", 0.1, higher_is_better=True),
+    StepRule("rtf", "median RTF", "speed", higher_is_better=False),
+    StepRule("wer_errors", "corpus WER", "wer", higher_is_better=False, weight="ref_words"),
+    StepRule("sim", "SIM", "sim", higher_is_better=True),
+    StepRule("utmos", "UTMOS", "mos", higher_is_better=True),
+    StepRule("dnsmos_ovrl", "DNSMOS OVRL", "dnsmos", higher_is_better=True),
 )
+
+
+def describe_rule(factor: float = 1.1, alpha: float = 0.05) -> str:
+    """The rule in a sentence, with its sizes, as history and the dashboard print it."""
+    sizes = StepSizes(speed_factor=factor)
+    quality = ", ".join(f"{r.label} {_size_text(sizes, r.step_metric)}" for r in STEP_RULES
+                        if r.step_metric != "speed")
+    return (f"step change = against the cell's previous run, paired over the generations "
+            f"both runs made, an anytime-valid {1 - alpha:.0%} interval lying wholly beyond "
+            f"x{factor:g} in RTF either way (quality: {quality}), so a cell that did not "
+            f"change, or changed by less, is flagged with chance at most {alpha:g}")
+
+
+def _size_text(sizes: StepSizes, metric: str) -> str:
+    size = sizes.shown(metric)
+    return f"{size:g} point{'' if size == 1 else 's'}" if metric == "wer" else f"{size:g}"
+
 
 #: Per-generation figures by name, each keyed by twin (prompt/seed/repeat).
 Figures = Mapping[str, Mapping[Hashable, float]]
@@ -135,18 +149,23 @@ def _number(value: Any) -> float:
 def step_changes(before: Twins | Figures, after: Twins | Figures, *, factor: float = 1.1,
                  alpha: float = 0.05, rules: Sequence[StepRule] = STEP_RULES
                  ) -> list[StepChange]:
-    """The step rule over two runs of one cell: one :class:`StepChange` per rule whose
-    figure both runs have (``factor`` replaces the RTF rule's size). History and the
-    dashboard call this and nothing else, so the rule changes in one place."""
+    """The step rule (:func:`bench.analysis.steps.metric_step`, at ``confidence`` 1 -
+    ``alpha``, with-replacement) over two runs of one cell: one :class:`StepChange` per
+    rule whose figure both runs have (``factor`` replaces the RTF rule's size). History
+    and the dashboard call this and nothing else, and it asks the nightly's rule, so the
+    rule changes in one place."""
     b = before if isinstance(before, Twins) else Twins.from_mappings(before)
     a = after if isinstance(after, Twins) else Twins.from_mappings(after)
+    sizes = StepSizes(speed_factor=factor)
     out = []
     for rule in rules:
         if rule.metric not in b.values or rule.metric not in a.values:
             continue
         old, new, weights = b.aligned(a, rule.metric, rule.weight)
-        out.append(_step(old, new, weights, rule, factor if rule.metric == "rtf" else rule.size,
-                         alpha))
+        step = metric_step(rule.step_metric, *paired(rule.step_metric, old, new, weights),
+                           sizes, confidence=1.0 - alpha)
+        out.append(replace(NO_PAIRS, metric=rule.metric) if step is None
+                   else _change(rule, step))
     return out
 
 
@@ -159,32 +178,18 @@ def paired_step_change(before: Mapping[Hashable, float], after: Mapping[Hashable
     return change
 
 
-def _step(before: npt.NDArray[np.float64], after: npt.NDArray[np.float64],
-          weights: npt.NDArray[np.float64] | None, rule: StepRule, size: float,
-          alpha: float) -> StepChange:
-    """One rule over aligned twins (see the module docstring)."""
-    if rule.metric == "rtf":
-        num, den = paired_log_ratios(before, after)
-        threshold = math.log(size)
-    else:
-        num, den = paired_differences(before, after, weights)
-        threshold = size
-    n = int((den > 0).sum())
-    if not n:
-        return NO_PAIRS
-    iv = confidence_sequence(num[:, None], den[:, None], None, 1.0 - alpha)
-    est, low, high = float(iv.estimate[0]), float(iv.low[0]), float(iv.high[0])
-    step = ""
-    # Fewer twins than a first batch at this level needs say too little to flag anything
-    # (two identical ratios would make a zero-width interval).
-    surely = low > 0 or high < 0  # the interval excludes no change at all
-    if n >= min_first_batch(1.0 - alpha) and surely and abs(est) > threshold:
-        up = est > 0  # slower, more errors, or a higher SIM/MOS
-        step = (("slower" if up else "faster") if rule.metric == "rtf"
+def _change(rule: StepRule, step: MetricStep) -> StepChange:
+    """A step of the rule as history words it: "slower"/"faster" for speed, "worse"/
+    "better" for quality, and WER as a fraction (the summaries' ``corpus_wer``; the step
+    rule shows points)."""
+    word = ""
+    if step.state == "step":
+        up = step.direction == "up"  # slower, more errors, or a higher SIM/MOS
+        word = (("slower" if up else "faster") if rule.step_metric == "speed"
                 else "better" if up == rule.higher_is_better else "worse")
-    if rule.metric == "rtf":
-        est, low, high = math.exp(est), math.exp(low), math.exp(high)
-    return StepChange(est, low, high, n, step, rule.metric)
+    scale = 0.01 if rule.step_metric == "wer" else 1.0
+    return StepChange(step.estimate * scale, step.low * scale, step.high * scale, step.n,
+                      word, rule.metric)
 
 
 def history_table(root: str | Path, spec_name: str | None = None) -> pd.DataFrame:

@@ -152,8 +152,8 @@ class TwinMatrix:
     def of(cls, twins: pd.DataFrame) -> TwinMatrix:
         cells = tuple(dict.fromkeys(twins["cell_id"].astype(str)))
         draws = tuple(sorted(set(twins["draw"].astype(str))))
-        row = pd.Index(draws).get_indexer(twins["draw"].astype(str))
-        col = pd.Index(cells).get_indexer(twins["cell_id"].astype(str))
+        row = pd.Index(draws).get_indexer(pd.Index(twins["draw"].astype(str)))
+        col = pd.Index(cells).get_indexer(pd.Index(twins["cell_id"].astype(str)))
         shape = (len(draws), len(cells))
 
         def summed(values: FloatArray) -> FloatArray:
@@ -173,7 +173,8 @@ class TwinMatrix:
         den = {m: summed(d) for m, (n, d) in pairs.items() if (d > 0).any()}
         return cls(cells, draws, num, den, summed(np.nan_to_num(values("t_total"))))
 
-    def judge(self, rows: Sequence[int], columns: Sequence[int], settings: NightSettings,
+    def judge(self, rows: Sequence[int] | npt.NDArray[np.intp], columns: Sequence[int],
+              settings: NightSettings,
               n_draws: int | None = None) -> dict[str, CellNight]:
         """The cells ``columns`` judged together on the draws ``rows`` (in the order they
         were drawn) out of the run's ``n_draws`` draws (default: the matrix's)."""

@@ -70,7 +70,7 @@ def replay_nights(reference: pd.DataFrame, tonight: pd.DataFrame, *, replays: in
     spent, agree = [], []
     flags = dict.fromkeys(matrix.cells, 0)
     for r in range(replays):
-        order = np.random.default_rng(seed + r).permutation(n)
+        order = np.random.default_rng(seed + r).permutation(n).astype(np.intp)
         ends = np.cumsum([len(b) for b in looks(list(order), settings.first_batch,
                                                   settings.batch)])
         active, seconds, flagged = columns, 0.0, set()

@@ -1,14 +1,15 @@
 """``echo-bench history``: key figures of a spec's runs over time, with step changes flagged.
 
-A step change is a change of a cell's figure against its previous run beyond the step
-size (``--factor`` for RTF) whose anytime-valid interval at 1 - ``--alpha`` excludes no
-change: generations are paired across the two runs by prompt, seed and repeat, as the
-gate pairs them, the interval is over the pairs' log ratios (:mod:`bench.analysis.history`).
-WER counts failed and silent generations
-as empty transcripts, and the share without speech is shown beside it. Quality steps
-(corpus WER, SIM, MOS) follow the same rule with the sizes of
-:data:`bench.analysis.history.STEP_RULES`. Figures come from each run's summary, computed
-once per run (:mod:`bench.analysis.run_summary`), so a new night re-reads that night only.
+A step change is a change of a cell's figure against its previous run whose
+anytime-valid interval at 1 - ``--alpha`` lies wholly beyond the step size, either way:
+the step rule of :mod:`bench.analysis.steps`, the nightly's, with its sizes
+(:class:`bench.analysis.steps.StepSizes`; ``--factor`` replaces RTF's). Generations are
+paired across the two runs by prompt, seed and repeat, as the gate pairs them; the speed
+interval is over the pairs' log ratios, the quality ones (corpus WER, SIM, UTMOS, DNSMOS
+OVRL) over their differences (:mod:`bench.analysis.history`). WER counts failed and
+silent generations as empty transcripts, and the share without speech is shown beside
+it. Figures come from each run's summary, computed once per run
+(:mod:`bench.analysis.run_summary`), so a new night re-reads that night only.
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ def _beyond_wer(row: Mapping[Any, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.analysis.history import STEP_RULES, flag_step_changes, history_table
+    from bench.analysis.history import (
+        STEP_RULES,
+        describe_rule,
+        flag_step_changes,
+        history_table,
+    )
 
     if not args.root.is_dir():
         raise UserError(f"no results folder {args.root}; pass --root DIR")
@@ -62,12 +68,7 @@ def run(args: argparse.Namespace) -> int:
     labels = {rule.metric: rule.label for rule in STEP_RULES}
     runs = list(dict.fromkeys(flagged["run_id"]))
     print(f"{len(runs)} runs, {flagged['cell_id'].nunique()} cells (oldest first); "
-          f"step change = beyond x{args.factor:g}, and its anytime-valid {1 - args.alpha:.0%} "
-          "interval, paired over the generations both runs made, excludes no change (an "
-          f"unchanged cell is flagged with chance at most {args.alpha:g}); quality steps "
-          "beyond: "
-          + ", ".join(f"{r.label} {r.size * 100 if r.weight else r.size:g}"
-                      f"{' points' if r.weight else ''}" for r in STEP_RULES[1:]))
+          f"{describe_rule(args.factor, args.alpha)}")
     for cell_id, rows in flagged.groupby("cell_id", sort=False):
         print(f"\n{cell_id}  {rows['cell_label'].iloc[-1]}")
         for row in rows.to_dict("records"):

@@ -8,8 +8,9 @@ fetched from elsewhere)::
     <spec>/<cell>.html       one cell: each figure across runs, every point a link
 
 Figures come from the per-run summaries (:mod:`bench.analysis.run_summary`, computed
-once per run), and step changes from :func:`bench.analysis.history.flag_rows`,
-the rule ``echo-bench history`` prints: the dashboard has no rule of its own. Points link
+once per run), and step changes from :func:`bench.analysis.history.flag_rows`, the rule
+``echo-bench history`` prints (the step rule of :mod:`bench.analysis.steps`, with its
+sizes): the dashboard has no rule of its own. Points link
 to the run's ``report.html`` (relative to the page, so the site works beside the
 results folder it was built from), or to its manifest where no report was rendered.
 """
@@ -24,7 +25,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from bench.analysis.history import STEP_RULES, StepChange, flag_rows, history_rows
+from bench.analysis.history import StepChange, describe_rule, flag_rows, history_rows
 from bench.analysis.run_summary import Skipped, collect_summaries
 from bench.report.dashboard_svg import Point, trend_svg
 from bench.store.layout import MANIFEST, safe_slug
@@ -294,12 +295,8 @@ def _index_page(listing: Sequence[tuple[str, Sequence[Mapping[str, Any]], Sequen
 
 
 def _rule_note(factor: float, alpha: float) -> str:
-    sizes = ", ".join(f"{r.label} {r.size * 100:g} points" if r.weight else f"{r.label} "
-                      f"{r.size:g}" for r in STEP_RULES[1:])
-    return (f"Step change: against the cell's previous run, paired by prompt and seed, a "
-            f"change beyond x{factor:g} in RTF (quality: {escape(sizes)}) whose anytime-valid "
-            f"{1 - alpha:.0%} interval excludes no change, so an unchanged cell is flagged "
-            f"with chance at most {alpha:g} (the rule of <code>echo-bench history</code>).")
+    rule = describe_rule(factor, alpha)
+    return f"{escape(rule[0].upper() + rule[1:])} (the rule of <code>echo-bench history</code>)."
 
 
 def _write_spec(folder: Path, spec: str, rows: Sequence[Mapping[str, Any]],

@@ -286,7 +286,7 @@ def cost(cells: pd.DataFrame, currency: str = "USD", highlight: dict[str, str] |
 
 def history(table: pd.DataFrame, max_cells: int = 8) -> bytes:
     """Median RTF of each cell across runs (oldest left); step changes flagged with a
-    triangle (up: slower). Takes :func:`bench.analysis.cells.flag_step_changes` output."""
+    triangle (up: slower). Takes :func:`bench.analysis.history.flag_step_changes` output."""
     with _figure(8.0, 3.8) as (fig, (ax,)):
         if not len(table):
             _message(ax, "no earlier runs")

@@ -2,7 +2,7 @@
 
 Writes (once; kept in ``--root`` for later calls) ``--nights`` - 1 nights of the
 nightly's shape (:mod:`bench.scripts.nightly_runs`: 20 cells, 960 generations a night,
-a planted 15 % slowdown and +2 WER points), then measures, each ``--repeats`` times:
+a planted 15 % slowdown and +4 WER points), then measures, each ``--repeats`` times:
 
 * ``scratch``: every run's summary deleted and the site removed, then a build;
 * ``unchanged``: a build when nothing changed (every summary current);

@@ -22,7 +22,7 @@ The truth behind the figures:
   makes more word errors by a number of WER points (extra errors per reference word).
 
 ``python -m bench.scripts.nightly_runs OUT --nights 30`` writes 30 nights under OUT
-(with the default plants: a 15 % slowdown and +2 WER points, on different cells);
+(with the default plants: a 15 % slowdown and +4 WER points, on different cells);
 ``--pair slower --seed 100`` writes two nights of a :data:`PAIRS` case instead (for
 ``echo-bench nightly-replay``).
 """
@@ -76,10 +76,13 @@ class Plant:
 
 
 def default_plants(nights: int) -> tuple[Plant, ...]:
-    """A 15 % slowdown two thirds of the way in and +2 WER points five sixths of the way
-    in, on two different cells of the first GPU pair."""
+    """A 15 % slowdown two thirds of the way in and +4 WER points five sixths of the way
+    in, on two different cells of the first GPU pair. History's WER interval over a
+    night's 48 twins is 1 to 2.3 points either side here, so a plant must lie that far
+    beyond the 1-point step (:class:`bench.analysis.steps.StepSizes`) to be flagged:
+    +4 points was in 40 of 40 constructed seeds, +3 in 38, +2 in 5."""
     return (Plant(max(1, 2 * nights // 3), "L4", 40, "independent", slower=1.15),
-            Plant(max(1, 5 * nights // 6), "A10G", 30, "independent", wer_points=2.0))
+            Plant(max(1, 5 * nights // 6), "A10G", 30, "independent", wer_points=4.0))
 
 
 @dataclass(frozen=True)

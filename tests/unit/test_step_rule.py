@@ -9,7 +9,14 @@ import math
 import numpy as np
 import pytest
 
-from bench.analysis.steps import PairedUnits, StepSizes, resolvable, step_changes
+from bench.analysis.steps import (
+    PairedUnits,
+    StepSizes,
+    metric_step,
+    paired,
+    resolvable,
+    step_changes,
+)
 
 
 def twins(rng: np.random.Generator, *, prompts: int = 24, seeds: int = 2,
@@ -73,3 +80,22 @@ def test_sizes_are_stated_and_resolution_is_reported() -> None:
     assert set(out) == {"speed", "wer"}  # no SIM or MOS in these runs
     assert 1.0 < resolvable(units, "speed") < 1.05
     assert 0.0 < resolvable(units, "wer") < 1.0
+
+
+def test_dnsmos_is_a_metric_of_its_own_and_few_draws_can_be_held_open() -> None:
+    units = twins(np.random.default_rng(4))
+    n = len(units.rtf_before)
+    mos = np.full(n, 3.9)
+    out = step_changes(PairedUnits(
+        rtf_before=units.rtf_before, rtf_after=units.rtf_after, mos_before=mos,
+        mos_after=mos + 0.3, dnsmos_before=mos - 0.7, dnsmos_after=mos - 0.7))
+    assert out["mos"].state == "step" and out["dnsmos"].state == "none"
+    assert out["dnsmos"].size == pytest.approx(StepSizes().dnsmos)
+    # Two twins, both exactly x2: a zero-width interval far beyond the size, but fewer
+    # draws than a first batch at 95 % (6) never make a step; six such twins do.
+    num, den = paired("speed", np.array([1.0, 2.0]), np.array([2.0, 4.0]))
+    held = metric_step("speed", num, den)
+    assert held is not None and held.state == "open" and held.estimate == pytest.approx(2.0)
+    num, den = paired("speed", np.ones(6), np.full(6, 2.0))
+    assert (step := metric_step("speed", num, den)) is not None and step.state == "step"
+    assert metric_step("speed", *paired("speed", np.array([np.nan]), np.array([1.0]))) is None
