@@ -6,6 +6,7 @@ import argparse
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.core.errors import UserError
 from bench.run.runner import DEFAULT_RUNS_ROOT, Backend, pending_work, run_sweep
@@ -20,6 +21,9 @@ from bench.spec.shipped import resolve_spec_path, shipped_specs
 from bench.spec.sweep import Cell, SweepSpec
 from bench.spec.workload_axes import check_prompt_speakers, nfe_per_chunk
 from bench.store.run_store import RunStore
+
+if TYPE_CHECKING:
+    from bench.analysis.nightly_stages import HistoryStages
 
 DEFAULT_SPEC = "smoke"
 
@@ -49,7 +53,9 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                            "every cell, more only for undecided cells (a spec with [adaptive] "
                            "does this by default)")
     mode.add_argument("--no-adaptive", action="store_true",
-                      help="run every cell on every prompt even if the spec has [adaptive]")
+                      help="run every cell on every prompt even if the spec has [adaptive] "
+                           "or [history] (a [history] spec's full run is the audit later "
+                           "runs are checked against)")
     p.set_defaults(handler=run)
 
 
@@ -158,6 +164,21 @@ def print_cost(spec: SweepSpec, prompts: list[Prompt]) -> None:
               "(not in the table above)")
 
 
+def history_stages(spec: SweepSpec, prompts: list[Prompt], root: Path
+                   ) -> HistoryStages | None:
+    """The stages of a ``[history]`` spec's run, or None (said in a line) when there is no
+    full run to check against: then this run is the full one."""
+    from bench.analysis.nightly_stages import HistoryStages
+
+    found = HistoryStages.prepare(spec, prompts, root, None)
+    if isinstance(found, str):
+        print(f"history: {found}; running in full (the audit later runs are checked against)")
+        return None
+    print(f"history: checking against {found.reference.path.name} (the last full run): "
+          f"every cell on {len(found.looks[0])} of {len(found.order)} draws first")
+    return found
+
+
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(resolve_spec_path(args.spec), allow_large=args.yes)
     prompts = load_prompts(spec.prompts)
@@ -170,12 +191,19 @@ def run(args: argparse.Namespace) -> int:
 
         # Made before anything runs: a spec that cannot run adaptively stops here.
         adaptive = AdaptiveStages(spec, prompts, None)
+    history = None
+    if spec.history is not None and not args.no_adaptive:
+        history = history_stages(spec, prompts, args.out)
     if args.dry_run:
         print_plan(spec)
         if adaptive is not None:
             print(f"adaptive: {len(adaptive.batches)} stages of prompts "
                   f"({', '.join(str(len(b)) for b in adaptive.batches)}); the first runs every "
                   "cell, later ones only undecided cells")
+        if history is not None:
+            print(f"history: {len(history.looks)} looks over {len(history.order)} draws "
+                  f"(a prompt and a seed; {len(history.looks[0])} first), later looks only "
+                  "for cells where a step is still possible")
         if args.backend == "modal":
             print_cost(spec, prompts)
         return 0
@@ -183,12 +211,13 @@ def run(args: argparse.Namespace) -> int:
         backend, remote_asr = make_backend(args, spec, stack)
         scorer = (CellScorer(spec, remote_asr) if spec.measure.score and not args.no_score
                   else None)
-        if adaptive is not None:
-            adaptive.score = None if scorer is None else scorer.score
+        staged = adaptive or history
+        if staged is not None:
+            staged.score = None if scorer is None else scorer.score
         outcome = run_sweep(spec, backend, root=args.out, resume=args.resume, new=args.new,
                             after_cell=scorer,
                             before_finalize=None if scorer is None else scorer.score,
-                            staging=None if adaptive is None else adaptive.staging())
+                            staging=None if staged is None else staged.staging())
     print(f"run directory: {outcome.run_dir}")
     if scorer is not None and spec.measure.control:
         scorer.control(outcome.run_dir)

@@ -180,7 +180,8 @@ def _points(rows: Sequence[Mapping[str, Any]], trend: Trend, links: Mapping[str,
         hi = _number(row.get(trend.hi)) * trend.scale if trend.hi else math.nan
         notes = []
         if row.get("adaptive"):
-            notes.append("adaptive run: cells may stop early, on fewer generations")
+            notes.append("staged run (adaptive, or checked against the last full run): "
+                         "cells may stop early, on fewer generations")
         if row.get("random_weights"):
             notes.append("random weights: speed only, quality not meaningful")
         step = ""

@@ -25,6 +25,7 @@ from bench.analysis.run_analysis import RunAnalysis
 from bench.report import plots
 from bench.report import predictions as predictions_report
 from bench.report.adaptive import adaptive_section
+from bench.report.nightly import history_section
 from bench.report.quality_plots import frontier_beyond_wer
 from bench.report.run_cost import run_cost_text
 from bench.scoring.outcomes import column
@@ -256,6 +257,7 @@ def render_html(analysis: RunAnalysis, out: Path, comparison: pd.DataFrame | Non
         "comparison": None if comparison is None else comparison.to_dict("records"),
         "baseline_run": baseline_run,
         "adaptive": adaptive_section(analysis),
+        "checked": history_section(analysis),
         "quality_block": Markup(quality_html(quality)),
         "quality_plot": None if quality_png is None else plots.data_uri(quality_png),
         "research": predictions_report.section(analysis.records, analysis.manifest,

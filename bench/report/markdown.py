@@ -17,6 +17,7 @@ from bench.analysis.cells import NOT_MEANINGFUL
 from bench.analysis.quality import quality_markdown, quality_section
 from bench.analysis.run_analysis import RunAnalysis
 from bench.report import adaptive as adaptive_report
+from bench.report import nightly as nightly_report
 from bench.report import predictions as predictions_report
 from bench.report.html import DASH, fmt_money, fmt_number, fmt_pct
 from bench.report.run_cost import run_cost_text
@@ -109,6 +110,9 @@ def render_markdown(analysis: RunAnalysis, comparison: pd.DataFrame | None = Non
     adaptive = adaptive_report.adaptive_section(analysis)
     if adaptive is not None:
         lines += ["", adaptive_report.markdown(adaptive)]
+    checked = nightly_report.history_section(analysis)
+    if checked is not None:
+        lines += ["", nightly_report.markdown(checked)]
     return "\n".join(lines) + "\n"
 
 
