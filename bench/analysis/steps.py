@@ -240,7 +240,8 @@ def _shown(metric: str, *values: float) -> tuple[float, ...]:
 def metric_steps(metric: str, num: FloatArray, den: FloatArray, sizes: StepSizes, *,
                  confidence: float = 0.95, none_confidence: float | None = None,
                  n_population: int | None = None, tight_at: float | None = None,
-                 pooled: bool = False, regressions_only: bool = False) -> list[MetricStep]:
+                 pooled: bool = False, regressions_only: bool = False,
+                 words_confidence: float | None = None) -> list[MetricStep]:
     """The step rule (module docstring) for one metric, per column of ``num``/``den``
     (rows: draws in the order drawn; den 0: not run); every caller comes here.
 
@@ -253,13 +254,16 @@ def metric_steps(metric: str, num: FloatArray, den: FloatArray, sizes: StepSizes
     degrees of freedom: a false step is the error nobody forgives, a missed one costs a
     few more draws (and the weekly audit catches it). ``regressions_only``: "no step" needs only that no *regression* beyond the size is
     possible (the nightly spends to rule out what hurts; an improvement beyond the size
-    is still flagged when its interval shows it)."""
+    is still flagged when its interval shows it). ``words_confidence``: the level of
+    WER's words floor (:func:`_enough_words`; default that of "no step")."""
     size = sizes.threshold(metric)
     fewest = min_first_batch(confidence)
     iv = confidence_sequence(num, den, n_population, confidence, tight_at)
-    if pooled or (none_confidence is not None and none_confidence != confidence):
-        near = confidence_sequence(num, den, n_population, none_confidence or confidence,
-                                   tight_at, pooled=pooled)
+    level = none_confidence or confidence
+    if regressions_only:
+        level = 2.0 * level - 1.0  # only the worse side is read: it errs with 1 - level
+    if pooled or level != confidence:
+        near = confidence_sequence(num, den, n_population, level, tight_at, pooled=pooled)
     else:
         near = iv
     words = np.where(np.isfinite(den) & (den > 0), den, 0.0).sum(axis=0)
@@ -272,7 +276,8 @@ def metric_steps(metric: str, num: FloatArray, den: FloatArray, sizes: StepSizes
         else:
             within = below and above
         if metric == "wer" and within:
-            within = _enough_words(float(words[j]), size, none_confidence or confidence)
+            within = _enough_words(float(words[j]), size,
+                                   words_confidence or none_confidence or confidence)
         beyond = (low > size or high < -size) and int(iv.n[j]) >= fewest
         state: State = "step" if beyond else "none" if within else "open"
         direction = ("up" if est > 0 else "down") if state == "step" else ""

@@ -333,6 +333,27 @@ def score_and_report(run_id: str) -> None:
     outputs.commit()
 
 
+def look_scorer(spec: Any) -> Any:
+    """For a ``[history]`` spec: WER of what each look ran, through the GPU
+    ``Transcriber``, written by the orchestrator (the run's one writer) before the look's
+    decision; SIM and MOS wait for ``score_and_report`` (their models load on a GPU).
+    None for a spec that is not scored or not history-aware."""
+    if spec.history is None or not spec.measure.score:
+        return None
+    from bench.scoring.protocols import get_protocol
+    from bench.scoring.remote_asr import RemoteASR
+    from bench.scoring.run_scoring import score_records
+
+    asr: list[RemoteASR] = []
+
+    def score(store: Any) -> None:
+        if not asr:  # asked of the remote side once, when the first look is done
+            asr.append(RemoteASR(Transcriber(asr=spec.measure.asr)))  # type: ignore[call-arg, arg-type]
+        score_records(store, asr[0], protocol=get_protocol(spec.measure.wer_protocol))
+
+    return score
+
+
 def scheduled_run(spec_name: str) -> str:
     """The body of ``nightly``/``weekly``: run or resume tonight's run on the Volume,
     score it, record its billed cost as far as Modal's report has it (provisional), and
@@ -347,7 +368,8 @@ def scheduled_run(spec_name: str) -> str:
 
     spec = load_spec(resolve_spec_path(spec_name), allow_large=True)
     workers = ModalWorkers(BenchWorker, region=spec.modal.region, volume=outputs)
-    run_id, _ = run_on_volume(spec, root=Path(OUTPUTS_RUNS), volume=outputs, workers=workers)
+    run_id, _ = run_on_volume(spec, root=Path(OUTPUTS_RUNS), volume=outputs, workers=workers,
+                              score_look=look_scorer(spec))
     score_and_report.remote(run_id)
     record_billing(run_id)
     settle_billing()

@@ -37,9 +37,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench.analysis.nightly_stages import HistoryStages
 from bench.backends.modal_journal import JOURNALS
 from bench.backends.modal_orchestrator import ModalBackend, Workers
-from bench.run.runner import open_store, run_sweep
+from bench.run.runner import Staging, open_store, run_sweep
+from bench.spec.prompts import load_prompts
 from bench.spec.sweep import SweepSpec
 from bench.store.history import list_runs
 from bench.store.packing import pack_audio
@@ -100,10 +102,13 @@ def complete_today(root: Path, spec: SweepSpec, today: str) -> Path | None:
 
 
 def run_on_volume(spec: SweepSpec, *, root: Path, volume: Volume, workers: Workers,
-                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> tuple[str, bool]:
+                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                  score_look: Callable[[RunStore], None] | None = None) -> tuple[str, bool]:
     """Run or resume tonight's run of ``spec`` under ``root`` (on ``volume``).
 
-    Returns (run id, whether generations ran in this attempt). Scoring is the caller's.
+    Returns (run id, whether generations ran in this attempt). Scoring is the caller's,
+    except that a ``[history]`` spec's looks call ``score_look(store)`` (WER through the
+    remote ASR) before each decision.
     """
     volume.reload()
     done_today = complete_today(root, spec, now().strftime("%Y-%m-%d"))
@@ -123,13 +128,37 @@ def run_on_volume(spec: SweepSpec, *, root: Path, volume: Volume, workers: Worke
         volume.commit()
 
     outcome = run_sweep(spec, backend, root=root, resume=str(run_dir), after_cell=after_cell,
-                        progress=False, lock=False)
+                        progress=False, lock=False,
+                        staging=_history_staging(spec, root, volume, now, score_look))
     if backend.estimate is not None:
         _record_estimate(run_dir, backend.estimate.usd, backend.estimate.seconds)
     volume.commit()
     print(f"{run_dir.name}: {outcome.ok} ok, {outcome.failed} failed, {outcome.skipped} done "
           "earlier")
     return run_dir.name, True
+
+
+def _history_staging(spec: SweepSpec, root: Path, volume: Volume,
+                     now: Callable[[], datetime],
+                     score_look: Callable[[RunStore], None] | None) -> Staging | None:
+    """A ``[history]`` spec's looks (None: no full run to check against, or no
+    ``[history]``: tonight runs in full). Each look's log is committed with its decision,
+    so a restarted attempt goes on along the same draws."""
+    if spec.history is None:
+        return None
+    found = HistoryStages.prepare(spec, load_prompts(spec.prompts), root, score_look, now)
+    if isinstance(found, str):
+        print(f"history: {found}; running in full (the audit later nights are checked "
+              "against)")
+        return None
+    print(f"history: checking against {found.reference.path.name}")
+
+    def after_look(store: RunStore, stage: int, cells: frozenset[str]) -> frozenset[str]:
+        active = found.after_stage(store, stage, cells)
+        volume.commit()
+        return active
+
+    return Staging(found.looks, after_look, Staging.draw_of)
 
 
 def _record_estimate(run_dir: Path, usd: float, seconds: float) -> None:

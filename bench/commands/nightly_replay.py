@@ -8,10 +8,11 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.analysis.nightly import DEFAULT_BATCH, DEFAULT_FIRST_BATCH, NightSettings, comparable
+from bench.analysis.nightly import NightSettings, comparable
 from bench.analysis.nightly_replay import replay_nights
 from bench.analysis.steps import StepSizes
 from bench.core.errors import UserError
+from bench.spec.history_aware import DEFAULT_BATCH, DEFAULT_FIRST_BATCH
 from bench.store.records import load_records
 
 
@@ -24,9 +25,10 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--replays", type=int, default=100, help="prompt orders (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first order (then +1 ...)")
     p.add_argument("--first-batch", type=int, default=DEFAULT_FIRST_BATCH,
-                   help=f"prompts every cell runs first (default {DEFAULT_FIRST_BATCH})")
+                   help="draws (a prompt and a seed) every cell runs first (default "
+                        f"{DEFAULT_FIRST_BATCH})")
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH,
-                   help=f"prompts per later look (default {DEFAULT_BATCH})")
+                   help=f"draws per later look (default {DEFAULT_BATCH})")
     sizes = StepSizes()
     p.add_argument("--speed-step", type=float, default=sizes.speed_factor,
                    help=f"speed step factor (default {sizes.speed_factor:g})")
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.replays < 1:
         raise UserError(f"--replays must be at least 1 (got {args.replays})")
     if args.first_batch < 2 or args.batch < 1:
-        raise UserError("--first-batch must be at least 2 (an interval needs two prompts) "
+        raise UserError("--first-batch must be at least 2 (an interval needs two draws) "
                         "and --batch at least 1")
     if not args.speed_step > 1 or not args.wer_step > 0:
         raise UserError("--speed-step must be above 1 (e.g. 1.1) and --wer-step above 0")
@@ -62,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"nightly replay: {args.tonight} against {args.last}; steps: speed x"
           f"{sizes.speed_factor:g}, corpus WER {sizes.wer_points:g} pts, SIM {sizes.sim:g}, "
-          f"MOS {sizes.mos:g}; a step flagged at {settings.confidence:.0%}, no step at "
-          f"{settings.none_confidence:.0%}; first {settings.first_batch} prompts, then "
-          f"{settings.batch} per look")
+          f"UTMOS {sizes.mos:g}; a step flagged at {settings.confidence:.0%}, no regression "
+          f"at {settings.none_confidence:.0%}; first {settings.first_batch} draws (a prompt "
+          f"and a seed), then {settings.batch} per look")
     for line in result.lines():
         print(line)
     return 0

@@ -213,3 +213,37 @@ def test_preempted_gpu_container_continues_its_group_in_the_same_rounds(
     assert restarted and all(r["cold_start_seconds"] > 0 for r in restarted)
     # Journals are removed once their records are stored.
     assert not list((env.volume.committed / "journals").glob("*"))
+
+
+def test_a_history_aware_nightly_is_checked_against_the_last_full_run_on_the_volume(
+        nightly_env: SimpleNamespace) -> None:
+    from datetime import timedelta
+
+    from bench.backends.modal_nightly import run_on_volume
+    from bench.backends.modal_orchestrator import ModalWorkers
+    from bench.spec.history_aware import HISTORY_LOG
+
+    env = nightly_env
+    env.spec_path.write_text(SPEC + "[history]\nfirst_batch = 2\n", encoding="utf-8")
+    spec = load_spec(env.spec_path)
+    view = OrchestratorVolume(env.volume, None)
+    root = env.volume.mount / "runs"
+
+    def night(day: int) -> str:
+        when = datetime.now(UTC) + timedelta(days=day)
+        workers = ModalWorkers(modal_app.BenchWorker, region=None, volume=view)
+        run_id, ran = run_on_volume(spec, root=root, volume=view, workers=workers,
+                                    now=lambda: when)
+        assert ran
+        return run_id
+
+    first = night(0)  # no full run yet: tonight is the full one
+    assert not (env.volume.committed / "runs" / first / HISTORY_LOG).exists()
+    second = night(1)  # a staged run: one execute per look, on the same backend
+    env.fake.drain()
+    log = json.loads((env.volume.committed / "runs" / second / HISTORY_LOG).read_text())
+    assert log["reference"]["run_id"] == first  # committed with the look's decision
+    assert log["n_draws"] == 3 and log["stages"][0]["draws"] == 2
+    assert log["quality"] == "not compared: not scored during the run"
+    assert {r["adaptive_stage"] for r in stored(env, second)} <= {0, 1}
+    assert len(stored(env, second)) <= len(stored(env, first))
