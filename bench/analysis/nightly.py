@@ -101,7 +101,8 @@ class CellNight:
     def to_dict(self) -> dict[str, object]:
         return {"state": self.state, "draws": self.draws, "metrics": {
             m: {"estimate": s.estimate, "low": s.low, "high": s.high, "size": s.size,
-                "state": s.state, "direction": s.direction} for m, s in self.metrics.items()}}
+                "state": s.state, "direction": s.direction, "bound": s.bound}
+            for m, s in self.metrics.items()}}
 
 
 def draw_of_unit(unit: str) -> str:

@@ -148,6 +148,9 @@ class MetricStep:
     size: float
     state: State
     direction: str
+    #: With ``regressions_only``: the worse-side bound of the "no regression" sequence
+    #: (the figure "no step" was read from); NaN otherwise.
+    bound: float = math.nan
 
 
 def step_changes(units: PairedUnits, sizes: StepSizes = StepSizes(), *,
@@ -282,6 +285,8 @@ def metric_steps(metric: str, num: FloatArray, den: FloatArray, sizes: StepSizes
         state: State = "step" if beyond else "none" if within else "open"
         direction = ("up" if est > 0 else "down") if state == "step" else ""
         shown_est, shown_low, shown_high = _shown(metric, est, low, high)
+        worse = float(near.high[j] if HIGHER_IS_WORSE[metric] else near.low[j])
+        bound = _shown(metric, worse)[0] if regressions_only else math.nan
         out.append(MetricStep(metric, shown_est, shown_low, shown_high, int(iv.n[j]),
-                              sizes.shown(metric), state, direction))
+                              sizes.shown(metric), state, direction, bound))
     return out

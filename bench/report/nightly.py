@@ -5,6 +5,7 @@ not run, read from the run's log (``nightly.json``)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,7 @@ from bench.analysis.run_analysis import RunAnalysis
 from bench.spec.history_aware import HISTORY_LOG
 from bench.store.files import read_json
 
-_FOUND = {"step": "step", "none": "no step", "open": "open (every draw run)"}
+_FOUND = {"step": "step", "none": "no regression", "open": "open (every draw run)"}
 _UNITS = {"speed": "RTF x", "wer": "WER pts", "sim": "SIM", "mos": "UTMOS", "dnsmos": "DNSMOS"}
 
 
@@ -56,7 +57,9 @@ def history_section(analysis: RunAnalysis) -> HistorySection | None:
         f"{sizes.get('sim')}, UTMOS {sizes.get('mos')}; a step is flagged at "
         f"{float(rule.get('confidence', 0.95)):.0%} (a cell that did not change is flagged "
         f"with chance at most {1 - float(rule.get('confidence', 0.95)):.0%}), "
-        f"\"no step\" at {float(rule.get('none_confidence', 0.7)):.0%}.",
+        f"\"no regression\" at {float(rule.get('none_confidence', 0.8)):.0%} (one-sided: the "
+        "bound shown). A cell stops once no regression is possible; an improvement is "
+        "flagged only if it shows by then.",
         f"Quality: {log.get('quality') or 'not compared'}. Stopped: "
         f"{log.get('stop') or 'not yet (the run is unfinished)'}. What was not run "
         "stands as the reference run measured it; the weekly full run audits it.",
@@ -81,8 +84,13 @@ def history_section(analysis: RunAnalysis) -> HistorySection | None:
 
 
 def _metric_text(metric: str, m: dict[str, Any]) -> str:
-    state = {"step": f"step {m.get('direction', '')}".strip(), "none": "no step",
+    """The change with its interval (the step's level) against the step; "no step" with
+    the one-sided bound it was read from."""
+    state = {"step": f"step {m.get('direction', '')}".strip(), "none": "no regression",
              "open": "open"}.get(str(m.get("state")), str(m.get("state")))
+    bound = m.get("bound")
+    if m.get("state") == "none" and isinstance(bound, int | float) and math.isfinite(bound):
+        state += f" (bound {bound:.3g})"
     return (f"{_UNITS.get(metric, metric)} {m['estimate']:.3g} [{m['low']:.3g}, "
             f"{m['high']:.3g}] vs {m['size']:g}: {state}")
 
