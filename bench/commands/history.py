@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Mapping
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.core.errors import UserError
 from bench.store.layout import DEFAULT_RUNS_ROOT
+
+if TYPE_CHECKING:
+    from bench.analysis.history import StepChange
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,4 +90,34 @@ def run(args: argparse.Namespace) -> int:
                   f"{_beyond_wer(row)}{change}")
     steps = sum(1 for changes in flagged["changes"] for c in changes if c.step)
     print(f"\n{steps} step change{'s' if steps != 1 else ''} flagged")
+    resolved = resolution_text(zip(flagged["cell_id"].astype(str), flagged["changes"],
+                                   strict=True))
+    if resolved:
+        print(f"what the runs resolve (median interval half-width over cells, latest pair): "
+              f"{resolved}; a change is flagged only once it exceeds its step by about that")
     return 0
+
+
+def resolution_text(rows: Iterable[tuple[str, Sequence[StepChange]]]) -> str:
+    """Per figure, over ``rows`` (cell id, its changes; oldest first), the median over
+    cells of the half-width of each cell's latest comparison's interval,
+    in the figure's units (RTF a factor, WER points): how far beyond its step a change
+    must lie before these runs can flag it (a step smaller than that is not resolved)."""
+    from bench.analysis.history import STEP_RULES
+
+    latest: dict[str, dict[str, float]] = {}
+    for cell_id, cell in rows:
+        for c in cell:
+            if math.isfinite(c.low) and math.isfinite(c.high) and c.high > c.low:
+                half = (math.sqrt(c.high / c.low) if c.metric == "rtf"
+                        else (c.high - c.low) / 2 * (100 if c.metric == "wer_errors" else 1))
+                latest.setdefault(c.metric, {})[cell_id] = half
+    parts = []
+    for rule in STEP_RULES:
+        halves = list(latest.get(rule.metric, {}).values())
+        if halves:
+            half = statistics.median(halves)
+            parts.append(f"{rule.label} " + (f"x{half:.3f}" if rule.metric == "rtf" else
+                                             f"{half:.2f} points" if rule.metric == "wer_errors"
+                                             else f"{half:.3g}"))
+    return ", ".join(parts)

@@ -80,6 +80,10 @@ def test_history_flags_the_same_steps_from_the_same_summaries(
     assert out.count("<-- STEP") == 2
     assert "STEP: median RTF slower" in out and "STEP: corpus WER worse" in out
     assert "2 step changes flagged" in out
+    # What the runs resolve, per figure, so a step below it is not read as "no change".
+    resolved = out[out.index("what the runs resolve"):]
+    wer = float(resolved.split("corpus WER ")[1].split(" points")[0])
+    assert 0.2 < wer < 5 and "median RTF x1.0" in resolved and "SIM " in resolved
     # history summarised each run once and kept it beside the run
     assert len(list(root.glob(f"*/{SUMMARY}"))) == NIGHTS
 
@@ -195,7 +199,7 @@ def test_dashboard_renders_in_headless_chromium_at_1280(nights: Path, tmp_path: 
     assert len(reports) >= NIGHTS * 5
     assert all((cell_page.parent / u).resolve().is_file() for u in reports)
     assert dom.stdout.count('class="step worse"') == 1
-    assert dom.stdout.count("adaptive run") >= 5 and dom.stdout.count("random weights") >= 1
+    assert dom.stdout.count("staged run") >= 5 and dom.stdout.count("random weights") >= 1
     # The spec's page (every cell's small charts) renders at 1280 px.
     shot = tmp_path / "index.png"
     result = subprocess.run([*common, f"--screenshot={shot}", spec_page.resolve().as_uri()],

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from bench.analysis.cells import pair_scores
-from bench.analysis.signed_rank import signed_rank_p_greater
 from bench.core.errors import UserError
 from bench.gate.quality import prompts_needed
 from bench.gate.sweep import GateSpec, build_sweep, dump_toml, load_gate_spec
@@ -248,25 +247,6 @@ def test_json_verdict_is_plain_json() -> None:
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-def test_signed_rank_exact_values() -> None:
-    assert signed_rank_p_greater([1.0] * 5) == pytest.approx(1 / 32)
-    assert signed_rank_p_greater([-1.0] * 5) == pytest.approx(1.0)
-    assert signed_rank_p_greater([0.0, 0.0]) == 1.0
-    # n=3, ranks 1,2,3, positive sum 5 (ranks 2 and 3): P(W+ >= 5) = 2/8.
-    assert signed_rank_p_greater([-0.1, 0.2, 0.3]) == pytest.approx(0.25)
-    # Ties share ranks: two equal magnitudes, both positive -> 1/4.
-    assert signed_rank_p_greater([0.5, 0.5]) == pytest.approx(0.25)
-
-
-def test_signed_rank_normal_approximation_agrees() -> None:
-    rng = np.random.default_rng(0)
-    d = rng.normal(0.1, 1.0, 250)
-    exact = signed_rank_p_greater(d[:200])
-    approx = signed_rank_p_greater(d)
-    assert 0 < exact < 1 and 0 < approx < 1
-    assert signed_rank_p_greater(rng.normal(1.0, 1.0, 300)) < 1e-6
 
 
 def test_prompts_needed() -> None:

@@ -19,8 +19,8 @@ from bench.analysis.nightly import NightSettings, TwinMatrix, comparable, twin_t
 from bench.analysis.nightly_replay import replay_nights
 from bench.analysis.nightly_stages import HistoryStages, find_reference
 from bench.analysis.run_analysis import analyze_run
-from bench.report.markdown import render_markdown
 from bench.cli import main
+from bench.report.markdown import render_markdown
 from bench.run.runner import run_sweep
 from bench.scripts.nightly_runs import (
     SLOW_PLANT,
@@ -205,5 +205,5 @@ def test_a_history_aware_run_is_checked_against_the_last_full_run(tmp_path: Path
 def test_history_and_adaptive_do_not_mix() -> None:
     with pytest.raises(SpecError, match=r"\[adaptive\] or \[history\], not both"):
         parse_spec(SPEC + "[adaptive]\nfirst_batch = 6\nmax_usd = 1\n", base_dir=".", name="h")
-    with pytest.raises(SpecError, match="history.first_batch must be an integer >= 2"):
+    with pytest.raises(SpecError, match=r"history\.first_batch must be an integer >= 2"):
         parse_spec(SPEC.replace("first_batch = 3", "first_batch = 1"), base_dir=".", name="h")
