@@ -7,10 +7,12 @@ and seeds are in the store. Tonight therefore runs every cell on a small first b
 generation with its twin in the reference run (same prompt, seed and repeat: an
 unchanged sampler makes the same or nearly the same audio, so the twins' differences
 are small: pairing is the control variate with coefficient 1), and asks the step rule
-(:mod:`bench.analysis.steps`) per cell and metric whether a step beyond its size is
-still possible. A cell goes on to the next look only while some metric is ``open``; a
-cell is done when every metric is ``none`` (no step: the reference figures stand) or
-one is a ``step`` (flagged).
+(:mod:`bench.analysis.steps`) per cell and metric whether a regression beyond its step
+is still possible. A cell goes on to the next look only while some metric is ``open``; a
+cell is done when every metric is ``none`` (no regression: the reference figures stand)
+or one is a ``step`` (flagged, either way, on the cell's own spread and at least a first
+batch's worth of draws). Improvements are not chased: a faster cell is flagged only if
+its speed-up shows before no regression is possible.
 
 Why draws and not prompts: Echo-TTS samples a fixed-length sequence per chunk whatever
 the text, so a generation costs the same on a two-word prompt as on a long one, and a
@@ -19,9 +21,9 @@ order (without replacement from the run's draws) makes each look a simple random
 of the run, so the without-replacement confidence sequence holds, and the first look
 costs half what a prompt with both its seeds would.
 
-Why the cells share one noise scale (``pooled``): every cell of the run measures the
-same draws on the same night, and the twins' spread is the run-to-run noise of the
-machines and the GPU's non-determinism, not the cell's. Three draws give a cell two
+Why the cells share one noise scale (``pooled``, for "no regression" only): every cell
+of the run measures the same draws on the same night, and the twins' spread is the
+run-to-run noise of the machines and the GPU's non-determinism, not the cell's. Three draws give a cell two
 degrees of freedom, and sigma's upper bound from two is more than twice the plug-in;
 twenty cells give forty. A cell noisier than the rest keeps its own plug-in spread.
 
@@ -218,12 +220,3 @@ class TwinMatrix:
         index = {d: k for k, d in enumerate(self.draws)}
         return [index[d] for d in order if d in index]
 
-
-def judge_cells(twins: pd.DataFrame, order: Sequence[str], settings: NightSettings,
-                n_draws: int | None = None) -> dict[str, CellNight]:
-    """Each cell's state from the twins run so far, judged together; ``order`` the draws
-    in the order they were drawn (each cell ran a prefix of it), ``n_draws`` the run's
-    draws (default: ``order``'s length)."""
-    matrix = TwinMatrix.of(twins)
-    return matrix.judge(matrix.rows_of(order), range(len(matrix.cells)), settings,
-                        n_draws or len(order))

@@ -36,6 +36,7 @@ from bench.spec.prompts import load_prompts
 from bench.spec.sweep import SpecError
 from bench.store.files import read_json
 from bench.store.records import records_frame
+from tests.tiny import TINY_MODEL_TOML
 
 SHAPE = nightly_shape(gpus=("A10G", "L4", "A100-80GB"))  # 12 cells, 24 prompts, 2 seeds
 
@@ -115,13 +116,7 @@ def test_nightly_replay_command(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 SPEC = """
 name = "h"
-[model]
-model = "random:tiny"
-codec = "random:tiny"
-pca = "random:tiny"
-dtype = "float32"
-device = "cpu"
-[prompts]
+""" + TINY_MODEL_TOML + """[prompts]
 set = "builtin"
 limit = 12
 [grid]
