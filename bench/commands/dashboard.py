@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.commands.history import add_rule_arguments, check_rule_arguments
 from bench.core.errors import UserError
 from bench.store.layout import DEFAULT_RUNS_ROOT
 
@@ -29,10 +30,7 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help=f"folder holding run directories (default {DEFAULT_RUNS_ROOT})")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help=f"folder to write the site into (default {DEFAULT_OUT})")
-    p.add_argument("--factor", type=float, default=1.1,
-                   help="smallest RTF ratio that counts as a step (default 1.1)")
-    p.add_argument("--alpha", type=float, default=0.05,
-                   help="chance a flag is wrong, at any number of runs (default 0.05)")
+    add_rule_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -41,10 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.root.is_dir():
         raise UserError(f"no results folder {args.root}; pass --root DIR (a folder of runs)")
-    if args.factor <= 1:
-        raise UserError(f"--factor is {args.factor}; pass a ratio above 1 (e.g. 1.1)")
-    if not 0 < args.alpha < 1:
-        raise UserError(f"--alpha is {args.alpha}; pass a level between 0 and 1 (e.g. 0.05)")
+    check_rule_arguments(args)
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file; pass a folder for the site")
     if args.out.resolve() == args.root.resolve():

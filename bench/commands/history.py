@@ -33,11 +33,24 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--spec", metavar="NAME", help="only runs of this spec name")
     p.add_argument("--root", type=Path, default=DEFAULT_RUNS_ROOT,
                    help=f"folder holding run directories (default {DEFAULT_RUNS_ROOT})")
+    add_rule_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def add_rule_arguments(p: argparse.ArgumentParser) -> None:
+    """``--factor`` and ``--alpha`` of the step rule (history and the dashboard)."""
     p.add_argument("--factor", type=float, default=1.1,
                    help="smallest RTF ratio that counts as a step (default 1.1)")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="chance a flag is wrong, at any number of runs (default 0.05)")
-    p.set_defaults(handler=run)
+
+
+def check_rule_arguments(args: argparse.Namespace) -> None:
+    """One-line errors for a ``--factor`` or ``--alpha`` the rule cannot use."""
+    if args.factor <= 1:
+        raise UserError(f"--factor is {args.factor}; pass a ratio above 1 (e.g. 1.1)")
+    if not 0 < args.alpha < 1:
+        raise UserError(f"--alpha is {args.alpha}; pass a level between 0 and 1 (e.g. 0.05)")
 
 
 def _fmt(value: float, pattern: str) -> str:
@@ -62,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.root.is_dir():
         raise UserError(f"no results folder {args.root}; pass --root DIR")
-    if args.factor <= 1:
-        raise UserError(f"--factor is {args.factor}; pass a ratio above 1 (e.g. 1.1)")
+    check_rule_arguments(args)
     table = history_table(args.root, args.spec)
     if not len(table):
         print(f"no runs with records under {args.root}")
