@@ -139,10 +139,9 @@ def confidence_sequence(num: npt.ArrayLike, den: npt.ArrayLike, n_population: in
     sd = np.sqrt(var)
     dof = np.maximum(t - 1, 1).astype(np.float64)
     if pooled and t.size:
-        shared = np.maximum(t - 1, 0).sum()
-        pooled_var = (resid ** 2).sum() / max(shared, 1)
-        total = np.array([max(float(shared), 1.0)])
-        sd_bound = np.maximum(sd, math.sqrt(pooled_var * total[0] / _chi2_low(total)[0]))
+        # sigma's upper bound on the summed degrees of freedom: sum(resid^2) / chi2_low.
+        shared = np.array([max(float(np.maximum(t - 1, 0).sum()), 1.0)])
+        sd_bound = np.maximum(sd, math.sqrt(float((resid ** 2).sum() / _chi2_low(shared)[0])))
     else:
         sd_bound = sd * np.sqrt(dof / _chi2_low(dof))
     if n_population is None:

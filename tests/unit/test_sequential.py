@@ -8,8 +8,10 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from bench.analysis.sequential import (
+    SIGMA_BOUND_LEVEL,
     boundary,
     confidence_sequence,
     fixed_half_width,
@@ -107,3 +109,24 @@ def test_prompts_needed_inverts_the_half_width() -> None:
     assert prompts_needed(3.0, 50.0, half) in (40, 41)
     assert prompts_needed(3.0, 50.0, half / 2) in (160, 161)  # half the width, 4x prompts
     assert fixed_half_width(3.0, 50.0, 1) == math.inf
+
+
+def test_pooled_columns_share_one_noise_scale_and_a_noisier_one_keeps_its_own() -> None:
+    rng = np.random.default_rng(11)
+    num = rng.normal(0.0, 1.0, (3, 20))  # 20 cells, 3 draws each: two dof apiece
+    den = np.ones_like(num)
+    own = confidence_sequence(num, den, 40, 0.8)
+    shared = confidence_sequence(num, den, 40, 0.8, pooled=True)
+    assert np.allclose(shared.estimate, own.estimate)
+    # Forty degrees of freedom bound sigma far tighter than two, for most cells.
+    assert np.median((shared.high - shared.low) / (own.high - own.low)) < 0.8
+    # A cell ten times noisier is never narrower than its own plug-in spread makes it
+    # (its own interval less the chi-square inflation of two degrees of freedom), and
+    # stays far wider than the rest.
+    num[:, 0] = rng.normal(0.0, 10.0, 3)
+    own = confidence_sequence(num, den, 40, 0.8)
+    shared = confidence_sequence(num, den, 40, 0.8, pooled=True)
+    inflation = np.sqrt(2.0 / stats.chi2.ppf(1.0 - SIGMA_BOUND_LEVEL, 2))
+    widths = shared.high - shared.low
+    assert widths[0] >= (own.high[0] - own.low[0]) / inflation * (1 - 1e-9)
+    assert widths[0] > 3 * np.median(widths[1:])
