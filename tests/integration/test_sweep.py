@@ -93,3 +93,28 @@ def test_missing_weights_stop_the_sweep_with_one_line(tmp_path: Path,
     assert main(["sweep", str(spec), "--out", str(tmp_path / "runs"), "--no-report"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "/nonexistent/echo-weights" in err[0]
+
+
+def test_a_history_spec_runs_in_full_then_is_checked_against_that_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.spec.history_aware import HISTORY_LOG
+    from bench.store.records import load_records
+    from tests.integration.conftest import TINY_SPEC
+
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY_SPEC.format(repeats=1, score="true") + "[history]\nfirst_batch = 2\n")
+    out = tmp_path / "runs"
+    assert main(["sweep", str(spec), "--out", str(out), "--no-report"]) == 0
+    assert "no complete full run of tiny" in capsys.readouterr().out
+    first = next(p for p in out.iterdir() if p.is_dir())
+    assert main(["sweep", str(spec), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"history: checking against {first.name}" in said and "history look 0" in said
+    second = next(p for p in out.iterdir() if p.is_dir() and p != first)
+    log = json.loads((second / HISTORY_LOG).read_text())
+    assert log["reference"]["run_id"] == first.name and log["stages"][0]["draws"] == 2
+    # Scored after each look (the random ASR makes quality no figure, and says so).
+    assert log["quality"] == "not compared: random weights or ASR"
+    ran = load_records(second)
+    assert ran["wer"].notna().all() and len(ran) <= EXPECTED
+    assert "Checked against the last full run" in (second / "report.html").read_text()
