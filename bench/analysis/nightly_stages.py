@@ -136,11 +136,11 @@ class HistoryStages:
                                "not compared: " + ("not scored during the run"
                                                    if self.score is None else
                                                    "random weights or ASR"))
+        last = stage + 1 >= len(self.looks)
         for cid, night in nights.items():
-            if night.state != "open" or stage + 1 >= len(self.looks):
+            if night.state != "open" or last:
                 self.decided[cid] = night
         active = frozenset(c for c, n in nights.items() if n.state == "open")
-        last = stage + 1 >= len(self.looks)
         stop = ("every cell decided" if not active else
                 "every draw run: some cells still open" if last else None)
         self.log["stages"] = [s for s in self.log["stages"] if s["stage"] < stage] + [{

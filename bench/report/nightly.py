@@ -42,29 +42,29 @@ def history_section(analysis: RunAnalysis) -> HistorySection | None:
     sizes = rule.get("sizes") or {}
     settings = log.get("settings") or {}
     commit = str(ref.get("git_commit") or "")[:10]
+    confidence = float(rule.get("confidence", 0.95))
+    share = f" ({ran / full:.0%})" if full else ""
+    compute = f" ({spent / ref_seconds:.0%})" if ref_seconds > 0 else ""
     summary = [
         f"Checked against {ref.get('run_id')} (the last full run of this spec, started "
         f"{ref.get('started_at')}{', commit ' + commit if commit else ''}), twin by twin: "
         "the same prompt, seed and repeat.",
-        f"Ran {ran} of the spec's {full} generations ({ran / full:.0%})" if full else
-        f"Ran {ran} generations",
-        f"; compute {spent:.1f} s against the full run's {ref_seconds:.1f} s"
-        + (f" ({spent / ref_seconds:.0%})." if ref_seconds > 0 else "."),
+        f"Ran {ran} of the spec's {full} generations{share}; compute {spent:.1f} s against "
+        f"the full run's {ref_seconds:.1f} s{compute}.",
         f"Every cell ran {settings.get('first_batch')} of the {n_draws} draws (a prompt and a "
         f"seed) first, then {settings.get('batch')} per look while a regression beyond its "
         "step was still possible. Steps: speed x"
         f"{sizes.get('speed_factor')}, corpus WER {sizes.get('wer_points')} points, SIM "
         f"{sizes.get('sim')}, UTMOS {sizes.get('mos')}; a step is flagged at "
-        f"{float(rule.get('confidence', 0.95)):.0%} (a cell that did not change is flagged "
-        f"with chance at most {1 - float(rule.get('confidence', 0.95)):.0%}), "
-        f"\"no regression\" at {float(rule.get('none_confidence', 0.8)):.0%} (one-sided: the "
-        "bound shown). A cell stops once no regression is possible; an improvement is "
-        "flagged only if it shows by then.",
+        f"{confidence:.0%} (a cell that did not change is flagged with chance at most "
+        f"{1 - confidence:.0%}), \"no regression\" at "
+        f"{float(rule.get('none_confidence', 0.8)):.0%} (one-sided: the bound shown). A cell "
+        "stops once no regression is possible; an improvement is flagged only if it shows "
+        "by then.",
         f"Quality: {log.get('quality') or 'not compared'}. Stopped: "
         f"{log.get('stop') or 'not yet (the run is unfinished)'}. What was not run "
         "stands as the reference run measured it; the weekly full run audits it.",
     ]
-    summary = [summary[0], summary[1] + summary[2], *summary[3:]]
     cells = log.get("cells") or {}
     labels = dict(zip(analysis.cells.index.astype(str), analysis.cells["cell_label"],
                       strict=True))
